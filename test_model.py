@@ -1,0 +1,169 @@
+"""Tests. `python test_model.py` runs them all and closes with `N passed, N failed`."""
+
+import math
+import sys
+from dataclasses import asdict
+
+import pytest
+import torch
+import torch.nn as nn
+
+from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
+
+FLOOR = CascadeConfig().rms_floor
+
+
+def tiny_config(**overrides):
+    return CascadeConfig(**{"frame_dim": 16, "n_layer": 1, "n_head": 2, **overrides})
+
+
+def noise_frames(levels, D=16, T=24, seed=0):
+    """One (D, T) clip per level, each with exactly that RMS. # (B, D, T)"""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(levels), D, T, generator=g)
+    return x / rms(x, FLOOR) * torch.tensor(levels).view(-1, 1, 1)
+
+
+def music_like(n_samples, sample_rate=16000, seed=0):
+    """Tones plus noise with a decaying envelope, the statistics of real audio. # (2, N)"""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n_samples) / sample_rate
+    tones = sum(torch.sin(2 * math.pi * f * t + p) / (i + 1) for i, (f, p) in enumerate([(220, 0.0), (331, 1.0), (1250, 2.0)]))
+    envelope = torch.exp(-3 * (t % 0.5))
+    return 0.2 * envelope * tones + 0.01 * torch.randn(2, n_samples, generator=g)
+
+
+# -----------------------------------------------------------------------------
+# model
+
+
+@pytest.mark.parametrize("B,D,T,n_head", [(1, 16, 1, 2), (3, 16, 37, 4), (2, 32, 64, 8), (2, 128, 20, 4)])
+def test_output_shapes(B, D, T, n_head):
+    model = Cascade(tiny_config(frame_dim=D, n_head=n_head))
+    out, stats = model(torch.randn(B, D, T), torch.randn(B, D, T))
+    assert out.shape == stats["out1"].shape == (B, D, T)
+    assert stats["scale1"].shape == stats["scale2"].shape == (B,)
+
+
+def test_bad_shapes_and_config_are_value_errors():
+    model = Cascade(tiny_config())
+    with pytest.raises(ValueError, match="must both be"):
+        model(torch.randn(2, 16, 8), torch.randn(2, 16, 9))
+    with pytest.raises(ValueError, match="n_head=5"):
+        CascadeConfig(n_head=5)
+
+
+def test_every_stage_output_has_the_combined_rms():
+    levels_in = [1e-4, 1e-4, 1.0, 1e2, 3e-2]
+    levels_tgt = [1e2, 1e-4, 1e-3, 1e2, 7.0]
+    x, y = noise_frames(levels_in, seed=1), noise_frames(levels_tgt, seed=2)
+    model = Cascade(tiny_config()).eval()
+    out, stats = model(x, y)
+    expected = torch.tensor([math.sqrt((a * a + b * b) / 2) for a, b in zip(levels_in, levels_tgt)])
+    for stage_out in (stats["out1"], out):
+        got = rms(stage_out, 0.0).view(-1).double()
+        torch.testing.assert_close(got, expected.double(), rtol=1e-5, atol=0)
+
+
+def test_no_parameter_is_a_scalar_or_part_of_the_scaling():
+    model = Cascade(CascadeConfig())
+    owners = {name: type(module) for name, module in model.named_modules()}
+    for name, p in model.named_parameters():
+        assert p.dim() >= 1 and p.numel() > 1, f"{name} is a scalar"
+        owner = owners[name.rsplit(".", 1)[0]]
+        assert owner in (nn.Linear, nn.LayerNorm), f"{name} belongs to {owner.__name__}"
+        assert not any(word in name for word in ("rms", "scale")), name
+
+
+@pytest.mark.parametrize("c", [1e-3, 1e3])
+def test_level_equivariance(c):
+    x, y = noise_frames([0.1, 0.5, 0.02], seed=3), noise_frames([0.3, 0.05, 0.02], seed=4)
+    model = Cascade(tiny_config()).eval()
+    out, _ = model(x, y)
+    scaled, _ = model(c * x, c * y)
+    torch.testing.assert_close(scaled, c * out, rtol=1e-5, atol=1e-5 * c * out.abs().max().item())
+
+
+@pytest.mark.parametrize("level", [1e-4, 1.0, 1e2])
+def test_scale_factors_start_near_one_at_any_level(level):
+    model = Cascade(CascadeConfig()).eval()
+    x, y = noise_frames([level] * 2, D=128, seed=5), noise_frames([level] * 2, D=128, seed=6)
+    _, stats = model(x, y)
+    for key in ("scale1", "scale2"):
+        assert ((stats[key] > 0.5) & (stats[key] < 2.0)).all(), (key, stats[key])
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_forward_and_backward_stay_finite_on_silence_and_extremes(autocast):
+    model = Cascade(tiny_config())
+    zeros = torch.zeros(16, 24)
+    x = noise_frames([1.0, 1e-9, 1e3, 1.0, 1e-12], seed=7)
+    y = noise_frames([1.0, 1e-9, 1e-7, 1e3, 1.0], seed=8)
+    x[0], y[0], x[3] = zeros, zeros, zeros  # a silent pair, and a silent input beside a loud target
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out, stats = model(x, y)
+    loss = out.pow(2).mean() + stats["out1"].sum() + stats["scale1"].sum() + stats["scale2"].sum()
+    loss.backward()
+    assert out.dtype == torch.float32 and torch.isfinite(out).all() and torch.isfinite(loss)
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+    assert out[0].abs().max() < 1e-9, "a silent pair must give silence"
+
+
+def test_checkpoint_dict_round_trip_gives_identical_outputs():
+    model = Cascade(tiny_config(n_layer=2)).eval()
+    checkpoint = {"model_config": asdict(model.config), "model": model.state_dict()}
+    rebuilt = Cascade(CascadeConfig(**checkpoint["model_config"])).eval()
+    rebuilt.load_state_dict(checkpoint["model"])
+    x, y = torch.randn(2, 16, 30), torch.randn(2, 16, 30)
+    assert torch.equal(model(x, y)[0], rebuilt(x, y)[0])
+
+
+def test_the_model_can_learn():
+    torch.manual_seed(0)
+    model = Cascade(tiny_config(dropout=0.0))
+    x, y = noise_frames([0.3, 0.1], seed=9), noise_frames([0.2, 0.4], seed=10)
+    goal = noise_frames([0.25, 0.3], seed=11)  # same RMS as the output, so reachable
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(50):
+        loss = ((model(x, y)[0] - goal).pow(2).mean(dim=(1, 2)) / goal.pow(2).mean(dim=(1, 2))).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+# -----------------------------------------------------------------------------
+# codec
+
+
+@pytest.mark.parametrize("n_samples", [128, 1000, 16000, 48007])
+def test_codec_round_trip_and_rms(n_samples):
+    codec = MDCTCodec(128)
+    audio = music_like(n_samples)
+    frames = codec.encode(audio)
+    assert frames.shape == (2, 128, math.ceil(n_samples / 128) + 1)
+    torch.testing.assert_close(codec.decode(frames, n_samples), audio, rtol=0, atol=2e-6)
+    expected = rms(audio[:, :, None], 0.0).view(-1) * math.sqrt(n_samples / (128 * frames.shape[-1]))
+    torch.testing.assert_close(rms(frames, 0.0).view(-1), expected, rtol=1e-5, atol=0)
+
+
+def test_combined_rms_is_the_mean_square_of_the_two():
+    x, y = noise_frames([3.0]), noise_frames([4.0])
+    assert combined_rms(x, y, FLOOR).item() == pytest.approx(math.sqrt(12.5), rel=1e-6)
+
+
+if __name__ == "__main__":
+
+    class ClosingLine:
+        def pytest_terminal_summary(self, terminalreporter):
+            stats = terminalreporter.stats
+            self.counts = [len(stats.get(k, [])) for k in ("passed", "failed", "error", "skipped")]
+
+    closing = ClosingLine()
+    code = pytest.main([__file__, "-q", "-p", "no:cacheprovider", *sys.argv[1:]], plugins=[closing])
+    passed, failed, errors, skipped = getattr(closing, "counts", [0, 0, 0, 0])
+    print(f"{passed} passed, {failed + errors} failed, {skipped} skipped")
+    sys.exit(code)
