@@ -126,25 +126,28 @@ class Block(nn.Module):
 class Stage(nn.Module):
     """concat(sources) -> positions -> LayerNorm -> blocks -> LayerNorm -> Linear(C -> D) + residual -> fixed RMS."""
 
-    def __init__(self, n_sources, config):
+    def __init__(self, n_sources, residual_weight, config):
         super().__init__()
+        self.residual_weight = residual_weight
         d_model = n_sources * config.frame_dim
         self.norm_in = nn.LayerNorm(d_model)
         self.blocks = nn.ModuleList(Block(d_model, config.n_head, config.dropout) for _ in range(config.n_layer))
         self.norm_out = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, config.frame_dim)
-        # Unit gain from the unit-variance LayerNorm output, so the pre-scaling
-        # RMS starts near 1 and the fixed scaling starts near 1 (no 'RMS collapse').
-        nn.init.normal_(self.proj.weight, std=d_model**-0.5)
+        # Sources enter at unit scale, so their mean has RMS ~sqrt(1/n_sources).
+        # This gain makes projection + residual start at RMS ~1, and with it every
+        # stage's scale factor (no 'RMS collapse' of a weakly weighted stage).
+        gain = math.sqrt(max(1.0 - residual_weight**2 / n_sources, 0.1))
+        nn.init.normal_(self.proj.weight, std=gain * d_model**-0.5)
         nn.init.zeros_(self.proj.bias)
 
-    def forward(self, sources, residual_weight, target_rms, floor):  # sources: each (B, D, T)
+    def forward(self, sources, target_rms, floor):  # sources: each (B, D, T)
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
         x = self.proj(self.norm_out(x)).transpose(1, 2)  # (B, D, T)
-        x = x + residual_weight * torch.stack(sources).mean(dim=0)
+        x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
         return scale_to_rms(x, target_rms, floor)
 
 
@@ -152,8 +155,8 @@ class Cascade(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.stage1 = Stage(2, config)
-        self.stage2 = Stage(3, config)
+        self.stage1 = Stage(2, 1.0, config)
+        self.stage2 = Stage(3, config.final_residual, config)
 
     def forward(self, x_in, x_tgt):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and
@@ -166,8 +169,8 @@ class Cascade(nn.Module):
         level = combined_rms(x_in, x_tgt, floor)  # (B, 1, 1)
         x_in, x_tgt = x_in / level, x_tgt / level
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
-        out1, scale1 = self.stage1([x_in, x_tgt], 1.0, unit, floor)
-        out2, scale2 = self.stage2([x_in, out1, x_tgt], self.config.final_residual, unit, floor)
+        out1, scale1 = self.stage1([x_in, x_tgt], unit, floor)
+        out2, scale2 = self.stage2([x_in, out1, x_tgt], unit, floor)
         return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
 
 

@@ -1,6 +1,9 @@
 """Tests. `python test_model.py` runs them all and closes with `N passed, N failed`."""
 
+import hashlib
 import math
+import os
+import subprocess
 import sys
 from dataclasses import asdict
 
@@ -8,7 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 
+import train
 from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY_RUN = ["--frame_dim=16", "--n_layer=1", "--n_head=2", "--sample_rate=8000", "--segment_seconds=0.25",
+            "--demo_pieces=4", "--demo_seconds=2.0", "--batch_size=2", "--epochs=2", "--log_interval=2"]
 
 FLOOR = CascadeConfig().rms_floor
 
@@ -153,6 +161,124 @@ def test_codec_round_trip_and_rms(n_samples):
 def test_combined_rms_is_the_mean_square_of_the_two():
     x, y = noise_frames([3.0]), noise_frames([4.0])
     assert combined_rms(x, y, FLOOR).item() == pytest.approx(math.sqrt(12.5), rel=1e-6)
+
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def run_train(out_dir, *args, env=None, timeout=120):
+    return subprocess.run([sys.executable, os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args],
+                          capture_output=True, text=True, timeout=timeout, cwd=HERE, env={**os.environ, **(env or {})})
+
+
+def sha1(path):
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
+
+
+def test_smoke_run_writes_checkpoint_samples_and_metrics(tmp_path):
+    result = run_train(tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    step_lines = [line for line in lines if line.startswith("step ")]
+    assert step_lines and all(" | epoch " in s and " | grad_norm " in s and " | lr " in s and s.endswith(" ms") for s in step_lines)
+    assert any(line.startswith("top grads: ") for line in lines)
+    for indicator in ("gradient norms", "stage-1 scale factor", "stage-2 scale factor", "temporal structure", "correlation output->input"):
+        assert indicator in result.stdout
+    checkpoints = train.checkpoint_files(tmp_path)
+    assert [os.path.basename(p).split("_step_")[0] for p in checkpoints] == ["epoch_2", "epoch_1"]
+    state = train.load_checkpoint(checkpoints[0])
+    model = train.model_from_checkpoint(state).eval()
+    assert state["hyperparameters"]["frame_dim"] == 16 and state["epoch"] == 2 and state["health"]["warnings"] is not None
+    x = torch.randn(1, 16, 10)
+    assert torch.isfinite(model(x, x)[0]).all()
+    import soundfile as sf
+    audio, rate = sf.read(tmp_path / "samples" / "epoch_2_output.wav")
+    assert rate == 8000 and len(audio) == 2000 and np_finite(audio)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    kinds = [r.split(",")[0] for r in rows[1:]]
+    assert kinds.count("epoch") == 2 and kinds.count("step") == state["step"]
+    assert all(len(r.split(",")) == len(header) for r in rows[1:])
+
+
+def np_finite(a):
+    import numpy as np
+    return bool(np.isfinite(a).all())
+
+
+def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path):
+    assert run_train(tmp_path, "--epochs=1").returncode == 0
+    before = {p: sha1(p) for p in train.checkpoint_files(tmp_path)}
+    result = run_train(tmp_path, "--epochs=1")
+    assert result.returncode != 0 and "--resume=auto" in result.stderr
+    assert {p: sha1(p) for p in train.checkpoint_files(tmp_path)} == before
+
+
+def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path):
+    assert run_train(tmp_path, "--epochs=1").returncode == 0
+    before = {p: sha1(p) for p in train.checkpoint_files(tmp_path)}
+    steps = train.load_checkpoint(train.checkpoint_files(tmp_path)[0])["step"]
+    result = run_train(tmp_path, "--resume=auto", env={train.TEST_NAN_STEP: str(steps + 2)})
+    assert result.returncode == train.NAN_ABORT_EXIT, result.stderr
+    assert f"NaN abort at step {steps + 2}" in result.stderr
+    assert "non-finite gradients (1): stage2.proj.weight" in result.stderr
+    assert "loss terms: novelty" in result.stderr and "first non-finite module output: none" in result.stderr
+    assert f"newest good checkpoint: {train.checkpoint_files(tmp_path)[0]}" in result.stderr
+    assert {p: sha1(p) for p in train.checkpoint_files(tmp_path)} == before
+    assert "nan_abort" in (tmp_path / "metrics.csv").read_text()
+
+
+def test_overrides_are_type_checked_and_unknown_names_rejected():
+    assert train.parse_overrides(["--lr=3e-4", "--epochs=2", "--shuffle_targets=true"]) == {
+        **train.HYPERPARAMETERS, "lr": 3e-4, "epochs": 2, "shuffle_targets": True}
+    with pytest.raises(SystemExit, match="expected int"):
+        train.parse_overrides(["--epochs=ten"])
+    with pytest.raises(SystemExit, match="expected bool"):
+        train.parse_overrides(["--shuffle_targets=maybe"])
+    with pytest.raises(SystemExit, match="unknown hyperparameter 'learning_rate'.*valid names: .*lr"):
+        train.parse_overrides(["--learning_rate=1e-3"])
+    with pytest.raises(SystemExit, match="--name=value"):
+        train.parse_overrides(["epochs=3"])
+
+
+def test_bad_override_exits_non_zero_before_training(tmp_path):
+    result = run_train(tmp_path, "--batch_size=0")
+    assert result.returncode != 0 and "--batch_size=0 must be > 0" in result.stderr
+    assert not train.checkpoint_files(tmp_path)
+
+
+def test_objective_is_finite_for_silent_inputs_targets_and_outputs():
+    torch.manual_seed(0)
+    model = Cascade(tiny_config())
+    x, y = noise_frames([0.0, 0.3, 1e-9, 0.2], seed=12), noise_frames([0.3, 0.0, 0.2, 0.2], seed=13)
+    out, _ = model(x, y)
+    out = torch.cat([out[:3], out[3:] * 0.0])  # and a silent output
+    loss, terms = train.objective(out, x, y, {**train.HYPERPARAMETERS, "recon_weight": 0.05})
+    loss.backward()
+    assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in terms.values())
+    for name, p in model.named_parameters():
+        assert torch.isfinite(p.grad).all(), name
+
+
+def test_pearson_matches_numpy_and_is_zero_for_silence():
+    import numpy as np
+    a, b = torch.randn(3, 16, 20), torch.randn(3, 16, 20)
+    b[1] += 2 * a[1]
+    expected = [np.corrcoef(a[i].flatten().numpy(), b[i].flatten().numpy())[0, 1] for i in range(3)]
+    torch.testing.assert_close(train.pearson(a, b, FLOOR), torch.tensor(expected, dtype=torch.float32), rtol=1e-4, atol=1e-5)
+    assert train.pearson(torch.zeros(1, 4, 4), b[:1, :4, :4], FLOOR).item() == 0.0
+
+
+def test_envelope_bars_use_one_absolute_scale():
+    import numpy as np
+    t = np.arange(48_000) / 48_000
+    loud = 0.9 * np.sin(2 * np.pi * 440 * t)
+    assert set(train.envelope_bars(train.envelope_db(loud))) == {"█"}
+    assert set(train.envelope_bars(train.envelope_db(loud * 1e-4))) == {" "}
+    assert train.envelope_variation(loud * (t > 0.5), loud) > 1.0  # a gap is structure
+    assert train.envelope_variation(loud, loud * (t > 0.5)) < train.FLAT_ENVELOPE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,584 @@
+"""
+Train the two-stage cascade on pairs of clips (segment k -> segment k+1).
+
+    python train.py                        # built-in demo music, defaults below
+    python train.py --lr=3e-4 --epochs=20  # any hyperparameter as --name=value
+    python train.py --resume=auto          # continue the newest checkpoint in out_dir
+
+Each step prints one line; each epoch prints a health report (gradient norms,
+RMS ratios, temporal structure, correlations), writes a checkpoint, metrics
+and the validation sample as WAV files. A non-finite loss or gradient stops the
+run before the optimizer step, with exit code 3 and a report of where.
+"""
+
+import fcntl
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, fields
+
+import numpy as np
+import soundfile as sf
+import torch
+
+import data
+from model import Cascade, CascadeConfig, MDCTCodec, rms
+
+# ----------------------------------------------------------------------------- hyperparameters
+# data
+data_dir = ""  # a folder of your audio (searched recursively); "" = the built-in demo music
+sample_rate = 16000  # the model's rate; user audio is resampled to it
+segment_seconds = 2.0  # length of one clip of a pair
+val_fraction = 0.15  # share of files (or demo pieces) held out for validation
+shuffle_targets = False  # True: pair each input with a segment of another file
+demo_pieces = 24  # demo: synthetic songs generated, train + validation
+demo_seconds = 24.0  # demo: length of each song
+cache_dir = ".cache/audio"  # user audio decoded once to the model's rate
+# model
+frame_dim = 128  # D, MDCT bins per frame
+n_layer = 2  # per stage
+n_head = 4
+dropout = 0.1
+final_residual = 0.1  # 0.2-0.3 is a remedy for constant output
+rms_floor = 1e-6  # RMS below this (-120 dBFS) counts as silence
+# loss
+novelty_weight = 0.85  # penalises correlation of the output with input and target
+recon_weight = 0.0  # 0.01-0.05 is a remedy for constant output
+# optimizer
+lr = 1e-4
+weight_decay = 0.01
+grad_clip = 1.0  # max-norm of the total gradient
+batch_size = 8
+# run
+epochs = 10
+seed = 1337
+out_dir = "checkpoints"
+keep_checkpoints = 3  # newest checkpoints kept; older ones are deleted
+resume = ""  # "" = fresh run, "auto" = newest good checkpoint in out_dir, or a path
+log_interval = 10  # steps between "top grads" lines
+top_k = 5  # parameters listed in "top grads"
+device = "auto"  # auto, cpu, cuda
+dtype = "float32"  # float32 or bfloat16 (mixed precision through autocast)
+# -----------------------------------------------------------------------------
+HYPERPARAMETERS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
+
+NAN_ABORT_EXIT = 3
+CHECKPOINT_FORMAT = "cascade-checkpoint-v1"
+TEST_NAN_STEP = "CASCADE_TEST_NAN_STEP"  # tests only: poison one gradient at this step
+
+
+# -----------------------------------------------------------------------------
+# hyperparameters from the command line
+
+
+def parse_overrides(argv, defaults=HYPERPARAMETERS):
+    """--name=value for any hyperparameter, typed like its default."""
+    hp = dict(defaults)
+    for arg in argv:
+        name, eq, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not eq:
+            raise SystemExit(f"cannot read argument {arg!r}: write hyperparameters as --name=value")
+        if name not in hp:
+            raise SystemExit(f"unknown hyperparameter {name!r}; valid names: {', '.join(sorted(hp))}")
+        kind = type(defaults[name])
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                hp[name] = text.lower() in ("true", "1")
+            else:
+                hp[name] = kind(text)
+        except ValueError:
+            raise SystemExit(f"--{name}={text}: expected {kind.__name__} like the default {defaults[name]!r}") from None
+    return hp
+
+
+def check_values(hp):
+    positive = ["sample_rate", "segment_seconds", "demo_pieces", "demo_seconds", "frame_dim", "n_layer", "n_head",
+                "lr", "grad_clip", "batch_size", "epochs", "keep_checkpoints", "log_interval", "top_k"]
+    for name in positive:
+        if not hp[name] > 0:
+            raise SystemExit(f"--{name}={hp[name]} must be > 0")
+    if not 0 < hp["val_fraction"] < 1:
+        raise SystemExit(f"--val_fraction={hp['val_fraction']} must be between 0 and 1")
+    if hp["dtype"] not in ("float32", "bfloat16"):
+        raise SystemExit(f"--dtype={hp['dtype']} must be float32 or bfloat16")
+    if hp["device"] not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"--device={hp['device']} must be auto, cpu or cuda")
+
+
+def model_config(hp):
+    try:
+        return CascadeConfig(**{f.name: hp[f.name] for f in fields(CascadeConfig)})
+    except ValueError as e:
+        raise SystemExit(f"bad model hyperparameters: {e}") from None
+
+
+# -----------------------------------------------------------------------------
+# the objective
+
+
+def pearson(a, b, floor):
+    """Per-sample Pearson correlation over (D, T) in float32. # (B,)
+    The standard deviations are floored, so a silent clip correlates 0 with
+    everything, with a finite gradient, instead of poisoning the run with NaN."""
+    a = a.float().flatten(1)
+    b = b.float().flatten(1)
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    std_a = a.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
+    std_b = b.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
+    return (a * b).mean(dim=1) / (std_a * std_b)
+
+
+def objective(out, x_in, x_tgt, hp):
+    """Total loss and each named term. Frames and audio have the same
+    correlations (the codec is orthonormal), so novelty is the square of what
+    the correlation monitor reports."""
+    floor = hp["rms_floor"]
+    novelty = ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean()
+    error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
+    recon = (error / rms(x_tgt, floor).view(-1).pow(2)).mean()
+    total = hp["novelty_weight"] * novelty + hp["recon_weight"] * recon
+    return total, {"novelty": novelty.item(), "recon": recon.item()}
+
+
+# -----------------------------------------------------------------------------
+# the NaN abort
+
+
+class NonFiniteError(Exception):
+    """Raised before the optimizer step; its message is the full report."""
+
+
+def gradient_norms(model):
+    return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def top_gradients(norms, k):
+    return ", ".join(f"{name} ({norm:.3g})" for name, norm in sorted(norms.items(), key=lambda kv: -kv[1])[:k])
+
+
+def first_non_finite_module(model, forward):
+    """Rerun forward with hooks; name the first module whose output is non-finite."""
+    found = []
+
+    def hook(module, args, output):
+        tensors = output if isinstance(output, tuple) else (output,)
+        if not found and any(isinstance(t, torch.Tensor) and not torch.isfinite(t).all() for t in tensors):
+            found.append(name_of[module])
+
+    name_of = {module: name or "model" for name, module in model.named_modules()}
+    handles = [module.register_forward_hook(hook) for module in name_of]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else "none: the forward pass is finite, so the non-finite values arose in the backward pass"
+
+
+def check_finite(step, loss, terms, grad_norm, model, forward, top_k, newest_checkpoint):
+    """The NaN abort: raise NonFiniteError with the report if the loss or the gradient norm is not finite."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    norms = gradient_norms(model)
+    bad = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    finite = {name: norm for name, norm in norms.items() if math.isfinite(norm)}
+    raise NonFiniteError("\n".join([
+        f"NaN abort at step {step}: loss {loss:.6g}, grad_norm {grad_norm:.6g}; the weights were not updated",
+        "  loss terms: " + ", ".join(f"{k} {v:.6g}" for k, v in terms.items()),
+        f"  non-finite gradients ({len(bad)}): " + (", ".join(bad) or "none"),
+        f"  top grads (finite): {top_gradients(finite, top_k)}",
+        f"  first non-finite module output: {first_non_finite_module(model, forward)}",
+        f"  newest good checkpoint: {newest_checkpoint or 'none yet'}",
+    ]))
+
+
+# -----------------------------------------------------------------------------
+# health monitors
+
+ENVELOPE_COLUMNS = 48
+ENVELOPE_SHADES = " ░▒▓█"  # blank = silent ... █ = loud, on one absolute dB scale
+ENVELOPE_RANGE_DB = (-60.0, 0.0)
+FLAT_ENVELOPE = 0.25  # output envelope varying less than this share of the input's is 'constant output'
+HEALTHY_GRAD_NORM = 100.0
+HEALTHY_RMS_RATIO = (0.8, 1.2)
+HEALTHY_CORRELATION = 0.3
+CONSTANT_OUTPUT_REMEDIES = ("add a small reconstruction loss (--recon_weight=0.02, range 0.01-0.05), "
+                            "raise --final_residual to 0.2-0.3, or lower --novelty_weight to 0.5-0.7")
+
+
+def envelope_db(audio, columns=ENVELOPE_COLUMNS):
+    """Loudness in dBFS of `columns` equal chunks of a mono clip. # (N,) -> (columns,)"""
+    chunks = audio[: len(audio) // columns * columns].reshape(columns, -1)
+    return 20 * np.log10(np.sqrt((chunks**2).mean(axis=1)) + 1e-10)
+
+
+def envelope_bars(db):
+    low, high = ENVELOPE_RANGE_DB
+    levels = np.clip((db - low) / (high - low), 0, 1) * (len(ENVELOPE_SHADES) - 1)
+    return "".join(ENVELOPE_SHADES[int(round(v))] for v in levels)
+
+
+def envelope_variation(out_audio, in_audio):
+    """How much the output's loudness moves over time, relative to the input's (1 = as much)."""
+    return float(envelope_db(out_audio).std() / max(envelope_db(in_audio).std(), 1e-3))
+
+
+def mark(ok):
+    return "✅" if ok else "⚠"
+
+
+def health_lines(h, grad_norms=None):
+    """The health report: one line per indicator, a ✅ or ⚠ each. Returns (lines, warnings)."""
+    lines, warnings = [], []
+
+    def check(name, ok, text):
+        lines.append(f"  {mark(ok)} {text}")
+        if not ok:
+            warnings.append(name)
+
+    if grad_norms:
+        gmax, gmed = max(grad_norms), float(np.median(grad_norms))
+        check("grad_norm", gmax < HEALTHY_GRAD_NORM,
+              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}, typically 5-50)")
+    low, high = HEALTHY_RMS_RATIO
+    for key, what in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
+        check(key, low <= h[key] <= high, f"{what:<16} {h[key]:.3f} (healthy {low}-{high})")
+    flat = h["envelope_variation"] < FLAT_ENVELOPE
+    check("constant_output", not flat, f"temporal structure: output envelope varies {h['envelope_variation']:.2f}x "
+                                       f"as much as the input's (constant output below {FLAT_ENVELOPE})")
+    for key in ("input", "target", "output"):
+        lines.append(f"      {key:<7}|{envelope_bars(h['envelope_' + key])}|")
+    if flat:
+        lines.append(f"      constant output: {CONSTANT_OUTPUT_REMEDIES}")
+    for key, what in (("corr_in", "output->input"), ("corr_tgt", "output->target")):
+        check(key, abs(h[key]) < HEALTHY_CORRELATION, f"correlation {what:<14} {h[key]:+.3f} (healthy below {HEALTHY_CORRELATION})")
+    return lines, warnings
+
+
+def audio_health(in_audio, tgt_audio, out_audio):
+    """The monitors that need only audio: envelopes and their variation. # each (N,) numpy"""
+    return {"envelope_input": envelope_db(in_audio), "envelope_target": envelope_db(tgt_audio),
+            "envelope_output": envelope_db(out_audio), "envelope_variation": envelope_variation(out_audio, in_audio)}
+
+
+# -----------------------------------------------------------------------------
+# checkpoints
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def save_checkpoint(state, path):
+    """Write to a temporary file, flush it to disk, then rename: a crash leaves the old files intact."""
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def load_checkpoint(path):
+    """Load one of our checkpoints or raise CheckpointError saying why it is not one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a checkpoint of this project (no '{CHECKPOINT_FORMAT}' marker)")
+    return state
+
+
+def model_from_checkpoint(state):
+    model = Cascade(CascadeConfig(**state["model_config"]))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def checkpoint_files(folder):
+    """Our checkpoint files in folder, newest (highest step) first."""
+    def step_of(name):
+        return int(name.rsplit("_step_", 1)[1].removesuffix(".pth"))
+
+    names = [n for n in os.listdir(folder) if n.endswith(".pth") and "_step_" in n and n.rsplit("_step_", 1)[1][:-4].isdigit()]
+    return [os.path.join(folder, n) for n in sorted(names, key=lambda n: (-step_of(n), n))]
+
+
+def newest_good_checkpoint(folder, log=print):
+    for path in checkpoint_files(folder):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            log(f"warning: skipping {e}")
+    return None, None
+
+
+# -----------------------------------------------------------------------------
+# the run
+
+
+def main(argv):
+    # ------------------------------------------------------------------ setup
+    hp = parse_overrides(argv)
+    check_values(hp)
+    config = model_config(hp)
+    out_dir = hp["out_dir"]
+    lock = claim_out_dir(out_dir, hp["resume"])
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if hp["device"] == "auto" else hp["device"]
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device=cuda but no CUDA device is available; use --device=cpu")
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=hp["dtype"] == "bfloat16")
+
+    resumed_from, state = None, None
+    if hp["resume"] == "auto":
+        resumed_from, state = newest_good_checkpoint(out_dir)
+        if state is None:
+            print(f"resume=auto: no good checkpoint in {out_dir}, starting fresh")
+    elif hp["resume"]:
+        try:
+            resumed_from, state = hp["resume"], load_checkpoint(hp["resume"])
+        except CheckpointError as e:
+            raise SystemExit(f"--resume: {e}") from None
+    if state is not None:
+        differ = [f"{k} (checkpoint {v!r}, requested {asdict(config)[k]!r})"
+                  for k, v in state["model_config"].items() if asdict(config).get(k) != v]
+        if differ:
+            raise SystemExit(f"{resumed_from} was trained with another model config: {'; '.join(differ)}. "
+                             f"Pass the checkpoint's values, or start a fresh run in another --out_dir.")
+    torch.manual_seed(hp["seed"])
+    print("hyperparameters:\n" + "\n".join(f"  {k} = {v!r}" for k, v in hp.items()))
+
+    # ------------------------------------------------------------------ data
+    segment = int(round(hp["segment_seconds"] * hp["sample_rate"]))
+    if hp["data_dir"]:
+        tracks = data.folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"])
+        if len(tracks) < 2:
+            raise SystemExit(f"{hp['data_dir']} has one usable file; validation needs a file of its own, add another")
+    else:
+        tracks = data.demo_tracks(hp["demo_pieces"], hp["demo_seconds"], hp["sample_rate"], hp["seed"])
+    train_tracks, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
+    train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
+    val_set = data.PairDataset(val_tracks, segment)
+    for name, tracks_, pairs in (("train", train_tracks, train_set), ("val", val_tracks, val_set)):
+        print(f"{name}: {len(tracks_)} files, {len(pairs)} pairs, {pairs.minutes(hp['sample_rate']):.1f} min")
+    steps_per_epoch = len(train_set) // hp["batch_size"]
+    if steps_per_epoch == 0 or len(val_set) == 0:
+        raise SystemExit(f"too little audio: {len(train_set)} training and {len(val_set)} validation pairs for "
+                         f"--batch_size={hp['batch_size']}; add audio, or lower batch_size or segment_seconds")
+    total_steps = steps_per_epoch * hp["epochs"]
+
+    # ------------------------------------------------------------------ model
+    codec = MDCTCodec(config.frame_dim).to(device)
+    model = Cascade(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"], group["weight_decay"] = hp["lr"], hp["weight_decay"]
+        step = state["step"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if device == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"])
+        print(f"resumed from {resumed_from} at step {step}")
+    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {steps_per_epoch} steps/epoch, "
+          f"{total_steps} steps, device {device}, {hp['dtype']}")
+    metrics = MetricsFile(os.path.join(out_dir, "metrics.csv"), keep_until_step=step)
+    newest = resumed_from
+
+    def make_state(epoch, health):
+        return {"format": CHECKPOINT_FORMAT, "model_config": asdict(config), "hyperparameters": hp,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+                "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device == "cuda" else None},
+                "health": health}
+
+    def save(name, epoch, health):
+        nonlocal newest
+        path = os.path.join(out_dir, name)
+        save_checkpoint(make_state(epoch, health), path)
+        newest = path
+        for old in checkpoint_files(out_dir)[hp["keep_checkpoints"]:]:
+            if old != newest:
+                os.remove(old)
+        return path
+
+    def frames(batch):
+        return [codec.encode(audio.to(device)) for audio in batch]
+
+    # ------------------------------------------------------------------ the loop
+    stop = install_signal_handlers()
+    epoch_grad_norms, t_run = [], time.time()
+    for epoch in range(step // steps_per_epoch, hp["epochs"]):
+        train_set.set_epoch(epoch)
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(hp["seed"] + epoch)).tolist()
+        model.train()
+        for i in range(step % steps_per_epoch, steps_per_epoch):
+            t0 = time.time()
+            x_in, x_tgt = frames(train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]]))
+            with autocast:
+                out, _ = model(x_in, x_tgt)
+            loss, terms = objective(out, x_in, x_tgt, hp)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if os.environ.get(TEST_NAN_STEP) == str(step + 1):
+                model.stage2.proj.weight.grad[0, 0] = float("nan")
+            grads = [p.grad for p in model.parameters() if p.grad is not None]
+            grad_norm_t = torch.nn.utils.get_total_norm(grads)  # pre-clip
+            grad_norm = grad_norm_t.item()
+            try:  # before clipping, which would smear one bad gradient over all of them
+                check_finite(step + 1, loss.item(), terms, grad_norm, model,
+                             lambda: model(x_in, x_tgt), hp["top_k"], newest)
+            except NonFiniteError as e:
+                metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=loss.item(), grad_norm=grad_norm, **terms)
+                print(e, file=sys.stderr, flush=True)
+                sys.exit(NAN_ABORT_EXIT)
+            torch.nn.utils.clip_grads_with_norm_(grads, hp["grad_clip"], grad_norm_t)
+            optimizer.step()
+            step += 1
+            epoch_grad_norms.append(grad_norm)
+            dt = (time.time() - t0) * 1000
+            print(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss.item():.4f} (novelty {terms['novelty']:.4f}, "
+                  f"recon {terms['recon']:.4f}) | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
+            metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss.item(), grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
+            if step % hp["log_interval"] == 0:
+                print(f"top grads: {top_gradients(gradient_norms(model), hp['top_k'])}")
+            if stop.signal is not None:
+                path = save(f"interrupted_epoch_{epoch + 1}_step_{step}.pth", epoch, None)
+                print(f"{signal.Signals(stop.signal).name}: finished step {step}, saved {path}; "
+                      f"continue with --resume=auto", flush=True)
+                sys.exit(128 + stop.signal)
+
+        # ------------------------------------------------------------------ end of epoch: health, checkpoint, samples
+        health, sample = validate(model, codec, val_set, hp, device, autocast)
+        lines, warnings = health_lines(health, epoch_grad_norms)
+        elapsed = time.time() - t_run
+        done = step - (state["step"] if state else 0)
+        eta = elapsed / max(done, 1) * (total_steps - step)
+        print(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
+              f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)
+        metrics.write(kind="epoch", epoch=epoch + 1, step=step, grad_norm_max=max(epoch_grad_norms),
+                      grad_norm_median=float(np.median(epoch_grad_norms)), warnings=" ".join(warnings),
+                      **{k: v for k, v in health.items() if k in MetricsFile.COLUMNS})
+        summary = {k: v for k, v in health.items() if np.isscalar(v)}
+        path = save(f"epoch_{epoch + 1}_step_{step}.pth", epoch + 1, {**summary, "warnings": warnings})
+        write_samples(os.path.join(out_dir, "samples"), epoch + 1, sample, hp["sample_rate"])
+        print(f"saved {path}")
+        epoch_grad_norms = []
+    lock.close()
+
+
+@torch.no_grad()
+def validate(model, codec, val_set, hp, device, autocast):
+    """Validation loss and the health numbers over every validation pair; the
+    fixed first pair's audio is returned for the envelope bars and the samples."""
+    model.eval()
+    totals, count = {}, 0
+    for start in range(0, len(val_set), hp["batch_size"]):
+        in_audio, tgt_audio = val_set.batch(range(start, min(start + hp["batch_size"], len(val_set))))
+        x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
+        with autocast:
+            out, stats = model(x_in, x_tgt)
+        loss, _ = objective(out, x_in, x_tgt, hp)
+        floor = hp["rms_floor"]
+        batch = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
+                 "rms_ratio": (rms(out, floor) / rms(x_in, floor)).view(-1),
+                 "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
+        for k, v in batch.items():
+            totals[k] = totals.get(k, 0.0) + v.float().sum().item()
+        count += len(out)
+        if start == 0:
+            sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out[:1], in_audio.shape[1]))]
+    model.train()
+    health = {k: v / count for k, v in totals.items()}
+    return {**health, **audio_health(*sample)}, sample
+
+
+def write_samples(folder, epoch, sample, sample_rate):
+    os.makedirs(folder, exist_ok=True)
+    for name, audio in zip(("input", "target", "output"), sample):
+        peak = np.abs(audio).max()  # never clip: scale down a too-loud output rather than distort it
+        sf.write(os.path.join(folder, f"epoch_{epoch}_{name}.wav"), audio / max(1.0, peak / 0.999), sample_rate, subtype="FLOAT")
+
+
+class MetricsFile:
+    """metrics.csv: one row per step, per epoch and per NaN abort, one header.
+    On resume, rows after the resumed step are dropped so the file reads as one run."""
+
+    COLUMNS = ["kind", "epoch", "step", "loss", "novelty", "recon", "grad_norm", "lr", "dt_ms", "val_loss",
+               "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope_variation",
+               "corr_in", "corr_tgt", "warnings"]
+
+    def __init__(self, path, keep_until_step):
+        self.path = path
+        kept = []
+        if keep_until_step and os.path.exists(path):
+            with open(path) as f:
+                rows = f.read().splitlines()[1:]
+            kept = [r for r in rows if r.split(",")[2].isdigit() and int(r.split(",")[2]) <= keep_until_step]
+        with open(path, "w") as f:
+            f.write("\n".join([",".join(self.COLUMNS)] + kept) + "\n")
+
+    def write(self, **row):
+        assert set(row) <= set(self.COLUMNS), set(row) - set(self.COLUMNS)
+        with open(self.path, "a") as f:
+            f.write(",".join(format_cell(row.get(c, "")) for c in self.COLUMNS) + "\n")
+
+
+def format_cell(value):
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def claim_out_dir(out_dir, resume):
+    """Make out_dir writable and ours before any work: one run per folder, and a
+    fresh run never mixes its checkpoints with an earlier run's."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SystemExit(f"--out_dir={out_dir} is a file, not a folder: move it away or choose another --out_dir")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(os.path.join(out_dir, ".lock"), "a+")
+        probe = os.path.join(out_dir, f".write_test.{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(f"cannot write checkpoints to {out_dir}: {e.strerror}. Fix its permissions or choose another --out_dir") from None
+    try:  # the kernel drops the lock when its holder dies, so a crashed run never blocks the next
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise SystemExit(f"another run (pid {lock.read().strip() or '?'}) is training into {out_dir}; "
+                         f"wait for it, stop it, or choose another --out_dir") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    if not resume and checkpoint_files(out_dir):
+        raise SystemExit(f"{out_dir} already holds checkpoints of an earlier run; continue it with --resume=auto, "
+                         f"or start a new run with another --out_dir (nothing was deleted)")
+    return lock
+
+
+def install_signal_handlers():
+    """SIGINT/SIGTERM only set a flag: the current step finishes, then the loop saves and exits."""
+    class Stop:
+        signal = None
+
+    def handler(signum, frame):
+        Stop.signal = signum
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return Stop
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
