@@ -179,6 +179,27 @@ def audio_files(folder):
     return found
 
 
+def checked_mono(block):
+    """Mix (N, channels) to mono, refusing values that are not audio. # -> (N,)"""
+    if not np.isfinite(block).all():
+        raise ValueError("contains NaN or Inf samples")
+    if np.abs(block).max(initial=0.0) > PEAK_LIMIT:
+        raise ValueError(f"has samples beyond +-{PEAK_LIMIT:g} (audio lies in [-1, 1])")
+    return block.mean(axis=1)
+
+
+def read_mono(path, sample_rate):
+    """A whole file as mono float32 at sample_rate; ValueError naming the file if unusable. # (N,)"""
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        mono = checked_mono(audio)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: {str(e).strip() or type(e).__name__}") from None
+    if len(mono) == 0:
+        raise ValueError(f"{path}: holds no samples")
+    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate).astype(np.float32)
+
+
 def cache_file(path, sample_rate, cache_dir, warn):
     """Decode path to mono float32 at sample_rate in cache_dir, once: a cache
     entry is keyed by the file's path, size and mtime. Returns a Track, or None
@@ -198,12 +219,8 @@ def cache_file(path, sample_rate, cache_dir, warn):
         os.makedirs(cache_dir, exist_ok=True)
         with open(partial, "wb") as f:
             blocks = sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True)
-            for i, block in enumerate(blocks):
-                if not np.isfinite(block).all():
-                    raise ValueError("contains NaN or Inf samples")
-                if np.abs(block).max(initial=0.0) > PEAK_LIMIT:
-                    raise ValueError(f"has samples beyond +-{PEAK_LIMIT} (not audio in [-1, 1])")
-                mono = block.mean(axis=1)
+            for block in blocks:
+                mono = checked_mono(block)
                 f.write((mono if resampler is None else resampler.resample_chunk(mono)).astype(np.float32).tobytes())
             if resampler is not None:
                 f.write(resampler.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32).tobytes())

@@ -281,6 +281,113 @@ def test_envelope_bars_use_one_absolute_scale():
     assert train.envelope_variation(loud, loud * (t > 0.5)) < train.FLAT_ENVELOPE
 
 
+# -----------------------------------------------------------------------------
+# the user's own audio, and generate.py
+
+
+def write_collection(folder):
+    """Six usable files at three rates, mono and stereo, WAV/FLAC/OGG, and three bad ones."""
+    import numpy as np
+    import soundfile as sf
+    import data
+    folder.mkdir()
+    (folder / "sub").mkdir()
+    good = [("a.wav", 22050, 1, "WAV"), ("b.flac", 44100, 2, "FLAC"), ("c.ogg", 48000, 2, "OGG"),
+            ("sub/d.wav", 48000, 2, "WAV"), ("sub/e.flac", 22050, 1, "FLAC"), ("sub/f.ogg", 44100, 1, "OGG")]
+    for i, (name, rate, channels, fmt) in enumerate(good):
+        mono = data.demo_piece(100 + i, 1.6, rate)
+        audio = mono if channels == 1 else np.stack([mono, 0.5 * mono], axis=1)
+        sf.write(folder / name, audio, rate, format=fmt)
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt garbage" + bytes(range(256)) * 4)
+    (folder / "empty.flac").write_bytes(b"")
+    sf.write(folder / "short.wav", data.demo_piece(200, 0.3, 8000), 8000)
+    return [str(folder / name) for name, *_ in good], [str(folder / n) for n in ("corrupt.wav", "empty.flac", "short.wav")]
+
+
+def test_a_mixed_folder_trains_and_names_exactly_the_bad_files(tmp_path):
+    good, bad = write_collection(tmp_path / "music")
+    before = {p: sha1(p) for p in good + bad}
+    result = run_train(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: skipping")]
+    assert sorted(w.split(": ")[1].removeprefix("skipping ") for w in warnings) == sorted(bad), warnings
+    assert "skipped 3 of 9 files" in result.stdout
+    assert "train: 5 files" in result.stdout and "val: 1 files" in result.stdout and "step 1/" in result.stdout
+    assert {p: sha1(p) for p in good + bad} == before, "the user's files are only ever read"
+    again = run_train(tmp_path / "ck2", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1")
+    assert again.returncode == 0 and again.stdout.count("warning: skipping") == 3  # from the cache now
+
+
+def test_a_folder_of_only_bad_files_fails_before_any_model(tmp_path):
+    _, bad = write_collection(tmp_path / "music")
+    for path in os.listdir(tmp_path / "music"):
+        full = str(tmp_path / "music" / path)
+        if full not in bad and os.path.isfile(full):
+            os.remove(full)
+    import shutil
+    shutil.rmtree(tmp_path / "music" / "sub")
+    result = run_train(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}")
+    assert result.returncode != 0
+    assert f"no usable audio in {tmp_path / 'music'}" in result.stderr and "too short" in result.stderr
+    assert "model:" not in result.stdout
+
+
+def test_split_puts_no_file_on_both_sides():
+    import data
+    tracks = [data.Track(f"file{i}", audio=torch.zeros(1000 * (i + 2)).numpy(), n_samples=1000 * (i + 2)) for i in range(20)]
+    for seed in range(5):
+        train_tracks, val_tracks = data.split_by_file(tracks, 0.2, seed)
+        assert len(val_tracks) == 4 and len(train_tracks) == 16
+        assert not {t.name for t in train_tracks} & {t.name for t in val_tracks}
+        pairs = data.PairDataset(train_tracks, 500)
+        assert {train_tracks[i].name for i, _ in pairs.pairs} <= {t.name for t in train_tracks}
+
+
+def test_shuffle_targets_draws_from_another_file():
+    import data
+    tracks = [data.Track(f"file{i}", audio=torch.full((4000,), float(i)).numpy(), n_samples=4000) for i in range(3)]
+    pairs = data.PairDataset(tracks, 1000, shuffle_targets=True, seed=1)
+    for index, (track, _) in enumerate(pairs.pairs):
+        x, y = pairs[index]
+        assert x[0].item() == track and y[0].item() != track
+
+
+def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    import data
+    assert run_train(tmp_path / "ck", "--epochs=1").returncode == 0
+    ckpt = train.checkpoint_files(tmp_path / "ck")[0]
+    n = int(2.5 * 0.25 * 44100)  # 2.5 segments, at another rate
+    sf.write(tmp_path / "in.wav", np.stack([data.demo_piece(1, n / 44100, 44100)] * 2, axis=1), 44100)
+    sf.write(tmp_path / "tgt.flac", data.demo_piece(2, 0.4, 22050), 22050)
+    generate = [sys.executable, os.path.join(HERE, "generate.py"), "--input", str(tmp_path / "in.wav"),
+                "--target", str(tmp_path / "tgt.flac"), "--out", str(tmp_path / "out.wav")]
+    result = subprocess.run(generate + ["--ckpt", ckpt], capture_output=True, text=True, cwd=HERE)
+    assert result.returncode == 0, result.stderr
+    out, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 8000 and len(out) == round(n * 8000 / 44100) and np.abs(out).max() <= 1.0
+    assert "correlation output->input" in result.stdout and "output/input RMS" in result.stdout
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(open(ckpt, "rb").read()[:5000])
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    for bad, message in ((tmp_path / "missing.pth", "no such file"), (truncated, "not a readable checkpoint"),
+                         (foreign, "not a checkpoint of this project")):
+        result = subprocess.run(generate + ["--ckpt", str(bad)], capture_output=True, text=True, cwd=HERE)
+        assert result.returncode != 0 and str(bad) in result.stderr and message in result.stderr, result.stderr
+
+
+def test_overlap_add_windows_join_without_gain_change():
+    import numpy as np
+    import generate
+    starts, fade = generate.windows(1000, 200)
+    total = np.zeros(1400)
+    for start in starts:
+        total[200 + start: 400 + start] += fade
+    np.testing.assert_allclose(total[200:1200], 1.0, atol=1e-12)
+
+
 if __name__ == "__main__":
 
     class ClosingLine:
