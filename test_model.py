@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 
 import pytest
@@ -386,6 +387,151 @@ def test_overlap_add_windows_join_without_gain_change():
     for start in starts:
         total[200 + start: 400 + start] += fade
     np.testing.assert_allclose(total[200:1200], 1.0, atol=1e-12)
+
+
+# -----------------------------------------------------------------------------
+# faults: every one injected for real
+
+
+def same_training_state(path_a, path_b):
+    a, b = train.load_checkpoint(path_a), train.load_checkpoint(path_b)
+    assert a["step"] == b["step"], (a["step"], b["step"])
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for index, moments in a["optimizer"]["state"].items():
+        for key, value in moments.items():
+            assert torch.equal(value, b["optimizer"]["state"][index][key]), (index, key)
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    return True
+
+
+def newest(folder):
+    return train.checkpoint_files(folder)[0]
+
+
+def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path):
+    assert run_train(tmp_path / "straight", "--epochs=2").returncode == 0
+    assert run_train(tmp_path / "split", "--epochs=1").returncode == 0
+    result = run_train(tmp_path / "split", "--epochs=2", "--resume=auto")
+    assert result.returncode == 0 and "resumed from" in result.stdout
+    assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "split"))
+
+
+def start_train(out_dir, *args, env=None):
+    return subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE, env={**os.environ, **(env or {})})
+
+
+def wait_for_line(process, prefix):
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return line
+    raise AssertionError(f"no line starting {prefix!r}; stderr: {process.stderr.read()}")
+
+
+@pytest.mark.parametrize("signum", [2, 15])  # SIGINT, SIGTERM
+def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, signum):
+    assert run_train(tmp_path / "straight", "--epochs=4").returncode == 0
+    process = start_train(tmp_path / "run", "--epochs=4")
+    wait_for_line(process, "step 13/")  # mid epoch 2
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    interrupted = newest(tmp_path / "run")
+    assert os.path.basename(interrupted).startswith("interrupted_") and "continue with --resume=auto" in out
+    assert run_train(tmp_path / "run", "--epochs=4", "--resume=auto").returncode == 0
+    assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "run"))
+
+
+def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path):
+    assert run_train(tmp_path, "--epochs=1").returncode == 0
+    before = {p: sha1(p) for p in train.checkpoint_files(tmp_path)}
+    process = start_train(tmp_path, "--epochs=2", "--resume=auto", env={train.TEST_SAVE_DELAY: "30"})
+    wait_for_line(process, "step 20/")  # the epoch-2 save starts right after this step
+    deadline = time.time() + 30
+    while not any(n.endswith(".tmp") for n in os.listdir(tmp_path)) and time.time() < deadline:
+        time.sleep(0.05)
+    assert any(n.endswith(".tmp") for n in os.listdir(tmp_path)), "the save never started"
+    process.kill()
+    process.communicate()
+    assert {p: sha1(p) for p in train.checkpoint_files(tmp_path)} == before
+    for path in before:
+        train.load_checkpoint(path)
+    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
+    assert result.returncode == 0 and f"resumed from {newest_of(before)}" in result.stdout
+    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+
+
+def newest_of(paths):
+    return max(paths, key=train.step_of)
+
+
+def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path):
+    assert run_train(tmp_path, "--epochs=1").returncode == 0
+    good = newest(tmp_path)
+    truncated, foreign = tmp_path / "epoch_9_step_999.pth", tmp_path / "epoch_8_step_998.pth"
+    truncated.write_bytes(open(good, "rb").read()[:3000])
+    torch.save({"something": "else"}, foreign)
+    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
+    assert result.returncode == 0, result.stderr
+    assert f"warning: skipping {truncated} is not a readable checkpoint" in result.stdout
+    assert f"warning: skipping {foreign} is a torch file but not a checkpoint" in result.stdout
+    assert f"resumed from {good}" in result.stdout
+    assert truncated.exists() and foreign.exists(), "nothing of the user's is deleted"
+    for bad in (truncated, foreign):
+        result = run_train(tmp_path, f"--resume={bad}")
+        assert result.returncode != 0 and f"--resume: {bad}" in result.stderr
+    result = run_train(tmp_path, "--resume=auto", "--frame_dim=32", "--n_layer=2")
+    assert result.returncode != 0
+    assert "frame_dim (checkpoint 16, requested 32)" in result.stderr and "n_layer (checkpoint 1, requested 2)" in result.stderr
+
+
+@pytest.mark.parametrize("where", ["file", "unwritable"])
+def test_an_unusable_out_dir_fails_before_the_first_step(tmp_path, where):
+    if where == "file":
+        out_dir = tmp_path / "checkpoints"
+        out_dir.write_text("not a folder")
+    else:
+        out_dir = "/proc/cascade_checkpoints"  # not writable even for root
+    result = run_train(out_dir)
+    assert result.returncode != 0 and str(out_dir) in result.stderr and "--out_dir" in result.stderr
+    assert "step 1/" not in result.stdout
+
+
+def test_bad_sample_values_are_caught_when_reading_and_silence_trains(tmp_path):
+    import numpy as np
+    import soundfile as sf
+    import data
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(4):
+        sf.write(music / f"song{i}.wav", data.demo_piece(300 + i, 1.6, 8000), 8000)
+    for i in range(2):
+        sf.write(music / f"silence{i}.wav", np.zeros(12800, np.float32), 8000)
+    poisoned = {"nan.wav": float("nan"), "inf.wav": float("inf"), "huge.wav": 100.0}
+    for name, value in poisoned.items():
+        audio = data.demo_piece(400, 1.6, 8000)
+        audio[5000] = value
+        sf.write(music / name, audio, 8000, subtype="FLOAT")
+    result = run_train(tmp_path / "ck", f"--data_dir={music}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1",
+                       "--recon_weight=0.05")
+    assert result.returncode == 0, result.stderr
+    for name, reason in (("nan.wav", "NaN or Inf"), ("inf.wav", "NaN or Inf"), ("huge.wav", "beyond")):
+        assert any(line.startswith(f"warning: skipping {music / name}: ") and reason in line
+                   for line in result.stdout.splitlines()), name
+    assert "nan" not in " ".join(line for line in result.stdout.splitlines() if line.startswith("step ")).lower()
+
+
+def test_a_second_run_on_the_same_folder_refuses_and_a_dead_run_does_not_block(tmp_path):
+    first = start_train(tmp_path, "--epochs=50")
+    wait_for_line(first, "step 1/")
+    second = run_train(tmp_path, "--resume=auto")
+    assert second.returncode != 0 and f"another run (pid {first.pid}) is training into {tmp_path}" in second.stderr
+    first.kill()
+    first.communicate()
+    assert (tmp_path / ".lock").exists()  # the crashed run's lock file is still there...
+    third = run_train(tmp_path, "--resume=auto", "--epochs=1")
+    assert third.returncode == 0, third.stderr  # ...but the kernel released its lock
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ HYPERPARAMETERS = {k: v for k, v in dict(globals()).items() if not k.startswith(
 NAN_ABORT_EXIT = 3
 CHECKPOINT_FORMAT = "cascade-checkpoint-v1"
 TEST_NAN_STEP = "CASCADE_TEST_NAN_STEP"  # tests only: poison one gradient at this step
+TEST_SAVE_DELAY = "CASCADE_TEST_SAVE_DELAY"  # tests only: seconds to stall mid-save, to be killed there
 
 
 # -----------------------------------------------------------------------------
@@ -280,6 +281,7 @@ def save_checkpoint(state, path):
     with open(partial, "wb") as f:
         torch.save(state, f)
         f.flush()
+        time.sleep(float(os.environ.get(TEST_SAVE_DELAY, 0)))
         os.fsync(f.fileno())
     os.replace(partial, path)
 
@@ -304,13 +306,16 @@ def model_from_checkpoint(state):
     return model
 
 
+def step_of(path):
+    """The step in a checkpoint's name (..._step_S.pth), or None for any other file."""
+    tail = os.path.basename(path).rpartition("_step_")[2].removesuffix(".pth")
+    return int(tail) if path.endswith(".pth") and "_step_" in path and tail.isdigit() else None
+
+
 def checkpoint_files(folder):
     """Our checkpoint files in folder, newest (highest step) first."""
-    def step_of(name):
-        return int(name.rsplit("_step_", 1)[1].removesuffix(".pth"))
-
-    names = [n for n in os.listdir(folder) if n.endswith(".pth") and "_step_" in n and n.rsplit("_step_", 1)[1][:-4].isdigit()]
-    return [os.path.join(folder, n) for n in sorted(names, key=lambda n: (-step_of(n), n))]
+    paths = [os.path.join(folder, n) for n in os.listdir(folder) if step_of(n) is not None]
+    return sorted(paths, key=lambda p: (-step_of(p), p))
 
 
 def newest_good_checkpoint(folder, log=print):
@@ -407,9 +412,10 @@ def main(argv):
         path = os.path.join(out_dir, name)
         save_checkpoint(make_state(epoch, health), path)
         newest = path
-        for old in checkpoint_files(out_dir)[hp["keep_checkpoints"]:]:
-            if old != newest:
-                os.remove(old)
+        # only files up to this step are this run's history; anything else is left alone
+        ours = [p for p in checkpoint_files(out_dir) if step_of(p) <= step]
+        for old in ours[hp["keep_checkpoints"]:]:
+            os.remove(old)
         return path
 
     def frames(batch):
@@ -561,6 +567,9 @@ def claim_out_dir(out_dir, resume):
     lock.truncate()
     lock.write(str(os.getpid()))
     lock.flush()
+    for name in os.listdir(out_dir):  # half-written saves of a killed run: no one else writes here now
+        if name.endswith(".tmp"):
+            os.remove(os.path.join(out_dir, name))
     if not resume and checkpoint_files(out_dir):
         raise SystemExit(f"{out_dir} already holds checkpoints of an earlier run; continue it with --resume=auto, "
                          f"or start a new run with another --out_dir (nothing was deleted)")
