@@ -534,6 +534,39 @@ def test_a_second_run_on_the_same_folder_refuses_and_a_dead_run_does_not_block(t
     assert third.returncode == 0, third.stderr  # ...but the kernel released its lock
 
 
+# -----------------------------------------------------------------------------
+# plot.py
+
+
+def png_size(path):
+    with open(path, "rb") as f:
+        header = f.read(24)
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_plot_writes_the_health_figure_and_spectrograms(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is optional; CI installs it")
+    import plot
+    assert run_train(tmp_path, "--epochs=2").returncode == 0
+    result = subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), str(tmp_path)], capture_output=True, text=True, cwd=HERE)
+    assert result.returncode == 0, result.stderr
+    w, h = plot.FIGURE_INCHES
+    assert png_size(tmp_path / "run_health.png") == (w * plot.DPI, h * plot.DPI)
+    w, h = plot.SPECTROGRAM_INCHES
+    assert png_size(tmp_path / "spectrograms_epoch_2.png") == (w * plot.DPI, h * plot.DPI)
+    assert os.path.getsize(tmp_path / "run_health.png") > 20_000  # four panels of lines, not a blank canvas
+
+
+def test_plot_explains_a_missing_or_empty_metrics_file(tmp_path):
+    import plot
+    with pytest.raises(SystemExit, match="no metrics file"):
+        plot.read_metrics(str(tmp_path))
+    (tmp_path / "metrics.csv").write_text(",".join(train.MetricsFile.COLUMNS) + "\n")
+    with pytest.raises(SystemExit, match="has no rows yet"):
+        plot.read_metrics(str(tmp_path))
+
+
 if __name__ == "__main__":
 
     class ClosingLine:

@@ -1,0 +1,138 @@
+"""
+One picture of a run's health, and spectrograms of what the model makes.
+
+    python plot.py [checkpoints/]
+
+Writes run_health.png (loss terms, pre-clip gradient norm, RMS scale factors,
+correlations, against step, with every warned epoch and any NaN abort marked)
+and spectrograms_epoch_N.png (input, target and output of the newest epoch's
+samples on one colour scale). Works on a run that is still going.
+matplotlib is needed here only: pip install matplotlib
+"""
+
+import csv
+import glob
+import os
+import re
+import sys
+
+import numpy as np
+import soundfile as sf
+
+import train
+
+FIGURE_INCHES, DPI = (12, 10), 100  # run_health.png is 1200 x 1000 pixels
+SPECTROGRAM_INCHES = (15, 4)  # spectrograms_epoch_N.png is 1500 x 400 pixels
+
+
+def read_metrics(folder):
+    path = os.path.join(folder, "metrics.csv")
+    if not os.path.exists(path):
+        raise SystemExit(f"no metrics file at {path}: point plot.py at a folder train.py has written to")
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise SystemExit(f"{path} has no rows yet: wait for the first training step")
+    return rows
+
+
+def column(rows, name):
+    return np.array([float(r[name]) if r[name] not in ("", None) else np.nan for r in rows])
+
+
+def plot_health(rows, grad_clip, path):
+    import matplotlib.pyplot as plt
+
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    aborts = [r for r in rows if r["kind"] == "nan_abort"]
+    fig, axes = plt.subplots(4, 1, figsize=FIGURE_INCHES, dpi=DPI, sharex=True)
+    x = column(steps, "step")
+    for name in ("loss", "novelty", "recon"):
+        axes[0].plot(x, column(steps, name), label=name)
+    axes[0].plot(column(epochs, "step"), column(epochs, "val_loss"), "o-", label="val loss")
+    axes[0].set_yscale("symlog", linthresh=1e-4)
+    axes[0].set_ylabel("loss")
+
+    axes[1].semilogy(x, column(steps, "grad_norm"), label="pre-clip grad norm")
+    axes[1].axhline(train.HEALTHY_GRAD_NORM, color="red", ls="--", label=f"healthy < {train.HEALTHY_GRAD_NORM:g}")
+    axes[1].axhline(grad_clip, color="gray", ls=":", label=f"clip at {grad_clip:g}")
+    axes[1].set_ylabel("gradient norm")
+
+    e = column(epochs, "step")
+    for name, label in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
+        axes[2].plot(e, column(epochs, name), "o-", label=label)
+    axes[2].axhspan(*train.HEALTHY_RMS_RATIO, color="green", alpha=0.15, label="healthy 0.8-1.2")
+    axes[2].set_ylabel("RMS")
+
+    for name, label in (("corr_in", "output->input"), ("corr_tgt", "output->target")):
+        axes[3].plot(e, column(epochs, name), "o-", label=label)
+    for sign in (1, -1):
+        axes[3].axhline(sign * train.HEALTHY_CORRELATION, color="red", ls="--")
+    axes[3].set_ylabel("correlation")
+    axes[3].set_xlabel("step")
+
+    for ax in axes:
+        for r in epochs:
+            if r["warnings"]:
+                ax.axvline(float(r["step"]), color="orange", alpha=0.4)
+        for r in aborts:
+            ax.axvline(float(r["step"]), color="red", lw=2)
+        ax.legend(loc="upper right", fontsize=8)
+    warned = sum(1 for r in epochs if r["warnings"])
+    title = f"{len(steps)} steps, {len(epochs)} epochs, {warned} with warnings (orange)"
+    if aborts:
+        title += f", NaN abort at step {aborts[-1]['step']} (red)"
+    axes[0].set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_spectrograms(folder, path_pattern):
+    """The newest epoch's input, target and output; returns the written path or None."""
+    import matplotlib.pyplot as plt
+
+    outputs = glob.glob(os.path.join(folder, "samples", "epoch_*_output.wav"))
+    if not outputs:
+        return None
+    epoch = max(int(re.search(r"epoch_(\d+)_output", p).group(1)) for p in outputs)
+    clips = []
+    for name in ("input", "target", "output"):
+        audio, rate = sf.read(os.path.join(folder, "samples", f"epoch_{epoch}_{name}.wav"), dtype="float32")
+        frames = np.lib.stride_tricks.sliding_window_view(audio, 512)[::128] * np.hanning(512)
+        clips.append((name, 20 * np.log10(np.abs(np.fft.rfft(frames)).T + 1e-6), len(audio) / rate, rate))
+    top = max(c[1].max() for c in clips)
+    fig, axes = plt.subplots(1, 3, figsize=SPECTROGRAM_INCHES, dpi=DPI, sharey=True)
+    for ax, (name, spectrogram, seconds, rate) in zip(axes, clips):
+        image = ax.imshow(spectrogram, origin="lower", aspect="auto", vmin=top - 80, vmax=top,
+                          extent=(0, seconds, 0, rate / 2000), cmap="magma")
+        ax.set_title(f"{name}, epoch {epoch}")
+        ax.set_xlabel("seconds")
+    axes[0].set_ylabel("kHz")
+    fig.colorbar(image, ax=axes, label="dB (one scale for all three)")
+    path = path_pattern.format(epoch=epoch)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def main(argv):
+    folder = argv[0] if argv else train.HYPERPARAMETERS["out_dir"]
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("plot.py needs matplotlib, which training does not: pip install matplotlib") from None
+    matplotlib.use("Agg")
+    rows = read_metrics(folder)
+    _, state = train.newest_good_checkpoint(folder) if os.path.isdir(folder) else (None, None)
+    grad_clip = (state["hyperparameters"] if state else train.HYPERPARAMETERS)["grad_clip"]
+    health = os.path.join(folder, "run_health.png")
+    plot_health(rows, grad_clip, health)
+    print(f"wrote {health}")
+    spectrograms = plot_spectrograms(folder, os.path.join(folder, "spectrograms_epoch_{epoch}.png"))
+    print(f"wrote {spectrograms}" if spectrograms else f"no samples in {folder}/samples yet: no spectrograms")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
