@@ -20,7 +20,11 @@ keeps gradients well scaled through depth without warm-up tricks, and SDPA's
 fused kernels never keep a (T, T) attention matrix for the backward pass, so
 memory grows linearly with clip length. They compute the same function as
 nn.TransformerEncoderLayer(norm_first=True, activation="gelu") and use its
-parameter layout, so weights copy across one to one.
+parameter layout, so weights copy across one to one. One difference, in
+training only: dropout acts on the residual branches but not on the attention
+weights. Attention-weight dropout forces PyTorch onto the math kernel, which
+keeps the (T, T) matrix for the backward pass: 3.6x slower and quadratic in
+memory at 16 s clips on a CPU, measured. In eval mode the two are the same function.
 """
 
 import math
@@ -93,10 +97,9 @@ def sinusoidal_positions(T, C, device):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, d_model, n_head, dropout):
+    def __init__(self, d_model, n_head):
         super().__init__()
         self.n_head = n_head
-        self.dropout = dropout
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
 
@@ -104,7 +107,7 @@ class SelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.in_proj(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, C/H)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v)  # no dropout on attention weights: see the docstring
         return self.out_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -112,7 +115,7 @@ class Block(nn.Module):
     def __init__(self, d_model, n_head, dropout):
         super().__init__()
         self.norm1 = nn.LayerNorm(d_model)
-        self.attn = SelfAttention(d_model, n_head, dropout)
+        self.attn = SelfAttention(d_model, n_head)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, 4 * d_model)
         self.linear2 = nn.Linear(4 * d_model, d_model)

@@ -567,6 +567,64 @@ def test_plot_explains_a_missing_or_empty_metrics_file(tmp_path):
         plot.read_metrics(str(tmp_path))
 
 
+# -----------------------------------------------------------------------------
+# bench.py's reference and FLOP count
+
+
+def test_our_blocks_compute_the_same_function_as_nn_transformer_encoder():
+    import bench
+    config = tiny_config(n_layer=2, frame_dim=32, n_head=4)
+    ours = Cascade(config).eval()
+    reference = bench.ReferenceCascade(config).load_from(ours).eval()
+    x, y = noise_frames([0.2, 1e-3], D=32, T=40, seed=14), noise_frames([0.1, 3.0], D=32, T=40, seed=15)
+    with torch.no_grad():
+        torch.testing.assert_close(reference(x, y)[0], ours(x, y)[0], rtol=1e-5, atol=1e-5 * 3.0)
+
+
+def test_the_analytic_flop_count_matches_torch_for_the_matrix_products():
+    from torch.utils.flop_counter import FlopCounterMode
+    import bench
+    config = tiny_config(n_layer=2)
+    model = Cascade(config)
+    x = torch.randn(2, 16, 50)
+    with FlopCounterMode(display=False) as counter:  # counts addmm; it does not see CPU attention kernels
+        model(x, x)[0].sum().backward()
+    # torch counts backward as 2x forward for matmuls, except the input gradient of the first layer
+    # it cannot skip; we count 3x forward throughout
+    assert counter.get_total_flops() <= bench.step_flops(config, 2, 50, attention=False)
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model(x, x)
+    assert 3 * counter.get_total_flops() == bench.step_flops(config, 2, 50, attention=False)
+
+
+# -----------------------------------------------------------------------------
+# stability.py
+
+
+def test_stability_smoke_table_and_the_prefix_scalars(tmp_path):
+    import stability
+    result = subprocess.run([sys.executable, os.path.join(HERE, "stability.py"), "--steps=3", "--quick",
+                             f"--out_dir={tmp_path}"], capture_output=True, text=True, cwd=HERE, timeout=120)
+    assert result.returncode == 0, result.stderr
+    table = [line for line in result.stdout.splitlines() if line.split()[:1] and line.split()[0] in stability.VARIANTS]
+    assert [line.split()[0] for line in table] == list(stability.VARIANTS)  # a row per run
+    verdicts = ("holds ", "does not hold ", "not reproduced in budget ")
+    assert sum(line.startswith(verdicts) for line in result.stdout.splitlines()) == 4
+    with open(tmp_path / "stability_records.csv") as f:
+        assert len(f.read().splitlines()) == 1 + 3 * len(stability.VARIANTS)
+
+    model = stability.PreFix(tiny_config())
+    x, y = noise_frames([0.3, 1e-6], seed=16), noise_frames([0.2, 0.4], seed=17)
+    out, _ = model(x, y)
+    loss, _ = train.objective(out, x, y, {**train.HYPERPARAMETERS, "recon_weight": 0.02})
+    loss.backward()
+    scalars = {n: p for n, p in model.named_parameters() if n.startswith(stability.SCALAR_NAMES)}
+    assert sorted(scalars) == sorted(f"{name}.{stage}" for name in stability.SCALAR_NAMES for stage in (0, 1))
+    for name, p in scalars.items():
+        assert p.dim() == 0 and p.grad is not None and p.grad.abs().item() > 0, name
+
+
 if __name__ == "__main__":
 
     class ClosingLine:
