@@ -149,7 +149,7 @@ def claims(rows):
 
 
 def main(argv):
-    options = {"steps": 60, "out_dir": "stability", "quick": False}
+    options = {"steps": 120, "out_dir": "stability", "quick": False}
     for arg in argv:
         name, _, value = arg.removeprefix("--").partition("=")
         if name not in options:
