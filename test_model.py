@@ -429,9 +429,15 @@ def wait_for_line(process, prefix):
     raise AssertionError(f"no line starting {prefix!r}; stderr: {process.stderr.read()}")
 
 
+@pytest.fixture(scope="module")
+def four_epochs_straight(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("straight")
+    assert run_train(folder, "--epochs=4").returncode == 0
+    return folder
+
+
 @pytest.mark.parametrize("signum", [2, 15])  # SIGINT, SIGTERM
-def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, signum):
-    assert run_train(tmp_path / "straight", "--epochs=4").returncode == 0
+def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, signum, four_epochs_straight):
     process = start_train(tmp_path / "run", "--epochs=4")
     wait_for_line(process, "step 13/")  # mid epoch 2
     process.send_signal(signum)
@@ -440,7 +446,7 @@ def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, signum):
     interrupted = newest(tmp_path / "run")
     assert os.path.basename(interrupted).startswith("interrupted_") and "continue with --resume=auto" in out
     assert run_train(tmp_path / "run", "--epochs=4", "--resume=auto").returncode == 0
-    assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "run"))
+    assert same_training_state(newest(four_epochs_straight), newest(tmp_path / "run"))
 
 
 def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path):
