@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Trains the two-stage cascade transformer (fixed RMS scaling) on the built-in
 # demo music: 24 synthetic songs made by data.py in seconds, no download.
-# The default run (10 epochs, 270 steps) takes 3-5 minutes on a 2-core
+# The default run (10 epochs, 270 steps) takes about 5 minutes on a 2-core
 # laptop CPU (bfloat16 where the CPU has fast bf16 matmuls, else float32). Outputs go to checkpoints/: epoch_N_step_S.pth,
 # metrics.csv and samples/epoch_N_{input,target,output}.wav.
 # Arguments pass through to train.py, e.g.:
