@@ -42,8 +42,7 @@ def padded_slice(audio, start, size):
 
 @torch.no_grad()
 def generate(model, codec, in_audio, tgt_audio, segment):
-    """in_audio, tgt_audio: mono numpy at the model's rate -> (output like in_audio, mean stage scale factors)."""
-    tgt_audio = np.resize(tgt_audio, len(in_audio))  # loop or cut the target to the input's length
+    """in_audio, tgt_audio: mono numpy at the model's rate, equally long -> (output like in_audio, mean stage scale factors)."""
     if len(in_audio) <= segment:
         starts, fade, size = [0], np.ones(len(in_audio)), len(in_audio)
     else:
@@ -80,6 +79,7 @@ def main(argv):
         in_audio, tgt_audio = data.read_mono(args.input, rate), data.read_mono(args.target, rate)
     except ValueError as e:
         raise SystemExit(f"cannot use {e}") from None
+    tgt_audio = np.resize(tgt_audio, len(in_audio))  # loop or cut the target to the input's length
 
     out, (scale1, scale2) = generate(model, MDCTCodec(model.config.frame_dim), in_audio, tgt_audio, segment)
     peak = np.abs(out).max()
@@ -92,12 +92,12 @@ def main(argv):
         raise SystemExit(f"cannot write {args.out}: {e}") from None
 
     floor = model.config.rms_floor
-    as_rows = [torch.from_numpy(a)[None] for a in (in_audio, np.resize(tgt_audio, len(in_audio)), out)]
+    as_rows = [torch.from_numpy(a)[None] for a in (in_audio, tgt_audio, out)]
     health = {"scale1": scale1, "scale2": scale2,
               "rms_ratio": float(np.sqrt((out**2).mean()) / max(np.sqrt((in_audio**2).mean()), floor)),
               "corr_in": train.pearson(as_rows[2], as_rows[0], floor).item(),
               "corr_tgt": train.pearson(as_rows[2], as_rows[1], floor).item(),
-              **train.audio_health(in_audio, as_rows[1][0].numpy(), out)}
+              **train.audio_health(in_audio, tgt_audio, out)}
     lines, warnings = train.health_lines(health)
     print(f"wrote {args.out}: {len(out) / rate:.2f} s at {rate} Hz from {args.ckpt} (epoch {state['epoch']}); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))
