@@ -100,20 +100,19 @@ def run(variant, lr, level, near_silent, recon_weight, batches_, hp, writer, see
         loss, terms = train.objective(out, x_in, x_tgt, hp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads).item()
-        per_param = train.gradient_norms(model)
+        per_param = train.gradient_norms(model)  # pre-clip, like the total below
         scalar = [v for k, v in per_param.items() if k.startswith(SCALAR_NAMES)]
         ratio = max(scalar) / max(statistics.median(per_param.values()), 1e-30) if scalar else float("nan")
         stage_scales = [stats["scale1"].mean().item(), stats["scale2"].mean().item()]
+        try:
+            grad_norm = train.clip_gradients(model, hp["grad_clip"], step, loss.item(), terms,
+                                             lambda: model(x_in, x_tgt), 3, None)
+        except train.NonFiniteError as e:
+            grad_norm, first_bad = e.grad_norm, step
         writer.writerow([variant, lr, level, int(near_silent), recon_weight, step, loss.item(), grad_norm,
                          *stage_scales, ratio, train.top_gradients(per_param, 3)])
-        try:
-            train.check_finite(step, loss.item(), terms, grad_norm, model, lambda: model(x_in, x_tgt), 3, None)
-        except train.NonFiniteError:
-            first_bad = step
+        if first_bad:
             break
-        torch.nn.utils.clip_grads_with_norm_(grads, hp["grad_clip"], torch.tensor(grad_norm))
         optimizer.step()
         norms.append(grad_norm)
         scales += stage_scales

@@ -165,6 +165,10 @@ def objective(out, x_in, x_tgt, hp):
 class NonFiniteError(Exception):
     """Raised before the optimizer step; its message is the full report."""
 
+    def __init__(self, report, grad_norm):
+        super().__init__(report)
+        self.grad_norm = grad_norm
+
 
 def gradient_norms(model):
     return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.grad is not None}
@@ -208,7 +212,17 @@ def check_finite(step, loss, terms, grad_norm, model, forward, top_k, newest_che
         f"  top grads (finite): {top_gradients(finite, top_k)}",
         f"  first non-finite module output: {first_non_finite_module(model, forward)}",
         f"  newest good checkpoint: {newest_checkpoint or 'none yet'}",
-    ]))
+    ]), grad_norm)
+
+
+def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_checkpoint):
+    """Pre-clip total gradient norm, the NaN abort, then clipping; returns the pre-clip norm.
+    The check comes before clipping, which would smear one bad gradient over all of them."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads)
+    check_finite(step, loss, terms, grad_norm.item(), model, forward, top_k, newest_checkpoint)
+    torch.nn.utils.clip_grads_with_norm_(grads, max_norm, grad_norm)
+    return grad_norm.item()
 
 
 # -----------------------------------------------------------------------------
@@ -450,26 +464,23 @@ def main(argv):
             loss, terms = objective(out, x_in, x_tgt, hp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            loss = loss.item()
             if os.environ.get(TEST_NAN_STEP) == str(step + 1):
                 model.stage2.proj.weight.grad[0, 0] = float("nan")
-            grads = [p.grad for p in model.parameters() if p.grad is not None]
-            grad_norm_t = torch.nn.utils.get_total_norm(grads)  # pre-clip
-            grad_norm = grad_norm_t.item()
-            try:  # before clipping, which would smear one bad gradient over all of them
-                check_finite(step + 1, loss.item(), terms, grad_norm, model,
-                             lambda: model(x_in, x_tgt), hp["top_k"], newest)
+            try:
+                grad_norm = clip_gradients(model, hp["grad_clip"], step + 1, loss, terms,
+                                           lambda: model(x_in, x_tgt), hp["top_k"], newest)
             except NonFiniteError as e:
-                metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=loss.item(), grad_norm=grad_norm, **terms)
+                metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=loss, grad_norm=e.grad_norm, **terms)
                 print(e, file=sys.stderr, flush=True)
                 sys.exit(NAN_ABORT_EXIT)
-            torch.nn.utils.clip_grads_with_norm_(grads, hp["grad_clip"], grad_norm_t)
             optimizer.step()
             step += 1
             epoch_grad_norms.append(grad_norm)
             dt = (time.time() - t0) * 1000
-            print(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss.item():.4f} (novelty {terms['novelty']:.4f}, "
+            print(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} (novelty {terms['novelty']:.4f}, "
                   f"recon {terms['recon']:.4f}) | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
-            metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss.item(), grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
+            metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss, grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
             if step % hp["log_interval"] == 0:
                 print(f"top grads: {top_gradients(gradient_norms(model), hp['top_k'])}")
             if stop.signal is not None:
