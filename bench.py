@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 
 import train
-from model import Cascade, CascadeConfig
+from model import Cascade
 
 CONFIGS = {"default (2 s)": 2.0, "long (16 s)": 16.0}  # segment seconds, at train.py's sample rate and batch size
 

@@ -9,7 +9,6 @@ memory does not grow with the size of the collection.
 """
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass
 
