@@ -105,8 +105,8 @@ def run(variant, lr, level, near_silent, recon_weight, batches_, hp, writer, see
         ratio = max(scalar) / max(statistics.median(per_param.values()), 1e-30) if scalar else float("nan")
         stage_scales = [stats["scale1"].mean().item(), stats["scale2"].mean().item()]
         try:
-            grad_norm = train.clip_gradients(model, hp["grad_clip"], step, loss.item(), terms,
-                                             lambda: model(x_in, x_tgt), 3, None)
+            *_, grad_norm = train.clip_gradients(model, hp["grad_clip"], step, loss.item(), terms,
+                                                 lambda: model(x_in, x_tgt), 3, None)
         except train.NonFiniteError as e:
             grad_norm, first_bad = e.grad_norm, step
         writer.writerow([variant, lr, level, int(near_silent), recon_weight, step, loss.item(), grad_norm,

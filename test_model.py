@@ -3,6 +3,8 @@
 import hashlib
 import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -401,7 +403,7 @@ def same_training_state(path_a, path_b):
     for index, moments in a["optimizer"]["state"].items():
         for key, value in moments.items():
             assert torch.equal(value, b["optimizer"]["state"][index][key]), (index, key)
-    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert all(torch.equal(x["torch"], y["torch"]) for x, y in zip(a["rng"], b["rng"], strict=True))
     return True
 
 
@@ -571,6 +573,92 @@ def test_plot_explains_a_missing_or_empty_metrics_file(tmp_path):
     (tmp_path / "metrics.csv").write_text(",".join(train.MetricsFile.COLUMNS) + "\n")
     with pytest.raises(SystemExit, match="has no rows yet"):
         plot.read_metrics(str(tmp_path))
+
+
+# -----------------------------------------------------------------------------
+# DDP: two gloo ranks on this CPU
+
+EXACT = ["--dtype=float32", "--dropout=0"]  # dropout masks differ per rank by design
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(out_dir, *args):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=HERE)
+
+
+def start_ranks(out_dir, *args, env_of_rank=(None, None)):
+    """The two processes torchrun would start, started by hand so each one's exit code and output can be checked."""
+    common = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
+                             env={**common, "RANK": str(rank), "LOCAL_RANK": str(rank), **(env or {})})
+            for rank, env in enumerate(env_of_rank)]
+
+
+def step_rows(folder):
+    rows = [r.split(",") for r in (folder / "metrics.csv").read_text().splitlines()[1:]]
+    return {int(r[2]): float(r[3]) for r in rows if r[0] == "step"}
+
+
+@pytest.fixture(scope="module")
+def two_rank_epoch(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ddp")
+    result = torchrun(folder, "--epochs=1", *EXACT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "batch 2 x 2 rank(s) = 4 pairs per step" in result.stdout
+    assert result.stdout.count("\nstep 1/") == 1, "only rank 0 prints"
+    return folder
+
+
+def test_two_ranks_match_one_process_on_the_same_global_batch_and_resume_on_one(tmp_path, two_rank_epoch):
+    assert [os.path.basename(p) for p in train.checkpoint_files(two_rank_epoch)] == ["epoch_1_step_5.pth"]
+    single = tmp_path / "single"
+    assert run_train(single, "--epochs=1", "--batch_size=4", *EXACT).returncode == 0
+    losses_ddp, losses_single = step_rows(two_rank_epoch), step_rows(single)
+    assert sorted(losses_ddp) == sorted(losses_single) == [1, 2, 3, 4, 5]
+    for step in losses_single:  # step 1 checks the sharding, the later ones the averaged gradients
+        assert losses_ddp[step] == pytest.approx(losses_single[step], rel=1e-4), step
+    a, b = train.load_checkpoint(newest(two_rank_epoch)), train.load_checkpoint(newest(single))
+    for key, value in a["model"].items():
+        torch.testing.assert_close(value, b["model"][key], rtol=1e-4, atol=1e-6)
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two_rank_epoch, resumed)
+    result = run_train(resumed, "--epochs=2", "--resume=auto", *EXACT)
+    assert result.returncode == 0, result.stderr
+    assert "comes from 2 rank(s), this run has 1" in result.stdout and "step 15/15" in result.stdout
+
+
+def test_a_nan_on_one_rank_stops_both_with_the_abort_code_and_keeps_checkpoints(tmp_path, two_rank_epoch):
+    shutil.copytree(two_rank_epoch, tmp_path, dirs_exist_ok=True)
+    before = {p: sha1(p) for p in train.checkpoint_files(tmp_path)}
+    ranks = start_ranks(tmp_path, "--epochs=2", "--resume=auto", *EXACT, env_of_rank=(None, {train.TEST_NAN_STEP: "7"}))
+    outputs = [rank.communicate(timeout=60) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [train.NAN_ABORT_EXIT] * 2, outputs
+    for rank, (out, err) in enumerate(outputs):
+        assert f"rank {rank} of 2: NaN abort at step 7" in err
+    assert "non-finite gradients (1): stage2.proj.weight" in outputs[1][1]
+    assert {p: sha1(p) for p in train.checkpoint_files(tmp_path)} == before
+
+
+def test_a_signal_to_one_rank_stops_both_with_a_checkpoint_that_resumes_on_one(tmp_path):
+    ranks = start_ranks(tmp_path, "--epochs=50")
+    wait_for_line(ranks[0], "step 8/")  # mid epoch 2
+    ranks[1].send_signal(15)
+    outputs = [rank.communicate(timeout=60) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [128 + 15] * 2, outputs
+    interrupted = newest(tmp_path)
+    assert os.path.basename(interrupted).startswith("interrupted_epoch_2_")
+    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
+    assert result.returncode == 0 and f"resumed from {interrupted}" in result.stdout, result.stderr
+    assert os.path.basename(newest(tmp_path)).startswith("epoch_2_")
 
 
 # -----------------------------------------------------------------------------

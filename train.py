@@ -4,6 +4,7 @@ Train the two-stage cascade on pairs of clips (segment k -> segment k+1).
     python train.py                        # built-in demo music, defaults below
     python train.py --lr=3e-4 --epochs=20  # any hyperparameter as --name=value
     python train.py --resume=auto          # continue the newest checkpoint in out_dir
+    torchrun --standalone --nproc_per_node=4 train.py   # DDP: batch_size pairs per rank
 
 Each step prints one line; each epoch prints a health report (gradient norms,
 RMS ratios, temporal structure, correlations), writes a checkpoint, metrics
@@ -22,6 +23,9 @@ from dataclasses import asdict, fields
 import numpy as np
 import soundfile as sf
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 import data
 from model import Cascade, CascadeConfig, MDCTCodec, rms
@@ -50,7 +54,7 @@ recon_weight = 0.0  # 0.01-0.05 is a remedy for constant output
 lr = 1e-4
 weight_decay = 0.01
 grad_clip = 1.0  # max-norm of the total gradient
-batch_size = 8
+batch_size = 8  # pairs per step, per rank under torchrun
 # run
 epochs = 10
 seed = 1337
@@ -215,14 +219,36 @@ def check_finite(step, loss, terms, grad_norm, model, forward, top_k, newest_che
     ]), grad_norm)
 
 
-def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_checkpoint):
-    """Pre-clip total gradient norm, the NaN abort, then clipping; returns the pre-clip norm.
-    The check comes before clipping, which would smear one bad gradient over all of them."""
+def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_checkpoint, mean_over_ranks=list):
+    """Pre-clip total gradient norm, the NaN abort, then clipping; returns the loss, terms and
+    pre-clip norm averaged over ranks. The check comes before clipping, which would smear one bad
+    gradient over all of them, and uses the averages, so a non-finite value on any rank stops
+    every rank at the same step and none is left waiting in a collective."""
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     grad_norm = torch.nn.utils.get_total_norm(grads)
-    check_finite(step, loss, terms, grad_norm.item(), model, forward, top_k, newest_checkpoint)
+    loss, *values, mean_norm = mean_over_ranks([loss, *terms.values(), grad_norm.item()])
+    terms = dict(zip(terms, values))
+    check_finite(step, loss, terms, mean_norm, model, forward, top_k, newest_checkpoint)
     torch.nn.utils.clip_grads_with_norm_(grads, max_norm, grad_norm)
-    return grad_norm.item()
+    return loss, terms, mean_norm
+
+
+def over_ranks(values, device, op=dist.ReduceOp.SUM):
+    """Reduce a list of floats over all ranks (a NaN anywhere is NaN everywhere); without DDP, the values."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return t.tolist()
+
+
+def from_every_rank(obj):
+    """[obj of rank 0, obj of rank 1, ...]; [obj] without DDP."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 # -----------------------------------------------------------------------------
@@ -358,24 +384,42 @@ def newest_good_checkpoint(folder, log=print):
 # the run
 
 
+def resume_position(state, steps_per_epoch, global_batch):
+    """(epoch, batches of it done) to continue from. A run resumed with another global
+    batch (other world size) skips the pairs its epoch has already seen, rounding up."""
+    epoch = state["epoch"]
+    done = state.get("epoch_step", state["step"] - epoch * steps_per_epoch)  # one-process checkpoints before DDP
+    saved_batch = state.get("global_batch", state["hyperparameters"]["batch_size"])
+    return epoch, -(-done * saved_batch // global_batch)
+
+
 def main(argv):
     # ------------------------------------------------------------------ setup
     hp = parse_overrides(argv)
     check_values(hp)
     config = model_config(hp)
     out_dir = hp["out_dir"]
-    lock = claim_out_dir(out_dir, hp["resume"])
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if hp["device"] == "auto" else hp["device"]
-    if device == "cuda" and not torch.cuda.is_available():
+    distributed = "RANK" in os.environ  # started by torchrun
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    master = rank == 0  # prints, and writes checkpoints, metrics and samples
+    log = print if master else lambda *args, **kwargs: None
+    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if hp["device"] == "auto" else hp["device"]
+    if device_type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device=cuda but no CUDA device is available; use --device=cpu")
-    dtype = hp["dtype"] if hp["dtype"] != "auto" else "bfloat16" if fast_bfloat16(device) else "float32"
-    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device_type == "cuda" else "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+    if distributed:
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    lock = claim_out_dir(out_dir, hp["resume"]) if master else None
+    dtype = hp["dtype"] if hp["dtype"] != "auto" else "bfloat16" if fast_bfloat16(device_type) else "float32"
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     resumed_from, state = None, None
     if hp["resume"] == "auto":
-        resumed_from, state = newest_good_checkpoint(out_dir)
+        resumed_from, state = newest_good_checkpoint(out_dir, log)
         if state is None:
-            print(f"resume=auto: no good checkpoint in {out_dir}, starting fresh")
+            log(f"resume=auto: no good checkpoint in {out_dir}, starting fresh")
     elif hp["resume"]:
         try:
             resumed_from, state = hp["resume"], load_checkpoint(hp["resume"])
@@ -387,13 +431,17 @@ def main(argv):
         if differ:
             raise SystemExit(f"{resumed_from} was trained with another model config: {'; '.join(differ)}. "
                              f"Pass the checkpoint's values, or start a fresh run in another --out_dir.")
-    torch.manual_seed(hp["seed"])
-    print("hyperparameters:\n" + "\n".join(f"  {k} = {v!r}" for k, v in hp.items()))
+    torch.manual_seed(hp["seed"] + rank)  # DDP copies rank 0's initial weights; dropout differs per rank
+    log("hyperparameters:\n" + "\n".join(f"  {k} = {v!r}" for k, v in hp.items()))
 
     # ------------------------------------------------------------------ data
     segment = int(round(hp["segment_seconds"] * hp["sample_rate"]))
     if hp["data_dir"]:
-        tracks = data.folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"])
+        if not master:
+            dist.barrier()  # rank 0 decodes the files into the cache first; the others then read it
+        tracks = data.folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"], log)
+        if distributed and master:
+            dist.barrier()
         if len(tracks) < 2:
             raise SystemExit(f"{hp['data_dir']} has one usable file; validation needs a file of its own, add another")
     else:
@@ -402,135 +450,158 @@ def main(argv):
     train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
     val_set = data.PairDataset(val_tracks, segment)
     for name, tracks_, pairs in (("train", train_tracks, train_set), ("val", val_tracks, val_set)):
-        print(f"{name}: {len(tracks_)} files, {len(pairs)} pairs, {pairs.minutes(hp['sample_rate']):.1f} min")
-    steps_per_epoch = len(train_set) // hp["batch_size"]
+        log(f"{name}: {len(tracks_)} files, {len(pairs)} pairs, {pairs.minutes(hp['sample_rate']):.1f} min")
+    # each rank takes every world-th pair of one seeded permutation per epoch
+    sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=hp["seed"], drop_last=True)
+    global_batch = hp["batch_size"] * world
+    steps_per_epoch = len(sampler) // hp["batch_size"]
     if steps_per_epoch == 0 or len(val_set) == 0:
         raise SystemExit(f"too little audio: {len(train_set)} training and {len(val_set)} validation pairs for "
-                         f"--batch_size={hp['batch_size']}; add audio, or lower batch_size or segment_seconds")
-    total_steps = steps_per_epoch * hp["epochs"]
+                         f"--batch_size={hp['batch_size']} on {world} rank(s); add audio, or lower batch_size or segment_seconds")
 
     # ------------------------------------------------------------------ model
     codec = MDCTCodec(config.frame_dim).to(device)
     model = Cascade(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    step = 0
+    step, start_epoch, start_batch = 0, 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         for group in optimizer.param_groups:
             group["lr"], group["weight_decay"] = hp["lr"], hp["weight_decay"]
         step = state["step"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if device == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"])
-        print(f"resumed from {resumed_from} at step {step}")
-    print(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {steps_per_epoch} steps/epoch, "
-          f"{total_steps} steps, device {device}, {dtype}")
-    metrics = MetricsFile(os.path.join(out_dir, "metrics.csv"), keep_until_step=step)
-    newest = resumed_from
+        start_epoch, start_batch = resume_position(state, steps_per_epoch, global_batch)
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one-process checkpoints before DDP
+        if len(rngs) == world:
+            torch.set_rng_state(rngs[rank]["torch"])
+            if device_type == "cuda" and rngs[rank]["cuda"] is not None:
+                torch.cuda.set_rng_state(rngs[rank]["cuda"])
+        else:
+            torch.manual_seed(int(np.random.SeedSequence([hp["seed"], step, rank]).generate_state(1)[0]))
+            log(f"the checkpoint comes from {len(rngs)} rank(s), this run has {world}: same weights and optimizer, "
+                f"new dropout streams; epoch {start_epoch + 1} continues after its first {start_batch * global_batch} pairs")
+        log(f"resumed from {resumed_from} at step {step}")
+    train_model = DistributedDataParallel(model, device_ids=[device] if device_type == "cuda" else None) if distributed else model
+    total_steps = step + (steps_per_epoch - start_batch) + steps_per_epoch * (hp["epochs"] - start_epoch - 1)
+    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; batch {hp['batch_size']} x {world} "
+        f"rank(s) = {global_batch} pairs per step; {steps_per_epoch} steps/epoch, {total_steps} steps, device {device}, {dtype}")
+    metrics = MetricsFile(os.path.join(out_dir, "metrics.csv"), keep_until_step=step) if master else None
+    newest, start_step = resumed_from, step
 
-    def make_state(epoch, health):
-        return {"format": CHECKPOINT_FORMAT, "model_config": asdict(config), "hyperparameters": hp,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
-                "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device == "cuda" else None},
-                "health": health}
-
-    def save(name, epoch, health):
+    def save(name, epoch, epoch_step, health):
+        """Every rank calls this (the RNG states are gathered); rank 0 writes."""
         nonlocal newest
-        path = os.path.join(out_dir, name)
-        save_checkpoint(make_state(epoch, health), path)
-        newest = path
-        # only files up to this step are this run's history; anything else is left alone
-        ours = [p for p in checkpoint_files(out_dir) if step_of(p) <= step]
-        for old in ours[hp["keep_checkpoints"]:]:
-            os.remove(old)
-        return path
+        rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}
+        state = {"format": CHECKPOINT_FORMAT, "model_config": asdict(config), "hyperparameters": hp,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                 "epoch_step": epoch_step, "global_batch": global_batch, "step": step,
+                 "rng": from_every_rank(rng), "health": health}
+        newest = os.path.join(out_dir, name)
+        if master:
+            save_checkpoint(state, newest)
+            # only files up to this step are this run's history; anything else is left alone
+            ours = [p for p in checkpoint_files(out_dir) if step_of(p) <= step]
+            for old in ours[hp["keep_checkpoints"]:]:
+                os.remove(old)
+        return newest
 
-    def frames(batch):
-        return [codec.encode(audio.to(device)) for audio in batch]
+    def finish(code):
+        if distributed:
+            dist.barrier()  # torchrun stops every rank once one exits: let rank 0 finish writing first
+            dist.destroy_process_group()
+        if code:
+            sys.exit(code)
 
     # ------------------------------------------------------------------ the loop
     stop = install_signal_handlers()
     epoch_grad_norms, t_run = [], time.time()
-    for epoch in range(step // steps_per_epoch, hp["epochs"]):
+    for epoch in range(start_epoch, hp["epochs"]):
         train_set.set_epoch(epoch)
-        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(hp["seed"] + epoch)).tolist()
+        sampler.set_epoch(epoch)
+        order = list(sampler)
         model.train()
-        for i in range(step % steps_per_epoch, steps_per_epoch):
+        for i in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
             t0 = time.time()
-            x_in, x_tgt = frames(train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]]))
+            x_in, x_tgt = (codec.encode(a.to(device)) for a in train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]]))
             with autocast:
-                out, _ = model(x_in, x_tgt)
+                out, _ = train_model(x_in, x_tgt)
             loss, terms = objective(out, x_in, x_tgt, hp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            loss = loss.item()
             if os.environ.get(TEST_NAN_STEP) == str(step + 1):
                 model.stage2.proj.weight.grad[0, 0] = float("nan")
             try:
-                grad_norm = clip_gradients(model, hp["grad_clip"], step + 1, loss, terms,
-                                           lambda: model(x_in, x_tgt), hp["top_k"], newest)
+                loss, terms, grad_norm = clip_gradients(model, hp["grad_clip"], step + 1, loss.item(), terms,
+                                                        lambda: model(x_in, x_tgt), hp["top_k"], newest,
+                                                        lambda values: [v / world for v in over_ranks(values, device)])
             except NonFiniteError as e:
-                metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=loss, grad_norm=e.grad_norm, **terms)
-                print(e, file=sys.stderr, flush=True)
-                sys.exit(NAN_ABORT_EXIT)
+                if master:
+                    metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=loss, grad_norm=e.grad_norm, **terms)
+                print(f"rank {rank} of {world}: {e}" if distributed else e, file=sys.stderr, flush=True)
+                finish(NAN_ABORT_EXIT)
             optimizer.step()
             step += 1
             epoch_grad_norms.append(grad_norm)
             dt = (time.time() - t0) * 1000
-            print(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} (novelty {terms['novelty']:.4f}, "
-                  f"recon {terms['recon']:.4f}) | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
-            metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss, grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
+            log(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} (novelty {terms['novelty']:.4f}, "
+                f"recon {terms['recon']:.4f}) | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
+            if master:
+                metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss, grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
             if step % hp["log_interval"] == 0:
-                print(f"top grads: {top_gradients(gradient_norms(model), hp['top_k'])}")
-            if stop.signal is not None:
-                path = save(f"interrupted_epoch_{epoch + 1}_step_{step}.pth", epoch, None)
-                print(f"{signal.Signals(stop.signal).name}: finished step {step}, saved {path}; "
-                      f"continue with --resume=auto", flush=True)
-                sys.exit(128 + stop.signal)
+                log(f"top grads: {top_gradients(gradient_norms(model), hp['top_k'])}")
+            signum = int(over_ranks([stop.signal or 0], device, dist.ReduceOp.MAX)[0])  # a signal to any rank stops all
+            if signum:
+                path = save(f"interrupted_epoch_{epoch + 1}_step_{step}.pth", epoch, i + 1, None)
+                log(f"{signal.Signals(signum).name}: finished step {step}, saved {path}; "
+                    f"continue with --resume=auto", flush=True)
+                finish(128 + signum)
 
         # ------------------------------------------------------------------ end of epoch: health, checkpoint, samples
-        health, sample = validate(model, codec, val_set, hp, device, autocast)
+        health, sample = validate(model, codec, val_set, hp, device, autocast, rank, world)
         lines, warnings = health_lines(health, epoch_grad_norms)
         elapsed = time.time() - t_run
-        done = step - (state["step"] if state else 0)
-        eta = elapsed / max(done, 1) * (total_steps - step)
-        print(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
-              f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)
-        metrics.write(kind="epoch", epoch=epoch + 1, step=step, grad_norm_max=max(epoch_grad_norms),
-                      grad_norm_median=float(np.median(epoch_grad_norms)), warnings=" ".join(warnings),
-                      **{k: v for k, v in health.items() if k in MetricsFile.COLUMNS})
+        eta = elapsed / max(step - start_step, 1) * (total_steps - step)
+        log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
+            f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)
         summary = {k: v for k, v in health.items() if np.isscalar(v)}
-        path = save(f"epoch_{epoch + 1}_step_{step}.pth", epoch + 1, {**summary, "warnings": warnings})
-        write_samples(os.path.join(out_dir, "samples"), epoch + 1, sample, hp["sample_rate"])
-        print(f"saved {path}")
+        path = save(f"epoch_{epoch + 1}_step_{step}.pth", epoch + 1, 0, {**summary, "warnings": warnings})
+        if master:
+            metrics.write(kind="epoch", epoch=epoch + 1, step=step, grad_norm_max=max(epoch_grad_norms),
+                          grad_norm_median=float(np.median(epoch_grad_norms)), warnings=" ".join(warnings),
+                          **{k: v for k, v in health.items() if k in MetricsFile.COLUMNS})
+            write_samples(os.path.join(out_dir, "samples"), epoch + 1, sample, hp["sample_rate"])
+        log(f"saved {path}")
         epoch_grad_norms = []
-    lock.close()
+    finish(0)
+    if lock:
+        lock.close()
 
 
 @torch.no_grad()
-def validate(model, codec, val_set, hp, device, autocast):
-    """Validation loss and the health numbers over every validation pair; the
-    fixed first pair's audio is returned for the envelope bars and the samples."""
+def validate(model, codec, val_set, hp, device, autocast, rank=0, world=1):
+    """Validation loss and the health numbers over every validation pair (each
+    rank takes its share; the sums are all-reduced); the fixed first pair's
+    audio is returned for the envelope bars and the samples."""
     model.eval()
-    totals, count = {}, 0
-    for start in range(0, len(val_set), hp["batch_size"]):
-        in_audio, tgt_audio = val_set.batch(range(start, min(start + hp["batch_size"], len(val_set))))
+    names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
+    sums = [0.0] * (len(names) + 1)  # the last one counts pairs
+    floor, B = hp["rms_floor"], hp["batch_size"]
+    for start in range(rank * B, len(val_set), world * B):
+        in_audio, tgt_audio = val_set.batch(range(start, min(start + B, len(val_set))))
         x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
         with autocast:
             out, stats = model(x_in, x_tgt)
         loss, _ = objective(out, x_in, x_tgt, hp)
-        floor = hp["rms_floor"]
-        batch = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
-                 "rms_ratio": (rms(out, floor) / rms(x_in, floor)).view(-1),
-                 "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
-        for k, v in batch.items():
-            totals[k] = totals.get(k, 0.0) + v.float().sum().item()
-        count += len(out)
-        if start == 0:
-            sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out[:1], in_audio.shape[1]))]
+        values = (loss.expand(len(out)), stats["scale1"], stats["scale2"], (rms(out, floor) / rms(x_in, floor)).view(-1),
+                  pearson(out, x_in, floor), pearson(out, x_tgt, floor), torch.ones(len(out)))
+        sums = [s + v.float().sum().item() for s, v in zip(sums, values)]
+    *sums, count = over_ranks(sums, device)
+    in_audio, tgt_audio = val_set.batch([0])
+    with autocast:
+        out, _ = model(codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device)))
+    sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out, in_audio.shape[1]))]
     model.train()
-    health = {k: v / count for k, v in totals.items()}
+    health = {name: s / count for name, s in zip(names, sums)}
     return {**health, **audio_health(*sample)}, sample
 
 
