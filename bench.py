@@ -2,7 +2,9 @@
 Training-step speed and memory of our cascade against a plain reference.
 
     python bench.py            # default config (2 s clips) and the 16 s config
+    python bench.py --compile  # also ours under torch.compile, with its compile time
     python bench.py --quick    # fewer steps, for a smoke test
+    python bench.py --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
 
 The reference is the same architecture written the way the original research
 code was: nn.TransformerEncoder layers, float32. Both run the same loss
@@ -13,18 +15,27 @@ products and attention) and compared with this machine's own matmul peak,
 measured in the same run.
 """
 
+import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+import warnings
 
+import numpy as np
+import soundfile as sf
 import torch
 import torch.nn as nn
 
+import data
 import train
 from model import Cascade
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 CONFIGS = {"default (2 s)": 2.0, "long (16 s)": 16.0}  # segment seconds, at train.py's sample rate and batch size
 
@@ -98,29 +109,38 @@ def make_step(model, hp, dtype, device, B, T):
     return step
 
 
-def build(kind, config, device):
+def build(impl, config, device):
+    """impl: (kind, dtype, compiled); kind is "ours" or "reference"."""
+    kind, _, compiled = impl
     torch.manual_seed(0)
     ours = Cascade(config)
-    return (ours if kind == "ours" else ReferenceCascade(config).load_from(ours)).to(device).train()
+    model = (ours if kind == "ours" else ReferenceCascade(config).load_from(ours)).to(device).train()
+    return torch.compile(model) if compiled else model
 
 
-def peak_memory_child(kind, dtype, seconds, device):
-    """Memory a training step adds at its peak, measured in a fresh process: on CPU the
-    peak resident set above the resident set with model, optimizer and batch in place."""
+def impl_name(impl):
+    kind, dtype, compiled = impl
+    return f"{kind} {dtype}" + " compiled" * compiled
+
+
+def peak_memory_child(impl, seconds, device):
+    """Memory a training step adds at its peak, measured in a fresh process after one
+    warm-up step (which compiles, and allocates AdamW's moments): on CPU the peak
+    resident set above the resident set between steps."""
     hp = train.HYPERPARAMETERS
     config = train.model_config(hp)
     T = int(seconds * hp["sample_rate"]) // config.frame_dim + 1
-    step = make_step(build(kind, config, device), hp, dtype, device, hp["batch_size"], T)
+    step = make_step(build(impl, config, device), hp, impl[1], device, hp["batch_size"], T)
+    step()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-        for _ in range(2):
-            step()
-        return torch.cuda.max_memory_allocated()
+        base = torch.cuda.memory_allocated()
+        step()
+        return torch.cuda.max_memory_allocated() - base
     with open("/proc/self/clear_refs", "w") as f:  # resets the kernel's peak-RSS mark (VmHWM)
         f.write("5")
     before = vm_kib("VmRSS")
-    for _ in range(2):
-        step()
+    step()
     return (vm_kib("VmHWM") - before) * 1024
 
 
@@ -129,16 +149,71 @@ def vm_kib(field):
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def peak_memory(kind, dtype, seconds, device):
-    code = f"import bench; print(bench.peak_memory_child({kind!r}, {dtype!r}, {seconds!r}, {device!r}))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=os.path.dirname(os.path.abspath(__file__)))
+def peak_memory(impl, seconds, device):
+    code = f"import bench; print(bench.peak_memory_child({impl!r}, {seconds!r}, {device!r}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE)
     if result.returncode:
         raise RuntimeError(result.stderr)
     return int(result.stdout.split()[-1])
 
 
+# -----------------------------------------------------------------------------
+# memory against the size of the music collection
+
+
+def write_collection(folder, minutes, file_minutes, sample_rate=44100):
+    """44.1 kHz stereo FLAC songs totalling `minutes`, standing in for a user's music folder."""
+    os.makedirs(folder)
+    for i in range(math.ceil(minutes / file_minutes)):
+        left = data.demo_piece(100 + i, 60 * file_minutes, sample_rate)
+        right = 0.8 * np.roll(left, sample_rate // 100)  # a stereo image: the right channel 10 ms late
+        sf.write(os.path.join(folder, f"song_{i:03d}.flac"), np.stack([left, right], axis=1), sample_rate)
+
+
+def train_peak_memory(data_dir, work_dir):
+    """Run one epoch of train.py (defaults) on data_dir, the cache built on the way; its peak
+    resident set in bytes, its wall time and its last step line."""
+    process = subprocess.Popen([sys.executable, "train.py", f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
+                                f"--cache_dir={work_dir}/cache", "--epochs=1"], cwd=HERE, stdout=subprocess.PIPE, text=True)
+    t0 = time.time()
+    last = ""
+    for line in process.stdout:
+        last = line.strip() if line.startswith("step ") else last
+    _, status, usage = os.wait4(process.pid, 0)  # the rusage of exactly this child
+    if status:
+        raise SystemExit(f"train.py failed on {data_dir} (wait status {status})")
+    return usage.ru_maxrss * 1024, time.time() - t0, last.split(" | ")[0]
+
+
+def collection_memory(hours):
+    print(f"train.py peak memory (resident set, cache build + one epoch, default hyperparameters) "
+          f"on 44.1 kHz stereo FLAC collections generated here; torch {torch.__version__}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes, file_minutes in ((6, 2), (60 * hours, 10)):
+            folder = os.path.join(tmp, f"music_{minutes}")
+            write_collection(folder, minutes, file_minutes)
+            size = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
+            peak, seconds, steps = train_peak_memory(folder, os.path.join(tmp, f"run_{minutes}"))
+            print(f"{minutes / 60:6.2f} h of music ({len(os.listdir(folder))} files, {size / 2**20:6.0f} MiB FLAC): "
+                  f"peak {peak / 2**20:6.0f} MiB, {steps}, {seconds / 60:.1f} min", flush=True)
+
+
+# -----------------------------------------------------------------------------
+
+
 def main(argv):
-    quick = "--quick" in argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser.add_argument("--quick", action="store_true", help="fewer steps and only the default config")
+    parser.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
+    parser.add_argument("--collection_hours", type=float, help="measure train.py's peak memory on this many hours "
+                        "of generated music against a few minutes, instead of the step benchmark")
+    args = parser.parse_args(argv)
+    if args.collection_hours:
+        return collection_memory(args.collection_hours)
+    quick, compiled = args.quick, args.compile
+    if compiled:
+        torch.compiler.config.force_disable_caches = True  # time a cold compile: a user's first run pays it
+        warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fast = "bfloat16" if train.fast_bfloat16(device) else "float32"
     hp = train.HYPERPARAMETERS
@@ -156,30 +231,42 @@ def main(argv):
     results = []
     for name, seconds in (list(CONFIGS.items())[:1] if quick else CONFIGS.items()):
         T = int(seconds * hp["sample_rate"]) // config.frame_dim + 1
-        runs = {("ours", fast): None, ("reference", "float32"): None}
-        steps = {key: make_step(build(key[0], config, device), hp, key[1], device, B, T) for key in runs}
-        times = {key: [] for key in runs}
+        impls = [("ours", fast, False), ("reference", "float32", False)] + [("ours", fast, True)] * compiled
+        steps, compile_s = {}, {}
+        for impl in impls:
+            steps[impl] = make_step(build(impl, config, device), hp, impl[1], device, B, T)
+            if impl[2]:
+                t0 = time.perf_counter()
+                steps[impl]()  # the compile happens here
+                compile_s[impl] = time.perf_counter() - t0
+        times = {impl: [] for impl in impls}
         warmup, reps = (1, 2) if quick else (1, 3) if seconds > 4 else (2, 6)  # long steps take seconds each
         for i in range(warmup + reps):
-            for key, step in steps.items():
+            for impl, step in steps.items():
                 t0 = time.perf_counter()
                 step()
                 if i >= warmup:
-                    times[key].append(time.perf_counter() - t0)
+                    times[impl].append(time.perf_counter() - t0)
         flops = step_flops(config, B, T)
         rows = {}
-        for (kind, dtype), ts in times.items():
+        for impl, ts in times.items():
             ms = statistics.median(ts) * 1000
             rate = flops / (ms / 1000)
-            memory = peak_memory(kind, dtype, seconds, device) / 2**20
-            rows[kind] = {"config": name, "impl": f"{kind} {dtype}", "ms": ms, "frames_per_s": B * T / (ms / 1000),
-                          "gflop": flops / 1e9, "gflops": rate / 1e9, "of_peak": rate / peaks[dtype], "peak_mib": memory}
-            r = rows[kind]
+            memory = peak_memory(impl, seconds, device) / 2**20
+            r = rows[impl] = {"config": name, "impl": impl_name(impl), "ms": ms, "frames_per_s": B * T / (ms / 1000),
+                              "gflop": flops / 1e9, "gflops": rate / 1e9, "of_peak": rate / peaks[impl[1]], "peak_mib": memory}
             print(f"{name:<14} {r['impl']:<22} {ms:8.0f} {r['frames_per_s']:9.0f} {r['gflop']:10.1f} {r['gflops']:8.0f} "
                   f"{r['of_peak']:8.1%} {memory:9.0f}")
-        speedup = rows["reference"]["ms"] / rows["ours"]["ms"]
-        print(f"{name:<14} speed-up ours/reference: {speedup:.2f}x\n")
-        results += [{**r, "speedup": speedup} for r in rows.values()]
+        ours, reference = rows[impls[0]], rows[impls[1]]
+        speedup = reference["ms"] / ours["ms"]
+        print(f"{name:<14} speed-up ours/reference: {speedup:.2f}x")
+        for impl, first_step_s in compile_s.items():
+            saved_ms = ours["ms"] - rows[impl]["ms"]
+            pays_off = f"pays off after {first_step_s * 1000 / saved_ms:.0f} steps" if saved_ms > 0 else "never pays off"
+            print(f"{name:<14} torch.compile: {ours['ms'] / rows[impl]['ms']:.2f}x the speed; first step "
+                  f"{first_step_s:.0f} s (compiling), {pays_off}")
+        print()
+        results += [{**r, "speedup": reference["ms"] / r["ms"]} for r in rows.values()]
     print(json.dumps(results))
 
 

@@ -661,6 +661,18 @@ def test_a_signal_to_one_rank_stops_both_with_a_checkpoint_that_resumes_on_one(t
     assert os.path.basename(newest(tmp_path)).startswith("epoch_2_")
 
 
+def test_compile_trains_the_same_function_and_saves_a_plain_checkpoint(tmp_path):
+    assert run_train(tmp_path / "eager", "--epochs=1", *EXACT).returncode == 0
+    result = run_train(tmp_path / "compiled", "--epochs=1", "--compile=True", *EXACT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compile=True: the first step compiles" in result.stdout
+    eager, compiled = step_rows(tmp_path / "eager"), step_rows(tmp_path / "compiled")
+    assert sorted(eager) == sorted(compiled) and len(eager) > 1
+    for step in eager:
+        assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
+    train.model_from_checkpoint(train.load_checkpoint(newest(tmp_path / "compiled")))
+
+
 # -----------------------------------------------------------------------------
 # bench.py's reference and FLOP count
 

@@ -65,6 +65,7 @@ log_interval = 10  # steps between "top grads" lines
 top_k = 5  # parameters listed in "top grads"
 device = "auto"  # auto, cpu, cuda
 dtype = "auto"  # float32, bfloat16 (autocast; RMS, losses and AdamW stay float32), or auto: bfloat16 where matmuls are fast in it
+compile = False  # torch.compile the model: faster steps after a compile of about a minute (python bench.py --compile)
 # -----------------------------------------------------------------------------
 HYPERPARAMETERS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
@@ -481,7 +482,12 @@ def main(argv):
             log(f"the checkpoint comes from {len(rngs)} rank(s), this run has {world}: same weights and optimizer, "
                 f"new dropout streams; epoch {start_epoch + 1} continues after its first {start_batch * global_batch} pairs")
         log(f"resumed from {resumed_from} at step {step}")
-    train_model = DistributedDataParallel(model, device_ids=[device] if device_type == "cuda" else None) if distributed else model
+    train_model = model
+    if hp["compile"]:
+        log("compile=True: the first step compiles the model with torch.compile (about a minute on a CPU)")
+        train_model = torch.compile(model)  # checkpoints and the NaN report use the plain model
+    if distributed:
+        train_model = DistributedDataParallel(train_model, device_ids=[device] if device_type == "cuda" else None)
     total_steps = step + (steps_per_epoch - start_batch) + steps_per_epoch * (hp["epochs"] - start_epoch - 1)
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; batch {hp['batch_size']} x {world} "
         f"rank(s) = {global_batch} pairs per step; {steps_per_epoch} steps/epoch, {total_steps} steps, device {device}, {dtype}")
