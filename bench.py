@@ -172,17 +172,18 @@ def write_collection(folder, minutes, file_minutes, sample_rate=44100):
 
 def train_peak_memory(data_dir, work_dir):
     """Run one epoch of train.py (defaults) on data_dir, the cache built on the way; its peak
-    resident set in bytes, its wall time and its last step line."""
-    process = subprocess.Popen([sys.executable, "train.py", f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
-                                f"--cache_dir={work_dir}/cache", "--epochs=1"], cwd=HERE, stdout=subprocess.PIPE, text=True)
+    resident set in bytes, its wall time and its last step line. The peak is the child's own
+    VmHWM, read as it exits: rusage's maxrss would also count the parent it was forked from."""
+    code = ("import atexit, runpy, sys, bench; atexit.register(lambda: print('VmHWM', bench.vm_kib('VmHWM'))); "
+            "sys.argv[0] = 'train.py'; runpy.run_path('train.py', run_name='__main__')")
     t0 = time.time()
-    last = ""
-    for line in process.stdout:
-        last = line.strip() if line.startswith("step ") else last
-    _, status, usage = os.wait4(process.pid, 0)  # the rusage of exactly this child
-    if status:
-        raise SystemExit(f"train.py failed on {data_dir} (wait status {status})")
-    return usage.ru_maxrss * 1024, time.time() - t0, last.split(" | ")[0]
+    result = subprocess.run([sys.executable, "-c", code, f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
+                             f"--cache_dir={work_dir}/cache", "--epochs=1"], cwd=HERE, capture_output=True, text=True)
+    if result.returncode:
+        raise SystemExit(f"train.py failed on {data_dir}:\n{result.stderr[-3000:]}")
+    lines = result.stdout.splitlines()
+    steps = next(line for line in reversed(lines) if line.startswith("step ")).split(" | ")[0]
+    return int(lines[-1].split()[1]) * 1024, time.time() - t0, steps
 
 
 def collection_memory(hours):
