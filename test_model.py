@@ -661,6 +661,15 @@ def test_a_signal_to_one_rank_stops_both_with_a_checkpoint_that_resumes_on_one(t
     assert os.path.basename(newest(tmp_path)).startswith("epoch_2_")
 
 
+def test_two_ranks_on_a_folder_warn_once_and_share_one_cache(tmp_path):
+    write_collection(tmp_path / "music")
+    result = torchrun(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("warning: skipping") == 3 and "step 1/" in result.stdout
+    cached = os.listdir(tmp_path / "cache")  # six good files and the short one, decoded before its length is known
+    assert len(cached) == 7 and all(name.endswith(".f32") for name in cached) and train.checkpoint_files(tmp_path / "ck")
+
+
 def test_compile_trains_the_same_function_and_saves_a_plain_checkpoint(tmp_path):
     assert run_train(tmp_path / "eager", "--epochs=1", *EXACT).returncode == 0
     result = run_train(tmp_path / "compiled", "--epochs=1", "--compile=True", *EXACT, timeout=300)

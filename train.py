@@ -65,7 +65,7 @@ log_interval = 10  # steps between "top grads" lines
 top_k = 5  # parameters listed in "top grads"
 device = "auto"  # auto, cpu, cuda
 dtype = "auto"  # float32, bfloat16 (autocast; RMS, losses and AdamW stay float32), or auto: bfloat16 where matmuls are fast in it
-compile = False  # torch.compile the model: faster steps after a compile of about a minute (python bench.py --compile)
+compile = False  # torch.compile the model: for GPUs; slower on a 2-core CPU after a 30 s compile (bench.py --compile)
 # -----------------------------------------------------------------------------
 HYPERPARAMETERS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
@@ -484,7 +484,7 @@ def main(argv):
         log(f"resumed from {resumed_from} at step {step}")
     train_model = model
     if hp["compile"]:
-        log("compile=True: the first step compiles the model with torch.compile (about a minute on a CPU)")
+        log("compile=True: the first step compiles the model with torch.compile (about 30 s on a 2-core CPU)")
         train_model = torch.compile(model)  # checkpoints and the NaN report use the plain model
     if distributed:
         train_model = DistributedDataParallel(train_model, device_ids=[device] if device_type == "cuda" else None)
