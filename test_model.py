@@ -230,7 +230,8 @@ def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path):
     assert "loss terms: novelty" in result.stderr and "first non-finite module output: none" in result.stderr
     assert f"newest good checkpoint: {train.checkpoint_files(tmp_path)[0]}" in result.stderr
     assert {p: sha1(p) for p in train.checkpoint_files(tmp_path)} == before
-    assert "nan_abort" in (tmp_path / "metrics.csv").read_text()
+    abort = next(r for r in (tmp_path / "metrics.csv").read_text().splitlines() if r.startswith("nan_abort,")).split(",")
+    assert int(abort[2]) == steps + 2 and math.isfinite(float(abort[3])) and abort[6] == "nan"  # step, loss, grad_norm
 
 
 def test_overrides_are_type_checked_and_unknown_names_rejected():

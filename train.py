@@ -170,9 +170,9 @@ def objective(out, x_in, x_tgt, hp):
 class NonFiniteError(Exception):
     """Raised before the optimizer step; its message is the full report."""
 
-    def __init__(self, report, grad_norm):
+    def __init__(self, report, loss, terms, grad_norm):
         super().__init__(report)
-        self.grad_norm = grad_norm
+        self.loss, self.terms, self.grad_norm = loss, terms, grad_norm
 
 
 def gradient_norms(model):
@@ -217,7 +217,7 @@ def check_finite(step, loss, terms, grad_norm, model, forward, top_k, newest_che
         f"  top grads (finite): {top_gradients(finite, top_k)}",
         f"  first non-finite module output: {first_non_finite_module(model, forward)}",
         f"  newest good checkpoint: {newest_checkpoint or 'none yet'}",
-    ]), grad_norm)
+    ]), loss, terms, grad_norm)
 
 
 def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_checkpoint, mean_over_ranks=list):
@@ -542,7 +542,7 @@ def main(argv):
                                                         lambda values: [v / world for v in over_ranks(values, device)])
             except NonFiniteError as e:
                 if master:
-                    metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=loss, grad_norm=e.grad_norm, **terms)
+                    metrics.write(kind="nan_abort", epoch=epoch + 1, step=step + 1, loss=e.loss, grad_norm=e.grad_norm, **e.terms)
                 print(f"rank {rank} of {world}: {e}" if distributed else e, file=sys.stderr, flush=True)
                 finish(NAN_ABORT_EXIT)
             optimizer.step()
