@@ -452,6 +452,19 @@ def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, signum, four_
     assert same_training_state(newest(four_epochs_straight), newest(tmp_path / "run"))
 
 
+def test_an_interrupt_after_the_last_step_of_an_epoch_still_ends_that_epoch(tmp_path, four_epochs_straight):
+    assert run_train(tmp_path, "--epochs=1").returncode == 0
+    epoch_end = newest(tmp_path)
+    state = train.load_checkpoint(epoch_end)
+    state.update(epoch=0, epoch_step=state["step"], health=None)  # what a SIGTERM during that step writes
+    os.remove(epoch_end)
+    train.save_checkpoint(state, str(tmp_path / f"interrupted_epoch_1_step_{state['step']}.pth"))
+    result = run_train(tmp_path, "--epochs=4", "--resume=auto")
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1/4 | val loss" in result.stdout and f"saved {epoch_end}" in result.stdout
+    assert same_training_state(newest(four_epochs_straight), newest(tmp_path))
+
+
 def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path):
     assert run_train(tmp_path, "--epochs=1").returncode == 0
     before = {p: sha1(p) for p in train.checkpoint_files(tmp_path)}

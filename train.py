@@ -572,8 +572,9 @@ def main(argv):
         summary = {k: v for k, v in health.items() if np.isscalar(v)}
         path = save(f"epoch_{epoch + 1}_step_{step}.pth", epoch + 1, 0, {**summary, "warnings": warnings})
         if master:
-            metrics.write(kind="epoch", epoch=epoch + 1, step=step, grad_norm_max=max(epoch_grad_norms),
-                          grad_norm_median=float(np.median(epoch_grad_norms)), warnings=" ".join(warnings),
+            norms = {"grad_norm_max": max(epoch_grad_norms), "grad_norm_median": float(np.median(epoch_grad_norms))} \
+                if epoch_grad_norms else {}  # none when resumed from an interrupt after the epoch's last step
+            metrics.write(kind="epoch", epoch=epoch + 1, step=step, warnings=" ".join(warnings), **norms,
                           **{k: v for k, v in health.items() if k in MetricsFile.COLUMNS})
             write_samples(os.path.join(out_dir, "samples"), epoch + 1, sample, hp["sample_rate"])
         log(f"saved {path}")
