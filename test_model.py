@@ -656,7 +656,7 @@ def test_a_nan_on_one_rank_stops_both_with_the_abort_code_and_keeps_checkpoints(
     ranks = start_ranks(tmp_path, "--epochs=2", "--resume=auto", *EXACT, env_of_rank=(None, {train.TEST_NAN_STEP: "7"}))
     outputs = [rank.communicate(timeout=60) for rank in ranks]
     assert [rank.returncode for rank in ranks] == [train.NAN_ABORT_EXIT] * 2, outputs
-    for rank, (out, err) in enumerate(outputs):
+    for rank, (_, err) in enumerate(outputs):
         assert f"rank {rank} of 2: NaN abort at step 7" in err
     assert "non-finite gradients (1): stage2.proj.weight" in outputs[1][1]
     assert {p: sha1(p) for p in train.checkpoint_files(tmp_path)} == before
