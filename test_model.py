@@ -650,6 +650,14 @@ def test_two_ranks_match_one_process_on_the_same_global_batch_and_resume_on_one(
     assert "comes from 2 rank(s), this run has 1" in result.stdout and "step 15/15" in result.stdout
 
 
+def test_two_ranks_resume_on_two_bit_identically_with_their_own_dropout_streams(tmp_path):
+    assert torchrun(tmp_path / "straight", "--epochs=2").returncode == 0
+    assert torchrun(tmp_path / "split", "--epochs=1").returncode == 0
+    result = torchrun(tmp_path / "split", "--epochs=2", "--resume=auto")
+    assert result.returncode == 0 and "resumed from" in result.stdout, result.stderr[-3000:]
+    assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "split"))
+
+
 def test_a_nan_on_one_rank_stops_both_with_the_abort_code_and_keeps_checkpoints(tmp_path, two_rank_epoch):
     shutil.copytree(two_rank_epoch, tmp_path, dirs_exist_ok=True)
     before = {p: sha1(p) for p in train.checkpoint_files(tmp_path)}
