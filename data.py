@@ -187,16 +187,31 @@ def checked_mono(block):
     return block.mean(axis=1)
 
 
+def mono_blocks(path, sample_rate):
+    """Decode path block by block, mixed to mono and resampled to sample_rate, so a
+    file of any length needs one block of memory. Raises what libsndfile and soxr
+    raise on a bad file, or ValueError for values that are not audio. # yields (n,)"""
+    info = sf.info(path)
+    resampler = None if info.samplerate == sample_rate else soxr.ResampleStream(info.samplerate, sample_rate, 1)
+    for block in sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True):
+        mono = checked_mono(block)
+        yield (mono if resampler is None else resampler.resample_chunk(mono)).astype(np.float32)
+    if resampler is not None:
+        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)
+
+
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what mono_blocks raises on a bad file
+
+
 def read_mono(path, sample_rate):
     """A whole file as mono float32 at sample_rate; ValueError naming the file if unusable. # (N,)"""
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)
-        mono = checked_mono(audio)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as e:
+        mono = np.concatenate([np.zeros(0, np.float32), *mono_blocks(path, sample_rate)])
+    except DECODE_ERRORS as e:
         raise ValueError(f"{path}: {str(e).strip() or type(e).__name__}") from None
     if len(mono) == 0:
         raise ValueError(f"{path}: holds no samples")
-    return mono if rate == sample_rate else soxr.resample(mono, rate, sample_rate).astype(np.float32)
+    return mono
 
 
 def cache_file(path, sample_rate, cache_dir, warn):
@@ -213,18 +228,12 @@ def cache_file(path, sample_rate, cache_dir, warn):
         return None
     partial = cached + f".{os.getpid()}.tmp"
     try:
-        info = sf.info(path)
-        resampler = None if info.samplerate == sample_rate else soxr.ResampleStream(info.samplerate, sample_rate, 1)
         os.makedirs(cache_dir, exist_ok=True)
         with open(partial, "wb") as f:
-            blocks = sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True)
-            for block in blocks:
-                mono = checked_mono(block)
-                f.write((mono if resampler is None else resampler.resample_chunk(mono)).astype(np.float32).tobytes())
-            if resampler is not None:
-                f.write(resampler.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32).tobytes())
+            for mono in mono_blocks(path, sample_rate):
+                f.write(mono.tobytes())
         os.replace(partial, cached)
-    except (sf.LibsndfileError, RuntimeError, ValueError) as e:  # what libsndfile and soxr raise on bad files
+    except DECODE_ERRORS as e:
         warn(path, str(e).strip() or type(e).__name__)
         return None
     finally:
