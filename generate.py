@@ -91,13 +91,9 @@ def main(argv):
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise SystemExit(f"cannot write {args.out}: {e}") from None
 
-    floor = model.config.rms_floor
-    as_rows = [torch.from_numpy(a)[None] for a in (in_audio, tgt_audio, out)]
-    health = {"scale1": scale1, "scale2": scale2,
-              "rms_ratio": float(np.sqrt((out**2).mean()) / max(np.sqrt((in_audio**2).mean()), floor)),
-              "corr_in": train.pearson(as_rows[2], as_rows[0], floor).item(),
-              "corr_tgt": train.pearson(as_rows[2], as_rows[1], floor).item(),
-              **train.audio_health(in_audio, tgt_audio, out)}
+    clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out, in_audio, tgt_audio))  # (B, 1, N)
+    health = {"scale1": scale1, "scale2": scale2, **train.audio_health(in_audio, tgt_audio, out),
+              **{k: v.item() for k, v in train.output_health(*clips, model.config.rms_floor).items()}}
     lines, warnings = train.health_lines(health)
     print(f"wrote {args.out}: {len(out) / rate:.2f} s at {rate} Hz from {args.ckpt} (epoch {state['epoch']}); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))

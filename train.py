@@ -315,6 +315,13 @@ def health_lines(h, grad_norms=None):
     return lines, warnings
 
 
+def output_health(out, x_in, x_tgt, floor):
+    """Per-sample output/input RMS ratio and correlations with input and target. # (B, D, T) -> each (B,)
+    Frames and audio (B, 1, N) give the same numbers: the codec is orthonormal."""
+    return {"rms_ratio": (rms(out, floor) / rms(x_in, floor)).view(-1),
+            "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
+
+
 def audio_health(in_audio, tgt_audio, out_audio):
     """The monitors that need only audio: envelopes and their variation. # each (N,) numpy"""
     return {"envelope_input": envelope_db(in_audio), "envelope_target": envelope_db(tgt_audio),
@@ -591,7 +598,7 @@ def validate(model, codec, val_set, hp, device, autocast, rank=0, world=1):
     audio is returned for the envelope bars and the samples."""
     model.eval()
     names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
-    sums = [0.0] * (len(names) + 1)  # the last one counts pairs
+    sums, count = [0.0] * len(names), 0
     floor, B = hp["rms_floor"], hp["batch_size"]
     for start in range(rank * B, len(val_set), world * B):
         in_audio, tgt_audio = val_set.batch(range(start, min(start + B, len(val_set))))
@@ -599,10 +606,11 @@ def validate(model, codec, val_set, hp, device, autocast, rank=0, world=1):
         with autocast:
             out, stats = model(x_in, x_tgt)
         loss, _ = objective(out, x_in, x_tgt, hp)
-        values = (loss.expand(len(out)), stats["scale1"], stats["scale2"], (rms(out, floor) / rms(x_in, floor)).view(-1),
-                  pearson(out, x_in, floor), pearson(out, x_tgt, floor), torch.ones(len(out)))
-        sums = [s + v.float().sum().item() for s, v in zip(sums, values)]
-    *sums, count = over_ranks(sums, device)
+        per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
+                    **output_health(out, x_in, x_tgt, floor)}
+        sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
+        count += len(out)
+    *sums, count = over_ranks([*sums, count], device)
     in_audio, tgt_audio = val_set.batch([0])
     with autocast:
         out, _ = model(codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device)))
