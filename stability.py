@@ -14,7 +14,7 @@ over two learning rates, two input levels (audio, and ~5.7 like EnCodec latents)
 normal or near-silent sources, and the default loss or one with a small
 reconstruction weight (the novelty loss ignores the output's scale, so it gives
 the final stage's scalars no gradient at all). Every step is checked with the
-training loop's own NaN abort (train.check_finite).
+training loop's own clipping and NaN abort (train.clip_gradients).
 """
 
 import csv
@@ -76,9 +76,8 @@ def batches(hp, segment_seconds, batch_size, steps, seed):
     return [tuple(codec.encode(a) for a in pairs.batch(order[i * batch_size:(i + 1) * batch_size])) for i in range(steps)]
 
 
-def condition(x_in, x_tgt, level, near_silent):
+def condition(x_in, x_tgt, level, near_silent, floor):
     """Set every clip to `level` RMS; near-silent: a quarter of inputs and of targets at 1e-5 of it."""
-    floor = 1e-6
     x_in, x_tgt = x_in / rms(x_in, floor) * level, x_tgt / rms(x_tgt, floor) * level
     if near_silent:
         quarter = max(1, len(x_in) // 4)
@@ -95,7 +94,7 @@ def run(variant, lr, level, near_silent, recon_weight, batches_, hp, writer, see
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hp["weight_decay"])
     norms, scales, ratios, first_bad = [], [], [], None
     for step, (x_in, x_tgt) in enumerate(batches_, start=1):
-        x_in, x_tgt = condition(x_in, x_tgt, level, near_silent)
+        x_in, x_tgt = condition(x_in, x_tgt, level, near_silent, hp["rms_floor"])
         out, stats = model(x_in, x_tgt)
         loss, terms = train.objective(out, x_in, x_tgt, hp)
         optimizer.zero_grad(set_to_none=True)
