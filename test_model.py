@@ -170,8 +170,13 @@ def test_combined_rms_is_the_mean_square_of_the_two():
 # training
 
 
+def tiny_train(out_dir, *args):
+    """train.py's path and arguments for a tiny run into out_dir."""
+    return [os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args]
+
+
 def run_train(out_dir, *args, env=None, timeout=120):
-    return subprocess.run([sys.executable, os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args],
+    return subprocess.run([sys.executable, *tiny_train(out_dir, *args)],
                           capture_output=True, text=True, timeout=timeout, cwd=HERE, env={**os.environ, **(env or {})})
 
 
@@ -421,7 +426,7 @@ def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path):
 
 
 def start_train(out_dir, *args, env=None):
-    return subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args],
+    return subprocess.Popen([sys.executable, "-u", *tiny_train(out_dir, *args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE, env={**os.environ, **(env or {})})
 
 
@@ -603,14 +608,14 @@ def free_port():
 
 def torchrun(out_dir, *args):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args]
+               *tiny_train(out_dir, *args)]
     return subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=HERE)
 
 
 def start_ranks(out_dir, *args, env_of_rank=(None, None)):
     """The two processes torchrun would start, started by hand so each one's exit code and output can be checked."""
     common = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
-    return [subprocess.Popen([sys.executable, "-u", os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args],
+    return [subprocess.Popen([sys.executable, "-u", *tiny_train(out_dir, *args)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE,
                              env={**common, "RANK": str(rank), "LOCAL_RANK": str(rank), **(env or {})})
             for rank, env in enumerate(env_of_rank)]
