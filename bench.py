@@ -8,7 +8,7 @@ Training-step speed and memory of our cascade against a plain reference.
 
 The reference is the same architecture written the way the original research
 code was: nn.TransformerEncoder layers, float32. Both run the same loss
-(train.objective) and the same step: forward, loss, backward, clip, AdamW.
+(blend.objective) and the same step: forward, loss, backward, clip, AdamW.
 Timings are medians of several steps after warm-up, the two alternating so
 that machine noise hits both alike. FLOPs are counted analytically (matrix
 products and attention) and compared with this machine's own matmul peak,
@@ -31,9 +31,10 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 
+import blend
 import data
 import train
-from model import Cascade
+from model import Cascade, MDCTCodec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,8 +46,8 @@ class ReferenceCascade(Cascade):
 
     def __init__(self, config):
         super().__init__(config)
-        for stage in (self.stage1, self.stage2):
-            d_model = stage.proj.in_features
+        for n_sources, stage in ((2, self.stage1), (3, self.stage2)):
+            d_model = n_sources * config.frame_dim
             stage.blocks = nn.ModuleList(
                 nn.TransformerEncoderLayer(d_model, config.n_head, dim_feedforward=4 * d_model, dropout=config.dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
@@ -67,10 +68,21 @@ class ReferenceCascade(Cascade):
 
 def step_flops(config, B, T, attention=True):
     """Matrix-product and attention FLOPs of one training step (backward = 2x forward)."""
+    D, R, n_bands = config.frame_dim, config.chunk_frames, config.pointer_bands
     total = 0
-    for width in (2 * config.frame_dim, 3 * config.frame_dim):
+    for S in (2, 3):
+        width = S * D
         per_layer = 2 * B * T * 12 * width**2 + attention * 4 * B * T * T * width  # qkv, out, FFN; QK^T and AV
-        total += config.n_layer * per_layer + 2 * B * T * width * config.frame_dim
+        total += config.n_layer * per_layer
+        if config.head == "pointer":
+            chunks = -(-T // R)
+            total += 2 * B * (S * (T + R - 1) * D * n_bands  # band levels of every frame
+                              + chunks * width * n_bands * R + T * width * S  # seek, prefer
+                              + chunks * n_bands * R * S * T  # distances of every run to every chunk's query
+                              + S * T * D * 2 * D + T * 2 * D * D  # decode the sources, encode the output
+                              + chunks * S * T * (R + 2) * D)  # copy the chosen runs
+        else:
+            total += 2 * B * T * width * D
     return 3 * total
 
 
@@ -93,6 +105,7 @@ def sync(device):
 def make_step(model, hp, dtype, device, B, T):
     """One full training step on a fixed random batch; returns a callable."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    codec = MDCTCodec(model.config.frame_dim).to(device)
     g = torch.Generator().manual_seed(0)
     x_in = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
     x_tgt = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
@@ -100,7 +113,7 @@ def make_step(model, hp, dtype, device, B, T):
     def step():
         with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             out, _ = model(x_in, x_tgt)
-        loss, _ = train.objective(out, x_in, x_tgt, hp)
+        loss, _ = blend.objective(out, x_in, x_tgt, codec, hp)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])

@@ -271,6 +271,18 @@ def folder_tracks(folder, sample_rate, segment_samples, cache_dir, log=print):
     return tracks
 
 
+def run_tracks(hp, log=print):
+    """The tracks a run with hyperparameters hp trains and validates on: the demo music,
+    or every usable file of hp["data_dir"] (at least two: validation needs a file of its own)."""
+    if not hp["data_dir"]:
+        return demo_tracks(hp["demo_pieces"], hp["demo_seconds"], hp["sample_rate"], hp["seed"])
+    segment = int(round(hp["segment_seconds"] * hp["sample_rate"]))
+    tracks = folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"], log)
+    if len(tracks) < 2:
+        raise SystemExit(f"{hp['data_dir']} has one usable file; validation needs a file of its own, add another")
+    return tracks
+
+
 def split_by_file(tracks, val_fraction, seed):
     """Seeded split of whole tracks, so no recording is on both sides."""
     order = np.random.default_rng(seed).permutation(len(tracks))

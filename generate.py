@@ -18,8 +18,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
+import blend
+import checkpointing
 import data
-import train
 from model import MDCTCodec
 
 
@@ -68,9 +69,9 @@ def main(argv):
     args = parser.parse_args(argv)
 
     try:
-        state = train.load_checkpoint(args.ckpt)
-        model = train.model_from_checkpoint(state).eval()
-    except train.CheckpointError as e:
+        state = checkpointing.load(args.ckpt)
+        model = checkpointing.model_from(state).eval()
+    except checkpointing.CheckpointError as e:
         raise SystemExit(f"--ckpt: {e}") from None
     hp = state["hyperparameters"]
     rate = hp["sample_rate"]
@@ -91,10 +92,11 @@ def main(argv):
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise SystemExit(f"cannot write {args.out}: {e}") from None
 
-    clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out, in_audio, tgt_audio))  # (B, 1, N)
-    health = {"scale1": scale1, "scale2": scale2, **train.audio_health(in_audio, tgt_audio, out),
-              **{k: v.item() for k, v in train.output_health(*clips, model.config.rms_floor).items()}}
-    lines, warnings = train.health_lines(health)
+    clips = (torch.from_numpy(a)[None] for a in (out, in_audio, tgt_audio))  # (1, N)
+    health = {"scale1": scale1, "scale2": scale2,
+              **{k: v.item() for k, v in blend.output_health(*clips, model.config.rms_floor).items()},
+              **blend.judged_health([blend.measure(out, in_audio, tgt_audio, rate)], (in_audio, tgt_audio, out))}
+    lines, warnings = blend.health_lines(health)
     print(f"wrote {args.out}: {len(out) / rate:.2f} s at {rate} Hz from {args.ckpt} (epoch {state['epoch']}); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))
 

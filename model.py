@@ -4,8 +4,8 @@ that turns audio into the frames it works on.
 
     x_in, x_tgt (B, D, T)
       -> divide both by their shared reference level (unit scale from here on)
-      -> stage 1: [x_in | x_tgt]         -> transformer -> D, + 1.0 * mean residual -> fixed RMS -> out1
-      -> stage 2: [x_in | out1 | x_tgt]  -> transformer -> D, + final_residual * mean -> fixed RMS -> out2
+      -> stage 1: [x_in | x_tgt]         -> transformer -> head, + 1.0 * mean residual -> fixed RMS -> out1
+      -> stage 2: [x_in | out1 | x_tgt]  -> transformer -> head, + final_residual * mean -> fixed RMS -> out2
       -> multiply by the reference level again
 
 Fixed RMS scaling has no parameter: each stage's output is scaled to
@@ -14,6 +14,13 @@ received gradients 100-10,000x larger than the rest of the network and blew
 training up. Dividing by the shared reference level on entry makes the network
 level-equivariant, model(c*x, c*y) == c*model(x, y), and keeps every stage's
 scale factor near 1 whatever the loudness of the clips.
+
+The head is a pointer (PointerHead): every 128 ms of a stage's output is a run
+of one source's own audio, taken from at least 0.5 s away in time and chosen by
+attention, so the output is made of the sources' material: it can neither
+invent noise nor copy a moment onto itself. The seed's head, a Linear(C -> D)
+per frame after a LayerNorm of every frame, is kept as head="linear" with
+frame_norm=True; it makes noise (README, experiments.py).
 
 Blocks are our own pre-norm blocks on F.scaled_dot_product_attention: pre-norm
 keeps gradients well scaled through depth without warm-up tricks, and SDPA's
@@ -41,7 +48,17 @@ class CascadeConfig:
     n_layer: int = 2  # transformer layers in each stage
     n_head: int = 4  # attention heads; must divide 2*D (stage 1) and 3*D (stage 2)
     dropout: float = 0.1
-    final_residual: float = 0.1  # stage-2 residual weight; 0.2-0.3 is a remedy for constant output
+    final_residual: float = 0.1  # stage-2 residual weight
+    # How a stage turns features into frames. "pointer": copies of runs of the
+    # sources' own audio (PointerHead). "linear": a Linear(C -> D) per frame, the seed's.
+    head: str = "pointer"
+    chunk_frames: int = 16  # pointer: frames per copied run; 16 = 128 ms at 16 kHz, long enough to carry a note
+    min_shift_frames: int = 63  # pointer: runs come from at least this far in time; 63 = 0.5 s at 16 kHz
+    pointer_bands: int = 16  # pointer: log-spaced bands that describe a run to the choice
+    pointer_sharpness: float = 10.0  # pointer: choice logits per (10 dB)^2 of mean squared band-level distance
+    # LayerNorm every frame on entry and before the head (the seed's design): it
+    # erases each frame's loudness, so the head cannot see the music's envelope.
+    frame_norm: bool = False
     # Any RMS below this counts as this, in forward and backward, so silence
     # stays finite. 1e-6 is -120 dBFS: below 24-bit dither, i.e. silence.
     rms_floor: float = 1e-6
@@ -57,6 +74,13 @@ class CascadeConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.head not in ("pointer", "linear"):
+            raise ValueError(f"head={self.head!r} must be 'pointer' or 'linear'")
+        if self.chunk_frames < 2 or self.min_shift_frames < 0 or self.pointer_bands < 1:
+            raise ValueError(f"chunk_frames={self.chunk_frames} must be >= 2, min_shift_frames={self.min_shift_frames} "
+                             f">= 0 and pointer_bands={self.pointer_bands} >= 1")
+        if not self.pointer_sharpness > 0.0:
+            raise ValueError(f"pointer_sharpness={self.pointer_sharpness} must be > 0")
         if not self.rms_floor > 0.0:
             raise ValueError(f"rms_floor={self.rms_floor} must be > 0")
 
@@ -80,6 +104,43 @@ def scale_to_rms(x, target_rms, floor):
     """Fixed RMS scaling: x rescaled to target_rms, no parameter. Returns (out, scale factor (B,))."""
     scale = target_rms / rms(x, floor)
     return x.float() * scale, scale.view(-1)
+
+
+# -----------------------------------------------------------------------------
+# codec
+
+
+class MDCTCodec(nn.Module):
+    """Critically sampled MDCT with a sine window and hop D: audio (B, N) <-> frames (B, D, T).
+
+    The basis is orthonormal (Princen-Bradley), so decode(encode(x)) == x and
+    the frames hold exactly the audio's energy. With T = ceil(N / D) + 1 frames,
+    rms(frames) = rms(audio) * sqrt(N / (D * T)): within D / (2N) of the audio's
+    RMS (0.4% for one second at 16 kHz), so 'RMS' means loudness everywhere.
+    """
+
+    def __init__(self, frame_dim=128):
+        super().__init__()
+        D = frame_dim
+        n = torch.arange(2 * D, dtype=torch.float64)
+        k = torch.arange(D, dtype=torch.float64)
+        window = torch.sin(math.pi * (n + 0.5) / (2 * D))
+        basis = math.sqrt(2.0 / D) * torch.cos(math.pi / D * (n[None, :] + 0.5 + D / 2) * (k[:, None] + 0.5))
+        self.D = D
+        self.register_buffer("analysis", (basis * window).float(), persistent=False)  # (D, 2D)
+
+    def encode(self, audio):  # (B, N) -> (B, D, T)
+        D, N = self.D, audio.shape[-1]
+        padded = F.pad(audio.float(), (D, D + (-N) % D))
+        frames = padded.unfold(-1, 2 * D, D)  # (B, T, 2D)
+        return (frames @ self.analysis.T).transpose(1, 2)
+
+    def decode(self, frames, length=None):  # (B, D, T) -> (B, length)
+        D, T = self.D, frames.shape[-1]
+        pieces = frames.float().transpose(1, 2) @ self.analysis  # (B, T, 2D)
+        audio = F.fold(pieces.transpose(1, 2), output_size=(1, (T + 1) * D), kernel_size=(1, 2 * D), stride=(1, D))
+        audio = audio.view(frames.shape[0], -1)[:, D:]
+        return audio[:, : (T - 1) * D if length is None else length]
 
 
 # -----------------------------------------------------------------------------
@@ -126,30 +187,112 @@ class Block(nn.Module):
         return x + self.dropout(self.linear2(self.dropout(F.gelu(self.linear1(self.norm2(x))))))
 
 
+def band_index(frame_dim, n_bands):
+    """Which of n_bands log-spaced bands each MDCT bin falls in. # (D,) long"""
+    edges = torch.logspace(0, math.log10(frame_dim), n_bands + 1)
+    return (torch.bucketize(torch.arange(frame_dim) + 1.0, edges, right=True) - 1).clamp(0, n_bands - 1)
+
+
+class PointerHead(nn.Module):
+    """Each chunk of R output frames is a copy of a run: R frames' worth of one source's
+    audio, starting at any frame at least min_shift frames from the chunk's own start.
+
+    A run is described by its band levels, frame by frame. A chunk looks for the run
+    nearest to what the input plays during the chunk, shifted by what the transformer
+    adds: `seek` moves the description sought, `prefer` favours some runs over others.
+    Both start at zero, so an untrained head is a nearest-neighbour mosaic of the input.
+    Training sees the softmax mix of all runs, so gradients reach the choice; eval
+    copies the best run only. Runs are copied as audio and joined by crossfades."""
+
+    def __init__(self, d_model, n_sources, config):
+        super().__init__()
+        D, R = config.frame_dim, config.chunk_frames
+        self.n_sources, self.chunk_frames, self.min_shift = n_sources, R, config.min_shift_frames
+        self.sharpness = config.pointer_sharpness
+        self.codec = MDCTCodec(D)
+        self.register_buffer("bands", F.one_hot(band_index(D, config.pointer_bands)).float(), persistent=False)
+        # a run plus one hop of crossfade on either side; sin^2 + cos^2 = 1 where two runs meet
+        ramp = torch.sin(0.5 * math.pi * (torch.arange(2 * D) + 0.5) / (2 * D)).pow(2)
+        self.register_buffer("window", torch.cat([ramp, torch.ones((R - 2) * D), ramp.flip(0)]), persistent=False)
+        self.seek = nn.Linear(d_model, config.pointer_bands * R)
+        self.prefer = nn.Linear(d_model, n_sources)
+        for linear in (self.seek, self.prefer):
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, x, sources):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
+        with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
+            return self.copy_runs(self.choose(x.float(), sources), sources)
+
+    def choose(self, x, sources):
+        """Soft (training) or one-hot (eval) weights of every run for every chunk. # (B, n_chunks, S*T)"""
+        B, T, C = x.shape
+        S, R = self.n_sources, self.chunk_frames
+        n_chunks = -(-T // R)
+        frames = F.pad(torch.stack(sources, dim=1).float(), (0, R - 1))  # (B, S, D, T+R-1)
+        levels = torch.log10(frames.pow(2).transpose(2, 3) @ self.bands + 1e-6)  # (B, S, T+R-1, n_bands); -60 dB floor
+        keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every run's band levels, frame by frame
+        starts = torch.arange(n_chunks, device=x.device) * R
+        chunk_features = F.pad(x, (0, 0, 0, n_chunks * R - T)).view(B, n_chunks, R, C).mean(dim=2)  # (B, n_chunks, C)
+        queries = keys[:, starts.clamp(max=T - 1)] + self.seek(chunk_features)  # (B, n_chunks, n_bands*R)
+        distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
+                    + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
+        scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
+        # A run must fit in the clip and start at least min_shift frames from the chunk's
+        # own start; in a clip too short for that, any run that fits.
+        start = torch.arange(T, device=x.device).repeat(S)  # (S*T,)
+        fits = (start <= max(T - R, 0))[None]  # (1, S*T)
+        allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)  # (n_chunks, S*T)
+        allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
+        soft = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+        return soft if self.training else F.one_hot(soft.argmax(dim=-1), S * T).to(soft.dtype)
+
+    def copy_runs(self, choice, sources):
+        """The chosen runs as audio, each joined to the next by a crossfade, encoded back to
+        frames. Copying MDCT frames instead would leave each boundary's time-domain aliasing
+        uncancelled: a click every 128 ms. # (B, D, T)"""
+        B, S, (D, T) = choice.shape[0], self.n_sources, sources[0].shape[1:]
+        R, fade = self.chunk_frames, self.codec.D
+        n_chunks = choice.shape[1]
+        audio = self.codec.decode(torch.stack(sources, dim=1).float().flatten(0, 1)).view(B, S, -1)  # (B, S, (T-1)*D)
+        size = R * D + 2 * fade  # a run's samples plus a crossfade on either side
+        segments = F.pad(audio, (fade, size)).unfold(2, size, D)[:, :, :T]  # (B, S, T, size): from frame t's start - fade
+        y = (choice @ segments.reshape(B, S * T, size)) * self.window  # (B, n_chunks, size)
+        out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
+        return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
+
+
 class Stage(nn.Module):
-    """concat(sources) -> positions -> LayerNorm -> blocks -> LayerNorm -> Linear(C -> D) + residual -> fixed RMS."""
+    """concat(sources) -> positions -> blocks -> head -> + residual -> fixed RMS."""
 
     def __init__(self, n_sources, residual_weight, config):
         super().__init__()
         self.residual_weight = residual_weight
         d_model = n_sources * config.frame_dim
-        self.norm_in = nn.LayerNorm(d_model)
+        self.norm_in = nn.LayerNorm(d_model) if config.frame_norm else nn.Identity()
         self.blocks = nn.ModuleList(Block(d_model, config.n_head, config.dropout) for _ in range(config.n_layer))
-        self.norm_out = nn.LayerNorm(d_model)
-        self.proj = nn.Linear(d_model, config.frame_dim)
-        # Sources enter at unit scale, so their mean has RMS ~sqrt(1/n_sources).
-        # This gain makes projection + residual start at RMS ~1, and with it every
-        # stage's scale factor (no 'RMS collapse' of a weakly weighted stage).
-        gain = math.sqrt(max(1.0 - residual_weight**2 / n_sources, 0.1))
-        nn.init.normal_(self.proj.weight, std=gain * d_model**-0.5)
-        nn.init.zeros_(self.proj.bias)
+        self.norm_out = nn.LayerNorm(d_model) if config.frame_norm else nn.Identity()
+        # Sources enter at unit scale, so their mean has RMS ~sqrt(1/n_sources). With
+        # this gain on the head's output, head + residual has RMS ~1, and every stage's
+        # scale factor is ~1 (no 'RMS collapse' of a weakly weighted stage).
+        self.gain = math.sqrt(max(1.0 - residual_weight**2 / n_sources, 0.1))
+        if config.head == "pointer":
+            self.pointer = PointerHead(d_model, n_sources, config)
+        else:
+            self.proj = nn.Linear(d_model, config.frame_dim)
+            nn.init.normal_(self.proj.weight, std=self.gain * d_model**-0.5)  # the gain, folded into the init
+            nn.init.zeros_(self.proj.bias)
 
     def forward(self, sources, target_rms, floor):  # sources: each (B, D, T)
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
-        x = self.proj(self.norm_out(x)).transpose(1, 2)  # (B, D, T)
+        x = self.norm_out(x)
+        if hasattr(self, "pointer"):
+            x = self.gain * self.pointer(x, sources)  # (B, D, T)
+        else:
+            x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
         return scale_to_rms(x, target_rms, floor)
 
@@ -175,40 +318,3 @@ class Cascade(nn.Module):
         out1, scale1 = self.stage1([x_in, x_tgt], unit, floor)
         out2, scale2 = self.stage2([x_in, out1, x_tgt], unit, floor)
         return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
-
-
-# -----------------------------------------------------------------------------
-# codec
-
-
-class MDCTCodec(nn.Module):
-    """Critically sampled MDCT with a sine window and hop D: audio (B, N) <-> frames (B, D, T).
-
-    The basis is orthonormal (Princen-Bradley), so decode(encode(x)) == x and
-    the frames hold exactly the audio's energy. With T = ceil(N / D) + 1 frames,
-    rms(frames) = rms(audio) * sqrt(N / (D * T)): within D / (2N) of the audio's
-    RMS (0.4% for one second at 16 kHz), so 'RMS' means loudness everywhere.
-    """
-
-    def __init__(self, frame_dim=128):
-        super().__init__()
-        D = frame_dim
-        n = torch.arange(2 * D, dtype=torch.float64)
-        k = torch.arange(D, dtype=torch.float64)
-        window = torch.sin(math.pi * (n + 0.5) / (2 * D))
-        basis = math.sqrt(2.0 / D) * torch.cos(math.pi / D * (n[None, :] + 0.5 + D / 2) * (k[:, None] + 0.5))
-        self.D = D
-        self.register_buffer("analysis", (basis * window).float(), persistent=False)  # (D, 2D)
-
-    def encode(self, audio):  # (B, N) -> (B, D, T)
-        D, N = self.D, audio.shape[-1]
-        padded = F.pad(audio.float(), (D, D + (-N) % D))
-        frames = padded.unfold(-1, 2 * D, D)  # (B, T, 2D)
-        return (frames @ self.analysis.T).transpose(1, 2)
-
-    def decode(self, frames, length=None):  # (B, D, T) -> (B, length)
-        D, T = self.D, frames.shape[-1]
-        pieces = frames.float().transpose(1, 2) @ self.analysis  # (B, T, 2D)
-        audio = F.fold(pieces.transpose(1, 2), output_size=(1, (T + 1) * D), kernel_size=(1, 2 * D), stride=(1, D))
-        audio = audio.view(frames.shape[0], -1)[:, D:]
-        return audio[:, : (T - 1) * D if length is None else length]

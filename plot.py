@@ -4,8 +4,8 @@ One picture of a run's health, and spectrograms of what the model makes.
     python plot.py [checkpoints/]
 
 Writes run_health.png (loss terms, pre-clip gradient norm, RMS scale factors,
-correlations, against step, with every warned epoch and any NaN abort marked)
-and spectrograms_epoch_N.png (input, target and output of the newest epoch's
+correlations and the blend verdict's shares, against step, with every warned
+epoch and any NaN abort marked) and spectrograms_epoch_N.png (input, target and output of the newest epoch's
 samples on one colour scale). Works on a run that is still going.
 matplotlib is needed here only: pip install matplotlib
 """
@@ -19,7 +19,8 @@ import sys
 import numpy as np
 import soundfile as sf
 
-import train
+import blend
+import checkpointing
 
 FIGURE_INCHES, DPI = (12, 10), 100  # run_health.png is 1200 x 1000 pixels
 SPECTROGRAM_INCHES = (15, 4)  # spectrograms_epoch_N.png is 1500 x 400 pixels
@@ -48,28 +49,31 @@ def plot_health(rows, grad_clip, path):
     aborts = [r for r in rows if r["kind"] == "nan_abort"]
     fig, axes = plt.subplots(4, 1, figsize=FIGURE_INCHES, dpi=DPI, sharex=True)
     x = column(steps, "step")
-    for name in ("loss", "novelty", "recon"):
+    for name in ("loss", "follow", "sound", "copy", "novelty", "recon"):
         axes[0].plot(x, column(steps, name), label=name)
     axes[0].plot(column(epochs, "step"), column(epochs, "val_loss"), "o-", label="val loss")
     axes[0].set_yscale("symlog", linthresh=1e-4)
     axes[0].set_ylabel("loss")
 
     axes[1].semilogy(x, column(steps, "grad_norm"), label="pre-clip grad norm")
-    axes[1].axhline(train.HEALTHY_GRAD_NORM, color="red", ls="--", label=f"healthy < {train.HEALTHY_GRAD_NORM:g}")
-    axes[1].axhline(grad_clip, color="gray", ls=":", label=f"clip at {grad_clip:g}")
+    axes[1].axhline(blend.HEALTHY_GRAD_NORM, color="red", ls="--", label=f"healthy < {blend.HEALTHY_GRAD_NORM:g}")
+    if grad_clip:
+        axes[1].axhline(grad_clip, color="gray", ls=":", label=f"clip at {grad_clip:g}")
     axes[1].set_ylabel("gradient norm")
 
     e = column(epochs, "step")
     for name, label in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
         axes[2].plot(e, column(epochs, name), "o-", label=label)
-    axes[2].axhspan(*train.HEALTHY_RMS_RATIO, color="green", alpha=0.15, label="healthy 0.8-1.2")
+    axes[2].axhspan(*blend.HEALTHY_SCALE, color="green", alpha=0.15, label="healthy {}-{}".format(*blend.HEALTHY_SCALE))
     axes[2].set_ylabel("RMS")
 
-    for name, label in (("corr_in", "output->input"), ("corr_tgt", "output->target")):
+    for name, label in (("corr_in", "correlation output->input"), ("corr_tgt", "correlation output->target"),
+                        ("blend_share", "share of validation pairs: blend"), ("hiss_share", "... hiss"), ("copy_share", "... copy")):
         axes[3].plot(e, column(epochs, name), "o-", label=label)
     for sign in (1, -1):
-        axes[3].axhline(sign * train.HEALTHY_CORRELATION, color="red", ls="--")
-    axes[3].set_ylabel("correlation")
+        axes[3].axhline(sign * blend.HEALTHY_CORRELATION, color="red", ls="--")
+    axes[3].axhline(blend.HEALTHY_BLEND_SHARE, color="green", ls="--")
+    axes[3].set_ylabel("correlation, verdict share")
     axes[3].set_xlabel("step")
 
     for ax in axes:
@@ -118,15 +122,15 @@ def plot_spectrograms(folder, path_pattern):
 
 
 def main(argv):
-    folder = argv[0] if argv else train.HYPERPARAMETERS["out_dir"]
+    folder = argv[0] if argv else "checkpoints"
     try:
         import matplotlib
     except ImportError:
         raise SystemExit("plot.py needs matplotlib, which training does not: pip install matplotlib") from None
     matplotlib.use("Agg")
     rows = read_metrics(folder)
-    _, state = train.newest_good_checkpoint(folder) if os.path.isdir(folder) else (None, None)
-    grad_clip = (state["hyperparameters"] if state else train.HYPERPARAMETERS)["grad_clip"]
+    _, state = checkpointing.newest_good(folder) if os.path.isdir(folder) else (None, None)
+    grad_clip = state["hyperparameters"]["grad_clip"] if state else None
     health = os.path.join(folder, "run_health.png")
     plot_health(rows, grad_clip, health)
     print(f"wrote {health}")

@@ -7,12 +7,11 @@ Train the two-stage cascade on pairs of clips (segment k -> segment k+1).
     torchrun --standalone --nproc_per_node=4 train.py   # DDP: batch_size pairs per rank
 
 Each step prints one line; each epoch prints a health report (gradient norms,
-RMS ratios, temporal structure, correlations), writes a checkpoint, metrics
-and the validation sample as WAV files. A non-finite loss or gradient stops the
+RMS ratios, temporal structure, the blend verdict on every validation pair,
+correlations), writes a checkpoint, metrics and the validation sample as WAV files. A non-finite loss or gradient stops the
 run before the optimizer step, with exit code 3 and a report of where.
 """
 
-import fcntl
 import math
 import os
 import signal
@@ -27,8 +26,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
+import blend
+import checkpointing
 import data
-from model import Cascade, CascadeConfig, MDCTCodec, rms
+from model import Cascade, CascadeConfig, MDCTCodec
 
 # ----------------------------------------------------------------------------- hyperparameters
 # data
@@ -45,11 +46,21 @@ frame_dim = 128  # D, MDCT bins per frame
 n_layer = 2  # per stage
 n_head = 4
 dropout = 0.1
-final_residual = 0.1  # 0.2-0.3 is a remedy for constant output
+final_residual = 0.1  # stage-2 residual weight (0.2-0.3 was the seed's remedy for constant output)
+head = "pointer"  # pointer: every 128 ms is a run of a source's audio, chosen by attention; linear: the seed's head
+chunk_frames = 16  # pointer: frames per copied run (128 ms at 16 kHz)
+min_shift_frames = 63  # pointer: runs come from at least this far in time (0.5 s at 16 kHz)
+pointer_bands = 16  # pointer: log-spaced bands that describe a run
+pointer_sharpness = 10.0  # pointer: how sharply the choice prefers the nearest run
+frame_norm = False  # True: LayerNorm every frame (the seed's design; erases the envelope)
 rms_floor = 1e-6  # RMS below this (-120 dBFS) counts as silence
 # loss
-novelty_weight = 0.85  # penalises correlation of the output with input and target
-recon_weight = 0.0  # 0.01-0.05 is a remedy for constant output
+follow_weight = 1.0  # the output's band levels follow the input's, frame by frame
+sound_weight = 1.0  # the output's average spectrum is the target's: its instruments and key
+copy_weight = 1.0  # hinge on the output's waveform correlation with either source, at any lag within 0.5 s
+copy_margin = 0.3  # correlation the copy term allows
+novelty_weight = 0.0  # the seed's term: squared lag-0 correlation with input and target (seed default 0.85)
+recon_weight = 0.0  # the seed's term: relative error to the target (its remedy: 0.01-0.05)
 # optimizer
 lr = 1e-4
 weight_decay = 0.01
@@ -70,9 +81,7 @@ compile = False  # torch.compile the model: for GPUs; slower on a 2-core CPU aft
 HYPERPARAMETERS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
 NAN_ABORT_EXIT = 3
-CHECKPOINT_FORMAT = "cascade-checkpoint-v1"
 TEST_NAN_STEP = "CASCADE_TEST_NAN_STEP"  # tests only: poison one gradient at this step
-TEST_SAVE_DELAY = "CASCADE_TEST_SAVE_DELAY"  # tests only: seconds to stall mid-save, to be killed there
 
 
 # -----------------------------------------------------------------------------
@@ -133,34 +142,6 @@ def model_config(hp):
         return CascadeConfig(**{f.name: hp[f.name] for f in fields(CascadeConfig)})
     except ValueError as e:
         raise SystemExit(f"bad model hyperparameters: {e}") from None
-
-
-# -----------------------------------------------------------------------------
-# the objective
-
-
-def pearson(a, b, floor):
-    """Per-sample Pearson correlation over (D, T) in float32. # (B,)
-    The standard deviations are floored, so a silent clip correlates 0 with
-    everything, with a finite gradient, instead of poisoning the run with NaN."""
-    a = a.float().flatten(1)
-    b = b.float().flatten(1)
-    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
-    std_a = a.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
-    std_b = b.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
-    return (a * b).mean(dim=1) / (std_a * std_b)
-
-
-def objective(out, x_in, x_tgt, hp):
-    """Total loss and each named term. Frames and audio have the same
-    correlations (the codec is orthonormal), so novelty is the square of what
-    the correlation monitor reports."""
-    floor = hp["rms_floor"]
-    novelty = ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean()
-    error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
-    recon = (error / rms(x_tgt, floor).view(-1).pow(2)).mean()
-    total = hp["novelty_weight"] * novelty + hp["recon_weight"] * recon
-    return total, {"novelty": novelty.item(), "recon": recon.item()}
 
 
 # -----------------------------------------------------------------------------
@@ -253,142 +234,6 @@ def from_every_rank(obj):
 
 
 # -----------------------------------------------------------------------------
-# health monitors
-
-ENVELOPE_COLUMNS = 48
-ENVELOPE_SHADES = " ░▒▓█"  # blank = silent ... █ = loud, on one absolute dB scale
-ENVELOPE_RANGE_DB = (-60.0, 0.0)
-FLAT_ENVELOPE = 0.25  # output envelope varying less than this share of the input's is 'constant output'
-HEALTHY_GRAD_NORM = 100.0
-HEALTHY_RMS_RATIO = (0.8, 1.2)
-HEALTHY_CORRELATION = 0.3
-CONSTANT_OUTPUT_REMEDIES = ("add a small reconstruction loss (--recon_weight=0.02, range 0.01-0.05), "
-                            "raise --final_residual to 0.2-0.3, or lower --novelty_weight to 0.5-0.7")
-
-
-def envelope_db(audio, columns=ENVELOPE_COLUMNS):
-    """Loudness in dBFS of `columns` equal chunks of a mono clip. # (N,) -> (columns,)"""
-    chunks = audio[: len(audio) // columns * columns].reshape(columns, -1)
-    return 20 * np.log10(np.sqrt((chunks**2).mean(axis=1)) + 1e-10)
-
-
-def envelope_bars(db):
-    low, high = ENVELOPE_RANGE_DB
-    levels = np.clip((db - low) / (high - low), 0, 1) * (len(ENVELOPE_SHADES) - 1)
-    return "".join(ENVELOPE_SHADES[int(round(v))] for v in levels)
-
-
-def envelope_variation(out_audio, in_audio):
-    """How much the output's loudness moves over time, relative to the input's (1 = as much)."""
-    return float(envelope_db(out_audio).std() / max(envelope_db(in_audio).std(), 1e-3))
-
-
-def mark(ok):
-    return "✅" if ok else "⚠"
-
-
-def health_lines(h, grad_norms=None):
-    """The health report: one line per indicator, a ✅ or ⚠ each. Returns (lines, warnings)."""
-    lines, warnings = [], []
-
-    def check(name, ok, text):
-        lines.append(f"  {mark(ok)} {text}")
-        if not ok:
-            warnings.append(name)
-
-    if grad_norms:
-        gmax, gmed = max(grad_norms), float(np.median(grad_norms))
-        check("grad_norm", gmax < HEALTHY_GRAD_NORM,
-              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}, typically 5-50)")
-    low, high = HEALTHY_RMS_RATIO
-    for key, what in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
-        check(key, low <= h[key] <= high, f"{what:<16} {h[key]:.3f} (healthy {low}-{high})")
-    flat = h["envelope_variation"] < FLAT_ENVELOPE
-    check("constant_output", not flat, f"temporal structure: output envelope varies {h['envelope_variation']:.2f}x "
-                                       f"as much as the input's (constant output below {FLAT_ENVELOPE})")
-    for key in ("input", "target", "output"):
-        lines.append(f"      {key:<7}|{envelope_bars(h['envelope_' + key])}|")
-    if flat:
-        lines.append(f"      constant output: {CONSTANT_OUTPUT_REMEDIES}")
-    for key, what in (("corr_in", "output->input"), ("corr_tgt", "output->target")):
-        check(key, abs(h[key]) < HEALTHY_CORRELATION, f"correlation {what:<14} {h[key]:+.3f} (healthy below {HEALTHY_CORRELATION})")
-    return lines, warnings
-
-
-def output_health(out, x_in, x_tgt, floor):
-    """Per-sample output/input RMS ratio and correlations with input and target. # (B, D, T) -> each (B,)
-    Frames and audio (B, 1, N) give the same numbers: the codec is orthonormal."""
-    return {"rms_ratio": (rms(out, floor) / rms(x_in, floor)).view(-1),
-            "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
-
-
-def audio_health(in_audio, tgt_audio, out_audio):
-    """The monitors that need only audio: envelopes and their variation. # each (N,) numpy"""
-    return {"envelope_input": envelope_db(in_audio), "envelope_target": envelope_db(tgt_audio),
-            "envelope_output": envelope_db(out_audio), "envelope_variation": envelope_variation(out_audio, in_audio)}
-
-
-# -----------------------------------------------------------------------------
-# checkpoints
-
-
-class CheckpointError(Exception):
-    pass
-
-
-def save_checkpoint(state, path):
-    """Write to a temporary file, flush it to disk, then rename: a crash leaves the old files intact."""
-    partial = f"{path}.{os.getpid()}.tmp"
-    with open(partial, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        time.sleep(float(os.environ.get(TEST_SAVE_DELAY, 0)))
-        os.fsync(f.fileno())
-    os.replace(partial, path)
-
-
-def load_checkpoint(path):
-    """Load one of our checkpoints or raise CheckpointError saying why it is not one."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except Exception as e:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): "
-                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is a torch file but not a checkpoint of this project (no '{CHECKPOINT_FORMAT}' marker)")
-    return state
-
-
-def model_from_checkpoint(state):
-    model = Cascade(CascadeConfig(**state["model_config"]))
-    model.load_state_dict(state["model"])
-    return model
-
-
-def step_of(path):
-    """The step in a checkpoint's name (..._step_S.pth), or None for any other file."""
-    tail = os.path.basename(path).rpartition("_step_")[2].removesuffix(".pth")
-    return int(tail) if path.endswith(".pth") and "_step_" in path and tail.isdigit() else None
-
-
-def checkpoint_files(folder):
-    """Our checkpoint files in folder, newest (highest step) first."""
-    paths = [os.path.join(folder, n) for n in os.listdir(folder) if step_of(n) is not None]
-    return sorted(paths, key=lambda p: (-step_of(p), p))
-
-
-def newest_good_checkpoint(folder, log=print):
-    for path in checkpoint_files(folder):
-        try:
-            return path, load_checkpoint(path)
-        except CheckpointError as e:
-            log(f"warning: skipping {e}")
-    return None, None
-
-
-# -----------------------------------------------------------------------------
 # the run
 
 
@@ -419,23 +264,23 @@ def main(argv):
         torch.cuda.set_device(device)
     if distributed:
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    lock = claim_out_dir(out_dir, hp["resume"]) if master else None
+    lock = checkpointing.claim_out_dir(out_dir, hp["resume"]) if master else None
     dtype = hp["dtype"] if hp["dtype"] != "auto" else "bfloat16" if fast_bfloat16(device_type) else "float32"
     autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
     resumed_from, state = None, None
     if hp["resume"] == "auto":
-        resumed_from, state = newest_good_checkpoint(out_dir, log)
+        resumed_from, state = checkpointing.newest_good(out_dir, log)
         if state is None:
             log(f"resume=auto: no good checkpoint in {out_dir}, starting fresh")
     elif hp["resume"]:
         try:
-            resumed_from, state = hp["resume"], load_checkpoint(hp["resume"])
-        except CheckpointError as e:
+            resumed_from, state = hp["resume"], checkpointing.load(hp["resume"])
+        except checkpointing.CheckpointError as e:
             raise SystemExit(f"--resume: {e}") from None
     if state is not None:
         differ = [f"{k} (checkpoint {v!r}, requested {asdict(config)[k]!r})"
-                  for k, v in state["model_config"].items() if asdict(config).get(k) != v]
+                  for k, v in checkpointing.model_config(state).items() if asdict(config).get(k) != v]
         if differ:
             raise SystemExit(f"{resumed_from} was trained with another model config: {'; '.join(differ)}. "
                              f"Pass the checkpoint's values, or start a fresh run in another --out_dir.")
@@ -444,16 +289,11 @@ def main(argv):
 
     # ------------------------------------------------------------------ data
     segment = int(round(hp["segment_seconds"] * hp["sample_rate"]))
-    if hp["data_dir"]:
-        if not master:
-            dist.barrier()  # rank 0 decodes the files into the cache first; the others then read it
-        tracks = data.folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"], log)
-        if distributed and master:
-            dist.barrier()
-        if len(tracks) < 2:
-            raise SystemExit(f"{hp['data_dir']} has one usable file; validation needs a file of its own, add another")
-    else:
-        tracks = data.demo_tracks(hp["demo_pieces"], hp["demo_seconds"], hp["sample_rate"], hp["seed"])
+    if distributed and hp["data_dir"] and not master:
+        dist.barrier()  # rank 0 decodes the files into the cache first; the others then read it
+    tracks = data.run_tracks(hp, log)
+    if distributed and hp["data_dir"] and master:
+        dist.barrier()
     train_tracks, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
     train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
     val_set = data.PairDataset(val_tracks, segment)
@@ -505,15 +345,15 @@ def main(argv):
         """Every rank calls this (the RNG states are gathered); rank 0 writes."""
         nonlocal newest
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}
-        state = {"format": CHECKPOINT_FORMAT, "model_config": asdict(config), "hyperparameters": hp,
+        state = {"format": checkpointing.FORMAT, "model_config": asdict(config), "hyperparameters": hp,
                  "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
                  "epoch_step": epoch_step, "global_batch": global_batch, "step": step,
                  "rng": from_every_rank(rng), "health": health}
         newest = os.path.join(out_dir, name)
         if master:
-            save_checkpoint(state, newest)
+            checkpointing.save(state, newest)
             # only files up to this step are this run's history; anything else is left alone
-            ours = [p for p in checkpoint_files(out_dir) if step_of(p) <= step]
+            ours = [p for p in checkpointing.files(out_dir) if checkpointing.step_of(p) <= step]
             for old in ours[hp["keep_checkpoints"]:]:
                 os.remove(old)
         return newest
@@ -538,11 +378,11 @@ def main(argv):
             x_in, x_tgt = (codec.encode(a.to(device)) for a in train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]]))
             with autocast:
                 out, _ = train_model(x_in, x_tgt)
-            loss, terms = objective(out, x_in, x_tgt, hp)
+            loss, terms = blend.objective(out, x_in, x_tgt, codec, hp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if os.environ.get(TEST_NAN_STEP) == str(step + 1):
-                model.stage2.proj.weight.grad[0, 0] = float("nan")
+                model.stage2.blocks[0].linear2.weight.grad[0, 0] = float("nan")
             try:
                 loss, terms, grad_norm = clip_gradients(model, hp["grad_clip"], step + 1, loss.item(), terms,
                                                         lambda: model(x_in, x_tgt), hp["top_k"], newest,
@@ -556,8 +396,8 @@ def main(argv):
             step += 1
             epoch_grad_norms.append(grad_norm)
             dt = (time.time() - t0) * 1000
-            log(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} (novelty {terms['novelty']:.4f}, "
-                f"recon {terms['recon']:.4f}) | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
+            log(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} ("
+                + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()) + f") | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
             if master:
                 metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss, grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
             if step % hp["log_interval"] == 0:
@@ -571,7 +411,7 @@ def main(argv):
 
         # ------------------------------------------------------------------ end of epoch: health, checkpoint, samples
         health, sample = validate(model, codec, val_set, hp, device, autocast, rank, world)
-        lines, warnings = health_lines(health, epoch_grad_norms)
+        lines, warnings = blend.health_lines(health, epoch_grad_norms)
         elapsed = time.time() - t_run
         eta = elapsed / max(step - start_step, 1) * (total_steps - step)
         log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
@@ -593,31 +433,34 @@ def main(argv):
 
 @torch.no_grad()
 def validate(model, codec, val_set, hp, device, autocast, rank=0, world=1):
-    """Validation loss and the health numbers over every validation pair (each
-    rank takes its share; the sums are all-reduced); the fixed first pair's
-    audio is returned for the envelope bars and the samples."""
+    """Validation loss, the health numbers and the blend verdict of every validation pair
+    (each rank takes its share; sums are all-reduced, verdicts gathered); the fixed first
+    pair's audio is returned for the envelope bars and the samples."""
     model.eval()
     names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
-    sums, count = [0.0] * len(names), 0
+    sums, count, judged = [0.0] * len(names), 0, []
     floor, B = hp["rms_floor"], hp["batch_size"]
     for start in range(rank * B, len(val_set), world * B):
         in_audio, tgt_audio = val_set.batch(range(start, min(start + B, len(val_set))))
         x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
         with autocast:
             out, stats = model(x_in, x_tgt)
-        loss, _ = objective(out, x_in, x_tgt, hp)
+        loss, _ = blend.objective(out, x_in, x_tgt, codec, hp)
         per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
-                    **output_health(out, x_in, x_tgt, floor)}
+                    **blend.output_health(out, x_in, x_tgt, floor)}
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
         count += len(out)
+        out_audio = codec.decode(out, in_audio.shape[1]).cpu().numpy()
+        judged += [blend.measure(o, i, t, hp["sample_rate"]) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
     *sums, count = over_ranks([*sums, count], device)
+    judged = [m for part in from_every_rank(judged) for m in part]
     in_audio, tgt_audio = val_set.batch([0])
     with autocast:
         out, _ = model(codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device)))
     sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out, in_audio.shape[1]))]
     model.train()
     health = {name: s / count for name, s in zip(names, sums)}
-    return {**health, **audio_health(*sample)}, sample
+    return {**health, **blend.judged_health(judged, sample)}, sample
 
 
 def write_samples(folder, epoch, sample, sample_rate):
@@ -631,9 +474,9 @@ class MetricsFile:
     """metrics.csv: one row per step, per epoch and per NaN abort, one header.
     On resume, rows after the resumed step are dropped so the file reads as one run."""
 
-    COLUMNS = ["kind", "epoch", "step", "loss", "novelty", "recon", "grad_norm", "lr", "dt_ms", "val_loss",
-               "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope_variation",
-               "corr_in", "corr_tgt", "warnings"]
+    COLUMNS = ["kind", "epoch", "step", "loss", "follow", "sound", "copy", "novelty", "recon", "grad_norm", "lr", "dt_ms",
+               "val_loss", "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope",
+               "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings"]
 
     def __init__(self, path, keep_until_step):
         self.path = path
@@ -653,38 +496,6 @@ class MetricsFile:
 
 def format_cell(value):
     return f"{value:.6g}" if isinstance(value, float) else str(value)
-
-
-def claim_out_dir(out_dir, resume):
-    """Make out_dir writable and ours before any work: one run per folder, and a
-    fresh run never mixes its checkpoints with an earlier run's."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise SystemExit(f"--out_dir={out_dir} is a file, not a folder: move it away or choose another --out_dir")
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-        lock = open(os.path.join(out_dir, ".lock"), "a+")
-        probe = os.path.join(out_dir, f".write_test.{os.getpid()}")
-        open(probe, "w").close()
-        os.remove(probe)
-    except OSError as e:
-        raise SystemExit(f"cannot write checkpoints to {out_dir}: {e.strerror}. Fix its permissions or choose another --out_dir") from None
-    try:  # the kernel drops the lock when its holder dies, so a crashed run never blocks the next
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        raise SystemExit(f"another run (pid {lock.read().strip() or '?'}) is training into {out_dir}; "
-                         f"wait for it, stop it, or choose another --out_dir") from None
-    lock.seek(0)
-    lock.truncate()
-    lock.write(str(os.getpid()))
-    lock.flush()
-    for name in os.listdir(out_dir):  # half-written saves of a killed run: no one else writes here now
-        if name.endswith(".tmp"):
-            os.remove(os.path.join(out_dir, name))
-    if not resume and checkpoint_files(out_dir):
-        raise SystemExit(f"{out_dir} already holds checkpoints of an earlier run; continue it with --resume=auto, "
-                         f"or start a new run with another --out_dir (nothing was deleted)")
-    return lock
 
 
 def install_signal_handlers():

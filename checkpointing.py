@@ -1,0 +1,119 @@
+"""
+Checkpoints and the run folder: what train.py writes, and generate.py, evaluate.py and
+plot.py read back.
+
+A checkpoint describes itself (model config, hyperparameters, optimizer, step, every
+rank's RNG state), so a model is rebuilt from it alone. It is written to a temporary
+file, synced and renamed, so a crash mid-save never harms an earlier one.
+"""
+
+import fcntl
+import os
+import time
+
+import torch
+
+from model import Cascade, CascadeConfig
+
+FORMAT = "cascade-checkpoint-v1"
+TEST_SAVE_DELAY = "CASCADE_TEST_SAVE_DELAY"  # tests only: seconds to stall mid-save, to be killed there
+# model config fields added after the first checkpoints were written, with the values those were trained with
+SEED_DESIGN = {"head": "linear", "frame_norm": True}
+
+
+class CheckpointError(Exception):
+    pass
+
+
+def save(state, path):
+    """Write to a temporary file, flush it to disk, then rename: a crash leaves the old files intact."""
+    partial = f"{path}.{os.getpid()}.tmp"
+    with open(partial, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        time.sleep(float(os.environ.get(TEST_SAVE_DELAY, 0)))
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def load(path):
+    """Load one of our checkpoints or raise CheckpointError saying why it is not one."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # torch raises many types for truncated or foreign files
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file): "
+                              f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a torch file but not a checkpoint of this project (no '{FORMAT}' marker)")
+    return state
+
+
+def model_config(state):
+    """The checkpoint's model config; fields it predates take the design it was trained with."""
+    return {**SEED_DESIGN, **state["model_config"]}
+
+
+def model_from(state):
+    """The model, rebuilt from the checkpoint alone."""
+    model = Cascade(CascadeConfig(**model_config(state)))
+    model.load_state_dict(state["model"])
+    return model
+
+
+def step_of(path):
+    """The step in a checkpoint's name (..._step_S.pth), or None for any other file."""
+    tail = os.path.basename(path).rpartition("_step_")[2].removesuffix(".pth")
+    return int(tail) if path.endswith(".pth") and "_step_" in path and tail.isdigit() else None
+
+
+def files(folder):
+    """Our checkpoint files in folder, newest (highest step) first."""
+    paths = [os.path.join(folder, n) for n in os.listdir(folder) if step_of(n) is not None]
+    return sorted(paths, key=lambda p: (-step_of(p), p))
+
+
+def newest_good(folder, log=print):
+    for path in files(folder):
+        try:
+            return path, load(path)
+        except CheckpointError as e:
+            log(f"warning: skipping {e}")
+    return None, None
+
+
+# -----------------------------------------------------------------------------
+# the run folder
+
+
+def claim_out_dir(out_dir, resume):
+    """Make out_dir writable and ours before any work: one run per folder, and a
+    fresh run never mixes its checkpoints with an earlier run's."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise SystemExit(f"--out_dir={out_dir} is a file, not a folder: move it away or choose another --out_dir")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(os.path.join(out_dir, ".lock"), "a+")
+        probe = os.path.join(out_dir, f".write_test.{os.getpid()}")
+        open(probe, "w").close()
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(f"cannot write checkpoints to {out_dir}: {e.strerror}. Fix its permissions or choose another --out_dir") from None
+    try:  # the kernel drops the lock when its holder dies, so a crashed run never blocks the next
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        raise SystemExit(f"another run (pid {lock.read().strip() or '?'}) is training into {out_dir}; "
+                         f"wait for it, stop it, or choose another --out_dir") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    for name in os.listdir(out_dir):  # half-written saves of a killed run: no one else writes here now
+        if name.endswith(".tmp"):
+            os.remove(os.path.join(out_dir, name))
+    if not resume and files(out_dir):
+        raise SystemExit(f"{out_dir} already holds checkpoints of an earlier run; continue it with --resume=auto, "
+                         f"or start a new run with another --out_dir (nothing was deleted)")
+    return lock

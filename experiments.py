@@ -1,0 +1,193 @@
+"""
+The experiments behind the defaults, each one command.
+
+    python experiments.py --variants              # the seed's design and its three remedies, ours, and
+                                                  # ours without each of its choices: 10 epochs each (~25 min)
+    python experiments.py --variants=seed,ours --epochs=3
+    python experiments.py --thresholds            # every reference's verdict metrics on many demo pairs
+    python experiments.py --thresholds --music_dir=.cache/debian-music/songs   # and on recorded music
+    python experiments.py --real_music            # fetch freely licensed recorded music from Debian,
+                                                  # judge the newest checkpoint on it, then train on it
+
+Variants run train.py itself (a subprocess each, into experiments/<name>/) and read its
+metrics.csv: the table shows what a user would see at the end of that run.
+"""
+
+import argparse
+import csv
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import blend
+import checkpointing
+import data
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# the seed's network and loss: a linear head after per-frame LayerNorms, trained on novelty alone
+SEED = ["--head=linear", "--frame_norm=True", "--novelty_weight=0.85", "--follow_weight=0", "--sound_weight=0",
+        "--copy_weight=0"]
+VARIANTS = {
+    "seed": SEED,
+    "seed+A:recon_0.02": SEED + ["--recon_weight=0.02"],
+    "seed+B:final_residual_0.3": SEED + ["--final_residual=0.3"],
+    "seed+C:novelty_0.5": SEED[:2] + ["--novelty_weight=0.5"] + SEED[3:],
+    "ours": [],
+    "ours:linear_head": ["--head=linear"],
+    "ours:frame_norm": ["--frame_norm=True"],
+    "ours:no_sound": ["--sound_weight=0"],
+    "ours:no_copy": ["--copy_weight=0"],
+    "ours:min_shift_0": ["--min_shift_frames=0"],
+    "ours:untrained": ["--lr=1e-12"],  # the pointer's nearest-neighbour prior alone
+}
+COLUMNS = ("grad_norm_max", "scale1", "scale2", "envelope", "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share",
+           "dist_in", "dist_tgt")
+# Debian packages of freely licensed recorded music (CC-BY-SA-3.0), and which of their OGG files are whole songs
+DEBIAN_MUSIC = {"hyperrogue-music": "usr/share/hyperrogue/music/*.ogg",
+                "fretsonfire-songs-muldjord": "usr/share/games/fretsonfire/data/songs/muldjord/*/song.ogg"}
+
+
+def run_variant(name, overrides, epochs, root):
+    """Train one variant with train.py; returns its last epoch row of metrics.csv and how many epochs warned."""
+    out_dir = os.path.join(root, name)
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)  # ours alone: a variant is rerun from scratch
+    command = [sys.executable, os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", f"--epochs={epochs}", *overrides]
+    t0 = time.time()
+    result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "train.log"), "w") as f:
+        f.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        return None, f"exit {result.returncode}: {(result.stderr.strip().splitlines() or ['?'])[-1]}"
+    with open(os.path.join(out_dir, "metrics.csv")) as f:
+        epochs_rows = [r for r in csv.DictReader(f) if r["kind"] == "epoch"]
+    judged = os.path.join(out_dir, "evaluate.csv")
+    result = subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), f"--ckpt={checkpointing.files(out_dir)[0]}",
+                             f"--csv={judged}"], check=True, capture_output=True, text=True, cwd=HERE)
+    with open(os.path.join(out_dir, "evaluate.txt"), "w") as f:
+        f.write(result.stdout)
+    with open(judged) as f:
+        output = next(csv.DictReader(f))  # the model's row; the references follow
+    row = {**epochs_rows[-1], "dist_in": output["dist_in"], "dist_tgt": output["dist_tgt"]}
+    return row, f"{sum(1 for r in epochs_rows if r['warnings'])}/{len(epochs_rows)} epochs warned, {time.time() - t0:.0f} s"
+
+
+def variants(names, epochs, root):
+    header = f"{'variant':<27}" + "".join(f" {c.removesuffix('_share'):>9}" for c in COLUMNS) + "  last epoch's warnings"
+    print(header + "\n" + "-" * len(header), flush=True)
+    for name in names:
+        row, note = run_variant(name, VARIANTS[name], epochs, root)
+        if row is None:
+            print(f"{name:<27} {note}", flush=True)
+            continue
+        cells = "".join(f" {float(row[c]):>9.3f}" for c in COLUMNS)
+        print(f"{name:<27}{cells}  {row['warnings'] or 'none'} ({note})", flush=True)
+
+
+def thresholds(music_dir, n_pairs, seed):
+    """The verdict's metrics of every reference over many pairs of every file (train and
+    validation alike): the ranges blend.py's thresholds are read from."""
+    hp = {"data_dir": music_dir, "demo_pieces": 24, "demo_seconds": 24.0, "sample_rate": 16000, "seed": 1337,
+          "segment_seconds": 2.0, "cache_dir": ".cache/audio"}
+    rate, segment = hp["sample_rate"], 32000
+    tracks = data.run_tracks(hp)
+    pairs = data.PairDataset(tracks, segment)
+    rng = np.random.default_rng(seed)
+    rows = {}
+    for index in rng.permutation(len(pairs))[:n_pairs]:
+        x_in, x_tgt = (a.numpy() for a in pairs[int(index)])
+        other = tracks[(pairs.pairs[index][0] + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
+        other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
+        for name, reference in blend.references(x_in, x_tgt, other_audio, rate, rng).items():
+            rows.setdefault(name, []).append(blend.measure(reference, x_in, x_tgt, rate))
+    keys = ("max_corr", "envelope", "persistence", "motion", "fill")
+    print(f"{len(next(iter(rows.values())))} pairs of {music_dir or 'the demo music'}: min-max of each metric, and the verdicts")
+    print(f"{'':<32}" + "".join(f" {k:>13}" for k in keys) + f" {'structure':>13}  verdicts")
+    for name, measured in rows.items():
+        values = np.array([[m[k] for k in keys] + [max(m["persistence"], m["motion"])] for m in measured])
+        verdicts = [blend.verdict(m) for m in measured]
+        print(f"{name:<32}" + "".join(f" {lo:>6.2f}-{hi:<6.2f}" for lo, hi in zip(values.min(0), values.max(0)))
+              + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in ("blend", "copy", "hiss")))
+    print(f"thresholds: copy at max_corr >= {blend.COPY_CORRELATION}; hiss at structure "
+          f"(max of persistence, motion) < {blend.LOOSE_STRUCTURE}, fill > {blend.DENSE_FILL} or envelope < {blend.FLAT_ENVELOPE}")
+
+
+def fetch_debian_music(folder):
+    """Download the DEBIAN_MUSIC packages with apt-get (no root needed) and unpack their songs into folder/songs."""
+    songs = os.path.join(folder, "songs")
+    if os.path.isdir(songs) and os.listdir(songs):
+        return songs
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise SystemExit("--real_music needs apt-get and dpkg-deb (a Debian or Ubuntu machine); or pass --music_dir "
+                         "with a folder of recorded music")
+    debs = os.path.join(folder, "debs")
+    os.makedirs(debs, exist_ok=True)
+    for package in DEBIAN_MUSIC:
+        result = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"apt-get download {package} failed: {result.stderr.strip()[-500:]}; "
+                             f"run 'apt-get update' first, or pass --music_dir")
+    unpacked = os.path.join(folder, "unpacked")
+    for deb in glob.glob(os.path.join(debs, "*.deb")):
+        subprocess.run(["dpkg-deb", "-x", deb, unpacked], check=True)
+    os.makedirs(songs + ".tmp", exist_ok=True)
+    for package, pattern in DEBIAN_MUSIC.items():
+        for path in sorted(glob.glob(os.path.join(unpacked, pattern))):
+            name = os.path.relpath(path, unpacked).replace(os.sep, "_").removesuffix("_song.ogg").removesuffix(".ogg")
+            shutil.copy(path, os.path.join(songs + ".tmp", f"{package}_{os.path.basename(name)}.ogg"))
+    os.replace(songs + ".tmp", songs)
+    shutil.rmtree(unpacked)
+    return songs
+
+
+def real_music(music_dir, ckpt, epochs, root):
+    songs = music_dir or fetch_debian_music(os.path.join(".cache", "debian-music"))
+    print(f"recorded music: {len(os.listdir(songs))} files in {songs}", flush=True)
+    evaluate = [sys.executable, os.path.join(HERE, "evaluate.py")]
+    if ckpt:
+        print(f"\n== {ckpt}, trained on the demo music, judged on recorded music", flush=True)
+        subprocess.run([*evaluate, f"--ckpt={ckpt}", f"--data_dir={songs}"], check=True)
+    print(f"\n== trained on recorded music for {epochs} epochs", flush=True)
+    row, note = run_variant("ours:recorded_music", [f"--data_dir={songs}"], epochs, root)
+    if row is None:
+        raise SystemExit(f"training on {songs} failed ({note}); see {root}/ours:recorded_music/train.log")
+    with open(os.path.join(root, "ours:recorded_music", "evaluate.txt")) as f:
+        print(f.read() + f"its last health report: warnings {row['warnings'] or 'none'} ({note})")
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--variants", nargs="?", const=",".join(VARIANTS),
+                        help=f"train and compare variants (comma-separated; all by default): {', '.join(VARIANTS)}")
+    parser.add_argument("--thresholds", action="store_true", help="print every reference's verdict metrics")
+    parser.add_argument("--real_music", action="store_true", help="judge and train on recorded music")
+    parser.add_argument("--music_dir", default="", help="recorded music to use instead of Debian's")
+    parser.add_argument("--ckpt", default="", help="--real_music: the checkpoint to judge (default: newest in checkpoints/)")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of every training run (train.py's default: 10)")
+    parser.add_argument("--pairs", type=int, default=200, help="--thresholds: pairs per collection")
+    parser.add_argument("--out_dir", default="experiments", help="where the training runs go")
+    args = parser.parse_args(argv)
+    if not (args.variants or args.thresholds or args.real_music):
+        parser.error("choose --variants, --thresholds or --real_music")
+    if args.variants:
+        unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
+        if unknown:
+            parser.error(f"unknown variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        variants(args.variants.split(","), args.epochs, args.out_dir)
+    if args.thresholds:
+        thresholds("", args.pairs, 0)
+        if args.music_dir:
+            thresholds(args.music_dir, args.pairs, 0)
+    if args.real_music:
+        ckpt = args.ckpt or next(iter(checkpointing.files("checkpoints") if os.path.isdir("checkpoints") else []), "")
+        real_music(args.music_dir, ckpt, args.epochs, args.out_dir)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
