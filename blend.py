@@ -11,6 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model import rms
+
 N_FFT, HOP = 512, 256  # 32 ms frames at 16 kHz: resolves notes and drum hits
 ENVELOPE_SECONDS = 0.04  # loudness chunks: a 16th note at 375 bpm, finer than any rhythm
 MAX_LAG_SECONDS = 0.5  # copies delayed by up to this count as copies
@@ -308,11 +310,10 @@ def mark(ok):
 
 
 def output_health(out, x_in, x_tgt, floor):
-    """Per-sample output/input RMS ratio and lag-0 correlations with input and target. # (B, ...) -> each (B,)"""
-    def rms(x):
-        return x.float().flatten(1).pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
-
-    return {"rms_ratio": rms(out) / rms(x_in), "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
+    """Per-sample output/input RMS ratio and lag-0 correlations with input and target.
+    Frames (B, D, T) and audio (B, 1, N) give the same numbers: the codec is orthonormal. # -> each (B,)"""
+    return {"rms_ratio": (rms(out, floor) / rms(x_in, floor)).view(-1),
+            "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
 
 
 def judged_health(judged, sample):
@@ -337,7 +338,7 @@ def health_lines(h, grad_norms=None):
     if grad_norms:
         gmax, gmed = max(grad_norms), float(np.median(grad_norms))
         check("grad_norm", gmax < HEALTHY_GRAD_NORM,
-              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}; the default run: 0.5-5)")
+              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}; the default run: 1-12)")
     low, high = HEALTHY_SCALE
     for key, what in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
         check(key, low <= h[key] <= high, f"{what:<16} {h[key]:.3f} (healthy {low}-{high})")

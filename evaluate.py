@@ -46,13 +46,21 @@ def table(summary, n_pairs):
 
 @torch.no_grad()
 def outputs(model, codec, pairs, batch_size):
-    """The model's output for each pair of a PairDataset. # -> list of (N,) numpy"""
-    result = []
+    """The model's output for each pair of a PairDataset, and for a pointer head the share of
+    the final stage's runs taken from each of its sources. # -> list of (N,) numpy, (3,) or None"""
+    result, runs, hook = [], [], None
+    if model.config.head == "pointer":  # the choices, as the head makes them
+        hook = model.stage2.pointer.register_forward_hook(
+            lambda head, args, out: runs.append(head.choose(*args).sum(dim=1).view(len(out), 3, -1).sum(dim=-1)))
     for start in range(0, len(pairs), batch_size):
         x_in, x_tgt = pairs.batch(range(start, min(start + batch_size, len(pairs))))
         out, _ = model(codec.encode(x_in), codec.encode(x_tgt))
         result += list(codec.decode(out, x_in.shape[1]).numpy())
-    return result
+    if hook is None:
+        return result, None
+    hook.remove()
+    runs = torch.cat(runs).sum(dim=0)
+    return result, (runs / runs.sum()).tolist()
 
 
 def evaluate_checkpoint(path, data_dir, max_pairs, seed):
@@ -73,7 +81,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.permutation(len(pairs))[:max_pairs])
     pairs.pairs = [pairs.pairs[i] for i in keep]
-    outs = outputs(model, MDCTCodec(model.config.frame_dim), pairs, hp["batch_size"])
+    outs, material = outputs(model, MDCTCodec(model.config.frame_dim), pairs, hp["batch_size"])
     rows = {"output": []}
     for index, out in enumerate(outs):
         x_in, x_tgt = (a.numpy() for a in pairs[index])
@@ -85,6 +93,9 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
             rows.setdefault(name, []).append(blend.measure(reference, x_in, x_tgt, rate))
     print(f"{path} (epoch {state['epoch']}) on {len(val_tracks)} validation files of "
           f"{hp['data_dir'] or 'the demo music'}")
+    if material:
+        print("the final stage's runs come from: " + ", ".join(
+            f"{share:.0%} {name}" for share, name in zip(material, ("the input", "stage 1's output", "the target"))))
     return rows
 
 

@@ -92,7 +92,7 @@ def main(argv):
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise SystemExit(f"cannot write {args.out}: {e}") from None
 
-    clips = (torch.from_numpy(a)[None] for a in (out, in_audio, tgt_audio))  # (1, N)
+    clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out, in_audio, tgt_audio))  # (B, 1, N)
     health = {"scale1": scale1, "scale2": scale2,
               **{k: v.item() for k, v in blend.output_health(*clips, model.config.rms_floor).items()},
               **blend.judged_health([blend.measure(out, in_audio, tgt_audio, rate)], (in_audio, tgt_audio, out))}

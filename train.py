@@ -7,9 +7,10 @@ Train the two-stage cascade on pairs of clips (segment k -> segment k+1).
     torchrun --standalone --nproc_per_node=4 train.py   # DDP: batch_size pairs per rank
 
 Each step prints one line; each epoch prints a health report (gradient norms,
-RMS ratios, temporal structure, the blend verdict on every validation pair,
-correlations), writes a checkpoint, metrics and the validation sample as WAV files. A non-finite loss or gradient stops the
-run before the optimizer step, with exit code 3 and a report of where.
+RMS ratios, temporal structure, the blend verdict of every validation pair,
+correlations), writes a checkpoint, metrics and the validation sample as WAV
+files. A non-finite loss or gradient stops the run before the optimizer step,
+with exit code 3 and a report of where.
 """
 
 import math
@@ -396,8 +397,9 @@ def main(argv):
             step += 1
             epoch_grad_norms.append(grad_norm)
             dt = (time.time() - t0) * 1000
-            log(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} ("
-                + ", ".join(f"{k} {v:.4f}" for k, v in terms.items()) + f") | grad_norm {grad_norm:.4f} | lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
+            named = ", ".join(f"{name} {value:.4f}" for name, value in terms.items())
+            log(f"step {step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} ({named}) | grad_norm {grad_norm:.4f} "
+                f"| lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
             if master:
                 metrics.write(kind="step", epoch=epoch + 1, step=step, loss=loss, grad_norm=grad_norm, lr=hp["lr"], dt_ms=dt, **terms)
             if step % hp["log_interval"] == 0:
