@@ -51,7 +51,7 @@ def outputs(model, codec, pairs, batch_size):
     result, runs, hook = [], [], None
     if model.config.head == "pointer":  # the choices, as the head makes them
         hook = model.stage2.pointer.register_forward_hook(
-            lambda head, args, out: runs.append(head.choose(*args).sum(dim=1).view(len(out), 3, -1).sum(dim=-1)))
+            lambda head, args, out: runs.append(head.choose(*args).sum(dim=1).view(len(out), head.n_sources, -1).sum(dim=-1)))
     for start in range(0, len(pairs), batch_size):
         x_in, x_tgt = pairs.batch(range(start, min(start + batch_size, len(pairs))))
         out, _ = model(codec.encode(x_in), codec.encode(x_tgt))
@@ -128,6 +128,8 @@ def main(argv):
     parser.add_argument("--seed", type=int, default=0, help="noise references and the pair sample")
     parser.add_argument("--csv", help="also write the table to this CSV file")
     args = parser.parse_args(argv)
+    if args.pairs < 1:
+        parser.error(f"--pairs={args.pairs} must be at least 1")
     if args.ckpt:
         rows = evaluate_checkpoint(args.ckpt, args.data_dir, args.pairs, args.seed)
     elif args.input and args.target and args.output:
