@@ -7,8 +7,9 @@ Training-step speed and memory of our cascade against a plain reference.
     python bench.py --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
 
 The reference is the same architecture written the way the original research
-code was: nn.TransformerEncoder layers, float32. Both run the same loss
-(blend.objective) and the same step: forward, loss, backward, clip, AdamW.
+code was: nn.TransformerEncoder layers, float32. Both run train.py's own step
+(training.train_step): forward, the objective, backward, the NaN check, clipping,
+AdamW.
 Timings are medians of several steps after warm-up, the two alternating so
 that machine noise hits both alike. FLOPs are counted analytically (matrix
 products and attention) and compared with this machine's own matmul peak,
@@ -31,12 +32,16 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 
-import blend
 import data
-import train
-from model import Cascade, MDCTCodec
+import training
+from model import Cascade, CascadeConfig, MDCTCodec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# train.py's defaults for everything the timed step depends on (a test checks that they agree);
+# the model is CascadeConfig's defaults, which are train.py's too
+STEP = {"sample_rate": 16000, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "grad_clip": 1.0, "top_k": 5,
+        "rms_floor": 1e-6, "follow_weight": 1.0, "sound_weight": 1.0, "copy_weight": 1.0, "copy_margin": 0.3,
+        "novelty_weight": 0.0, "recon_weight": 0.0}
 
 CONFIGS = {"default (2 s)": 2.0, "long (16 s)": 16.0}  # segment seconds, at train.py's sample rate and batch size
 
@@ -102,33 +107,49 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def make_step(model, hp, dtype, device, B, T):
-    """One full training step on a fixed random batch; returns a callable."""
+def make_step(models, hp, dtype, device, B, T):
+    """train.py's own training step (training.train_step: forward, objective, backward, the NaN
+    abort, clipping, AdamW) on a fixed random batch; returns a callable."""
+    model, train_model = models
     optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
     codec = MDCTCodec(model.config.frame_dim).to(device)
+    process = training.Process(0, 1, device, device, dtype)
     g = torch.Generator().manual_seed(0)
     x_in = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
     x_tgt = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
 
     def step():
-        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
-            out, _ = model(x_in, x_tgt)
-        loss, _ = blend.objective(out, x_in, x_tgt, codec, hp)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
-        optimizer.step()
+        training.train_step(model, train_model, optimizer, codec, x_in, x_tgt, hp, process, 1, None)
         sync(device)
     return step
 
 
+def nan_check_cost(models, hp, dtype, device, B, T, reps=20):
+    """ms per step of clipping with the NaN abort (training.clip_gradients: total norm, the check
+    on loss and norm, clipping) and of plain clipping (clip_grad_norm_), on one step's gradients."""
+    model, _ = models
+    make_step(models, hp, dtype, device, B, T)()  # gradients to work on
+    loss, terms = 1.0, {"follow": 1.0}
+    timings = []
+    for clip in (lambda: training.clip_gradients(model, hp["grad_clip"], 1, loss, terms, None, hp["top_k"], None),
+                 lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])):
+        clip()
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            clip()
+        sync(device)
+        timings.append((time.perf_counter() - t0) / reps * 1000)
+    return timings
+
+
 def build(impl, config, device):
-    """impl: (kind, dtype, compiled); kind is "ours" or "reference"."""
+    """impl: (kind, dtype, compiled); kind is "ours" or "reference". Returns (model, the model the step runs)."""
     kind, _, compiled = impl
     torch.manual_seed(0)
     ours = Cascade(config)
     model = (ours if kind == "ours" else ReferenceCascade(config).load_from(ours)).to(device).train()
-    return torch.compile(model) if compiled else model
+    return model, torch.compile(model) if compiled else model
 
 
 def impl_name(impl):
@@ -140,8 +161,7 @@ def peak_memory_child(impl, seconds, device):
     """Memory a training step adds at its peak, measured in a fresh process after one
     warm-up step (which compiles, and allocates AdamW's moments): on CPU the peak
     resident set above the resident set between steps."""
-    hp = train.HYPERPARAMETERS
-    config = train.model_config(hp)
+    hp, config = STEP, CascadeConfig()
     T = int(seconds * hp["sample_rate"]) // config.frame_dim + 1
     step = make_step(build(impl, config, device), hp, impl[1], device, hp["batch_size"], T)
     step()
@@ -229,9 +249,8 @@ def main(argv):
         torch.compiler.config.force_disable_caches = True  # time a cold compile: a user's first run pays it
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    fast = "bfloat16" if train.fast_bfloat16(device) else "float32"
-    hp = train.HYPERPARAMETERS
-    config = train.model_config(hp)
+    fast = "bfloat16" if training.fast_bfloat16(device) else "float32"
+    hp, config = STEP, CascadeConfig()
     B = hp["batch_size"]
     peaks = {"float32": matmul_peak(torch.float32, device), "bfloat16": matmul_peak(torch.bfloat16, device)}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?") \
@@ -274,6 +293,9 @@ def main(argv):
         ours, reference = rows[impls[0]], rows[impls[1]]
         speedup = reference["ms"] / ours["ms"]
         print(f"{name:<14} speed-up ours/reference: {speedup:.2f}x")
+        checked, plain = nan_check_cost(build(impls[0], config, device), hp, fast, device, B, T)
+        print(f"{name:<14} NaN abort: clipping with the check {checked:.2f} ms, plain clip_grad_norm_ {plain:.2f} ms: "
+              f"{(checked - plain) / ours['ms']:+.2%} of our step")
         for impl, first_step_s in compile_s.items():
             saved_ms = ours["ms"] - rows[impl]["ms"]
             pays_off = f"pays off after {first_step_s * 1000 / saved_ms:.0f} steps" if saved_ms > 0 else "never pays off"

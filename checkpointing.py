@@ -10,7 +10,10 @@ file, synced and renamed, so a crash mid-save never harms an earlier one.
 import fcntl
 import os
 import time
+from dataclasses import asdict
 
+import numpy as np
+import soundfile as sf
 import torch
 
 from model import Cascade, CascadeConfig
@@ -60,6 +63,29 @@ def model_from(state):
     model = Cascade(CascadeConfig(**model_config(state)))
     model.load_state_dict(state["model"])
     return model
+
+
+def to_resume(resume, folder, config, log=print):
+    """(path, state) of the checkpoint to resume: --resume=auto takes the newest good one in
+    folder (none: a fresh start), a path takes that one or fails saying why; (None, None) for
+    a fresh run. Fails if the checkpoint's model config differs from config."""
+    path, state = None, None
+    if resume == "auto":
+        path, state = newest_good(folder, log)
+        if state is None:
+            log(f"resume=auto: no good checkpoint in {folder}, starting fresh")
+    elif resume:
+        try:
+            path, state = resume, load(resume)
+        except CheckpointError as e:
+            raise SystemExit(f"--resume: {e}") from None
+    if state is not None:
+        differ = [f"{k} (checkpoint {v!r}, requested {asdict(config)[k]!r})"
+                  for k, v in model_config(state).items() if asdict(config).get(k) != v]
+        if differ:
+            raise SystemExit(f"{path} was trained with another model config: {'; '.join(differ)}. "
+                             f"Pass the checkpoint's values, or start a fresh run in another --out_dir.")
+    return path, state
 
 
 def step_of(path):
@@ -117,3 +143,39 @@ def claim_out_dir(out_dir, resume):
         raise SystemExit(f"{out_dir} already holds checkpoints of an earlier run; continue it with --resume=auto, "
                          f"or start a new run with another --out_dir (nothing was deleted)")
     return lock
+
+
+class MetricsFile:
+    """metrics.csv: one row per step, per epoch and per NaN abort, one header.
+    On resume, rows after the resumed step are dropped so the file reads as one run."""
+
+    COLUMNS = ["kind", "epoch", "step", "loss", "follow", "sound", "copy", "novelty", "recon", "grad_norm", "lr", "dt_ms",
+               "val_loss", "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope",
+               "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings"]
+
+    def __init__(self, path, keep_until_step):
+        self.path = path
+        kept = []
+        if keep_until_step and os.path.exists(path):
+            with open(path) as f:
+                rows = f.read().splitlines()[1:]
+            kept = [r for r in rows if r.split(",")[2].isdigit() and int(r.split(",")[2]) <= keep_until_step]
+        with open(path, "w") as f:
+            f.write("\n".join([",".join(self.COLUMNS)] + kept) + "\n")
+
+    def write(self, **row):
+        assert set(row) <= set(self.COLUMNS), set(row) - set(self.COLUMNS)
+        with open(self.path, "a") as f:
+            f.write(",".join(format_cell(row.get(c, "")) for c in self.COLUMNS) + "\n")
+
+
+def format_cell(value):
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def write_samples(folder, epoch, sample, sample_rate):
+    """An epoch's validation sample (input, target, output audio) as float WAV files, never clipped."""
+    os.makedirs(folder, exist_ok=True)
+    for name, audio in zip(("input", "target", "output"), sample):
+        peak = np.abs(audio).max()  # scale down a too-loud output rather than distort it
+        sf.write(os.path.join(folder, f"epoch_{epoch}_{name}.wav"), audio / max(1.0, peak / 0.999), sample_rate, subtype="FLOAT")

@@ -18,6 +18,7 @@ import blend
 import checkpointing
 import data
 import train
+import training
 from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -308,7 +309,7 @@ def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path):
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     steps = checkpointing.load(checkpointing.files(tmp_path)[0])["step"]
     result = run_train(tmp_path, "--resume=auto", env={train.TEST_NAN_STEP: str(steps + 2)})
-    assert result.returncode == train.NAN_ABORT_EXIT, result.stderr
+    assert result.returncode == training.NAN_ABORT_EXIT, result.stderr
     assert f"NaN abort at step {steps + 2}" in result.stderr
     assert "non-finite gradients (1): stage2.blocks.0.linear2.weight" in result.stderr
     assert "loss terms: follow" in result.stderr and "first non-finite module output: none" in result.stderr
@@ -321,16 +322,16 @@ def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path):
 
 
 def test_overrides_are_type_checked_and_unknown_names_rejected():
-    assert train.parse_overrides(["--lr=3e-4", "--epochs=2", "--shuffle_targets=true"]) == {
+    assert training.parse_overrides(["--lr=3e-4", "--epochs=2", "--shuffle_targets=true"], train.HYPERPARAMETERS) == {
         **train.HYPERPARAMETERS, "lr": 3e-4, "epochs": 2, "shuffle_targets": True}
     with pytest.raises(SystemExit, match="expected int"):
-        train.parse_overrides(["--epochs=ten"])
+        training.parse_overrides(["--epochs=ten"], train.HYPERPARAMETERS)
     with pytest.raises(SystemExit, match="expected bool"):
-        train.parse_overrides(["--shuffle_targets=maybe"])
+        training.parse_overrides(["--shuffle_targets=maybe"], train.HYPERPARAMETERS)
     with pytest.raises(SystemExit, match="unknown hyperparameter 'learning_rate'.*valid names: .*lr"):
-        train.parse_overrides(["--learning_rate=1e-3"])
+        training.parse_overrides(["--learning_rate=1e-3"], train.HYPERPARAMETERS)
     with pytest.raises(SystemExit, match="--name=value"):
-        train.parse_overrides(["epochs=3"])
+        training.parse_overrides(["epochs=3"], train.HYPERPARAMETERS)
 
 
 def test_bad_override_exits_non_zero_before_training(tmp_path):
@@ -741,7 +742,7 @@ def test_plot_explains_a_missing_or_empty_metrics_file(tmp_path):
     import plot
     with pytest.raises(SystemExit, match="no metrics file"):
         plot.read_metrics(str(tmp_path))
-    (tmp_path / "metrics.csv").write_text(",".join(train.MetricsFile.COLUMNS) + "\n")
+    (tmp_path / "metrics.csv").write_text(",".join(checkpointing.MetricsFile.COLUMNS) + "\n")
     with pytest.raises(SystemExit, match="has no rows yet"):
         plot.read_metrics(str(tmp_path))
 
@@ -823,7 +824,7 @@ def test_a_nan_on_one_rank_stops_both_with_the_abort_code_and_keeps_checkpoints(
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     ranks = start_ranks(tmp_path, "--epochs=2", "--resume=auto", *EXACT, env_of_rank=(None, {train.TEST_NAN_STEP: "7"}))
     outputs = [rank.communicate(timeout=60) for rank in ranks]
-    assert [rank.returncode for rank in ranks] == [train.NAN_ABORT_EXIT] * 2, outputs
+    assert [rank.returncode for rank in ranks] == [training.NAN_ABORT_EXIT] * 2, outputs
     for rank, (_, err) in enumerate(outputs):
         assert f"rank {rank} of 2: NaN abort at step 7" in err
     assert "non-finite gradients (1): stage2.blocks.0.linear2.weight" in outputs[1][1]
@@ -896,6 +897,34 @@ def test_the_analytic_flop_count_matches_torch_for_the_matrix_products():
 
 
 # -----------------------------------------------------------------------------
+# layout
+
+
+def test_no_script_imports_another_script():
+    """Scripts (files that run as __main__) share code through modules only."""
+    import ast
+    import glob
+    files = {os.path.basename(p)[:-3]: p for p in glob.glob(os.path.join(HERE, "*.py")) if not p.endswith("test_model.py")}
+    scripts = {name for name, path in files.items() if '__name__ == "__main__"' in open(path).read()}
+    assert {"train", "generate", "evaluate", "experiments", "bench", "stability", "plot"} <= scripts
+    for name in files:
+        tree = ast.parse(open(files[name]).read())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not imported & (scripts - {name}), f"{name}.py imports the script(s) {imported & scripts}"
+
+
+def test_bench_and_stability_run_what_train_py_runs():
+    import bench
+    import stability
+    defaults = train.HYPERPARAMETERS
+    assert training.model_config(defaults) == CascadeConfig()
+    assert {k: defaults[k] for k in bench.STEP} == bench.STEP
+    shared = ("sample_rate", "seed", "weight_decay", "grad_clip", "copy_margin", "rms_floor", "frame_dim", "n_head")
+    assert {k: stability.SEED[k] for k in shared} == {k: defaults[k] for k in shared}
+
+
+# -----------------------------------------------------------------------------
 # experiments.py
 
 
@@ -929,7 +958,7 @@ def test_stability_smoke_table_and_the_prefix_scalars(tmp_path):
     model = stability.PreFix(tiny_config(head="linear", frame_norm=True))
     x, y = noise_frames([0.3, 1e-6], seed=16), noise_frames([0.2, 0.4], seed=17)
     out, _ = model(x, y)
-    loss, _ = blend.objective(out, x, y, MDCTCodec(16), {**train.HYPERPARAMETERS, **stability.SEED_DESIGN, "recon_weight": 0.02})
+    loss, _ = blend.objective(out, x, y, MDCTCodec(16), {**stability.SEED, "recon_weight": 0.02})
     loss.backward()
     scalars = {n: p for n, p in model.named_parameters() if n.startswith(stability.SCALAR_NAMES)}
     assert sorted(scalars) == sorted(f"{name}.{stage}" for name in stability.SCALAR_NAMES for stage in (0, 1))

@@ -1,0 +1,329 @@
+"""
+What every script that trains shares: hyperparameters from the command line, the
+process (device, dtype, ranks under torchrun), the training step with the NaN abort
+and clipping, resuming, and validation. train.py is the loop around these;
+bench.py times the same train_step, stability.py reruns it under other conditions.
+"""
+
+import math
+import os
+import signal
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import blend
+from model import CascadeConfig
+
+NAN_ABORT_EXIT = 3
+
+# -----------------------------------------------------------------------------
+# hyperparameters from the command line
+
+
+def parse_overrides(argv, defaults):
+    """--name=value for any hyperparameter, typed like its default."""
+    hp = dict(defaults)
+    for arg in argv:
+        name, eq, text = arg.removeprefix("--").partition("=")
+        if not arg.startswith("--") or not eq:
+            raise SystemExit(f"cannot read argument {arg!r}: write hyperparameters as --name=value")
+        if name not in hp:
+            raise SystemExit(f"unknown hyperparameter {name!r}; valid names: {', '.join(sorted(hp))}")
+        kind = type(defaults[name])
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                hp[name] = text.lower() in ("true", "1")
+            else:
+                hp[name] = kind(text)
+        except ValueError:
+            raise SystemExit(f"--{name}={text}: expected {kind.__name__} like the default {defaults[name]!r}") from None
+    return hp
+
+
+def check_values(hp):
+    positive = ["sample_rate", "segment_seconds", "demo_pieces", "demo_seconds", "frame_dim", "n_layer", "n_head",
+                "lr", "grad_clip", "batch_size", "epochs", "keep_checkpoints", "log_interval", "top_k"]
+    for name in positive:
+        if not hp[name] > 0:
+            raise SystemExit(f"--{name}={hp[name]} must be > 0")
+    if not 0 < hp["val_fraction"] < 1:
+        raise SystemExit(f"--val_fraction={hp['val_fraction']} must be between 0 and 1")
+    if hp["dtype"] not in ("auto", "float32", "bfloat16"):
+        raise SystemExit(f"--dtype={hp['dtype']} must be auto, float32 or bfloat16")
+    if hp["device"] not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"--device={hp['device']} must be auto, cpu or cuda")
+
+
+def model_config(hp):
+    try:
+        return CascadeConfig(**{f.name: hp[f.name] for f in fields(CascadeConfig)})
+    except ValueError as e:
+        raise SystemExit(f"bad model hyperparameters: {e}") from None
+
+
+# -----------------------------------------------------------------------------
+# the process: device, dtype, ranks
+
+
+def fast_bfloat16(device):
+    """bf16 matmuls run several times faster than fp32 on CUDA and on CPUs with
+    AVX512-BF16 or AMX (5x measured on a 2-core EPYC); elsewhere they are emulated, slower."""
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+@dataclass
+class Process:
+    """Where this process runs and which rank it is (rank 0 of 1 without torchrun)."""
+    rank: int
+    world: int
+    device_type: str  # cpu or cuda
+    device: str  # cpu or cuda:LOCAL_RANK
+    dtype: str  # float32 or bfloat16 (autocast)
+
+    @property
+    def distributed(self):
+        return dist.is_initialized()
+
+    @property
+    def master(self):  # prints, and writes checkpoints, metrics and samples
+        return self.rank == 0
+
+    def log(self, *args, **kwargs):
+        if self.master:
+            print(*args, **kwargs)
+
+    def autocast(self):
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
+
+    def mean(self, values):
+        """Floats averaged over ranks (a NaN anywhere is NaN everywhere)."""
+        return [v / self.world for v in over_ranks(values, self.device)]
+
+    def finish(self, code):
+        """End the process group and exit with code (0: return)."""
+        if self.distributed:
+            dist.barrier()  # torchrun stops every rank once one exits: let rank 0 finish writing first
+            dist.destroy_process_group()
+        if code:
+            raise SystemExit(code)
+
+
+def start_process(hp):
+    """The Process for hp's device and dtype; joins the process group when started by torchrun."""
+    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if hp["device"] == "auto" else hp["device"]
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device=cuda but no CUDA device is available; use --device=cpu")
+    device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device_type == "cuda" else "cpu"
+    if device_type == "cuda":
+        torch.cuda.set_device(device)
+    if "RANK" in os.environ:  # started by torchrun
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    dtype = hp["dtype"] if hp["dtype"] != "auto" else "bfloat16" if fast_bfloat16(device_type) else "float32"
+    return Process(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), device_type, device, dtype)
+
+
+def over_ranks(values, device, op=dist.ReduceOp.SUM):
+    """Reduce a list of floats over all ranks (a NaN anywhere is NaN everywhere); without DDP, the values."""
+    if not dist.is_initialized():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=op)
+    return t.tolist()
+
+
+def from_every_rank(obj):
+    """[obj of rank 0, obj of rank 1, ...]; [obj] without DDP."""
+    if not dist.is_initialized():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def install_signal_handlers():
+    """SIGINT/SIGTERM only set a flag: the current step finishes, then the loop saves and exits."""
+    class Stop:
+        signal = None
+
+    def handler(signum, frame):
+        Stop.signal = signum
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return Stop
+
+
+# -----------------------------------------------------------------------------
+# the step and the NaN abort
+
+
+class NonFiniteError(Exception):
+    """Raised before the optimizer step; its message is the full report."""
+
+    def __init__(self, report, loss, terms, grad_norm):
+        super().__init__(report)
+        self.loss, self.terms, self.grad_norm = loss, terms, grad_norm
+
+
+def gradient_norms(model):
+    return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def top_gradients(norms, k):
+    return ", ".join(f"{name} ({norm:.3g})" for name, norm in sorted(norms.items(), key=lambda kv: -kv[1])[:k])
+
+
+def first_non_finite_module(model, forward):
+    """Rerun forward with hooks; name the first module whose output is non-finite."""
+    found = []
+
+    def hook(module, args, output):
+        tensors = output if isinstance(output, tuple) else (output,)
+        if not found and any(isinstance(t, torch.Tensor) and not torch.isfinite(t).all() for t in tensors):
+            found.append(name_of[module])
+
+    name_of = {module: name or "model" for name, module in model.named_modules()}
+    handles = [module.register_forward_hook(hook) for module in name_of]
+    try:
+        with torch.no_grad():
+            forward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else "none: the forward pass is finite, so the non-finite values arose in the backward pass"
+
+
+def check_finite(step, loss, terms, grad_norm, model, forward, top_k, newest_checkpoint):
+    """The NaN abort: raise NonFiniteError with the report if the loss or the gradient norm is not finite."""
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    norms = gradient_norms(model)
+    bad = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    finite = {name: norm for name, norm in norms.items() if math.isfinite(norm)}
+    raise NonFiniteError("\n".join([
+        f"NaN abort at step {step}: loss {loss:.6g}, grad_norm {grad_norm:.6g}; the weights were not updated",
+        "  loss terms: " + ", ".join(f"{k} {v:.6g}" for k, v in terms.items()),
+        f"  non-finite gradients ({len(bad)}): " + (", ".join(bad) or "none"),
+        f"  top grads (finite): {top_gradients(finite, top_k)}",
+        f"  first non-finite module output: {first_non_finite_module(model, forward)}",
+        f"  newest good checkpoint: {newest_checkpoint or 'none yet'}",
+    ]), loss, terms, grad_norm)
+
+
+def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_checkpoint, mean_over_ranks=list):
+    """Pre-clip total gradient norm, the NaN abort, then clipping; returns the loss, terms and
+    pre-clip norm averaged over ranks. The check comes before clipping, which would smear one bad
+    gradient over all of them, and uses the averages, so a non-finite value on any rank stops
+    every rank at the same step and none is left waiting in a collective."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.nn.utils.get_total_norm(grads)
+    loss, *values, mean_norm = mean_over_ranks([loss, *terms.values(), grad_norm.item()])
+    terms = dict(zip(terms, values))
+    check_finite(step, loss, terms, mean_norm, model, forward, top_k, newest_checkpoint)
+    torch.nn.utils.clip_grads_with_norm_(grads, max_norm, grad_norm)
+    return loss, terms, mean_norm
+
+
+def train_step(model, train_model, optimizer, codec, x_in, x_tgt, hp, process, step, newest_checkpoint,
+               after_backward=None):
+    """One optimizer step on a batch of frames: forward (train_model: compiled or DDP-wrapped),
+    the objective, backward, the NaN abort, clipping, AdamW. Returns the loss, its terms and the
+    pre-clip gradient norm, averaged over ranks; raises NonFiniteError instead of stepping."""
+    with process.autocast():
+        out, _ = train_model(x_in, x_tgt)
+    loss, terms = blend.objective(out, x_in, x_tgt, codec, hp)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if after_backward:
+        after_backward(model)
+    loss, terms, grad_norm = clip_gradients(model, hp["grad_clip"], step, loss.item(), terms, lambda: model(x_in, x_tgt),
+                                            hp["top_k"], newest_checkpoint, process.mean)
+    optimizer.step()
+    return loss, terms, grad_norm
+
+
+# -----------------------------------------------------------------------------
+# resuming
+
+
+def resume_position(state, steps_per_epoch, global_batch):
+    """(epoch, batches of it done) to continue from. A run resumed with another global
+    batch (other world size) skips the pairs its epoch has already seen, rounding up."""
+    epoch = state["epoch"]
+    done = state.get("epoch_step", state["step"] - epoch * steps_per_epoch)  # one-process checkpoints before DDP
+    saved_batch = state.get("global_batch", state["hyperparameters"]["batch_size"])
+    return epoch, -(-done * saved_batch // global_batch)
+
+
+def restore(state, model, optimizer, hp, process, steps_per_epoch):
+    """Weights, optimizer and this rank's RNG from a checkpoint; returns (step, epoch, batch) to go on from."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    for group in optimizer.param_groups:
+        group["lr"], group["weight_decay"] = hp["lr"], hp["weight_decay"]
+    step, global_batch = state["step"], hp["batch_size"] * process.world
+    epoch, batch = resume_position(state, steps_per_epoch, global_batch)
+    rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one-process checkpoints before DDP
+    if len(rngs) == process.world:
+        torch.set_rng_state(rngs[process.rank]["torch"])
+        if process.device_type == "cuda" and rngs[process.rank]["cuda"] is not None:
+            torch.cuda.set_rng_state(rngs[process.rank]["cuda"])
+    else:
+        torch.manual_seed(int(np.random.SeedSequence([hp["seed"], step, process.rank]).generate_state(1)[0]))
+        process.log(f"the checkpoint comes from {len(rngs)} rank(s), this run has {process.world}: same weights and "
+                    f"optimizer, new dropout streams; epoch {epoch + 1} continues after its first {batch * global_batch} pairs")
+    return step, epoch, batch
+
+
+def rng_state(process):
+    """Every rank's RNG state, for a checkpoint (every rank must call this)."""
+    cuda = torch.cuda.get_rng_state() if process.device_type == "cuda" else None
+    return from_every_rank({"torch": torch.get_rng_state(), "cuda": cuda})
+
+
+# -----------------------------------------------------------------------------
+# validation
+
+
+@torch.no_grad()
+def validate(model, codec, val_set, hp, process):
+    """Validation loss, the health numbers and the blend verdict of every validation pair
+    (each rank takes its share; sums are all-reduced, verdicts gathered); the fixed first
+    pair's audio is returned for the envelope bars and the samples."""
+    model.eval()
+    names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
+    sums, count, judged = [0.0] * len(names), 0, []
+    B, device = hp["batch_size"], process.device
+    for start in range(process.rank * B, len(val_set), process.world * B):
+        in_audio, tgt_audio = val_set.batch(range(start, min(start + B, len(val_set))))
+        x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
+        with process.autocast():
+            out, stats = model(x_in, x_tgt)
+        loss, _ = blend.objective(out, x_in, x_tgt, codec, hp)
+        per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
+                    **blend.output_health(out, x_in, x_tgt, hp["rms_floor"])}
+        sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
+        count += len(out)
+        out_audio = codec.decode(out, in_audio.shape[1]).cpu().numpy()
+        judged += [blend.measure(o, i, t, hp["sample_rate"]) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
+    *sums, count = over_ranks([*sums, count], device)
+    judged = [m for part in from_every_rank(judged) for m in part]
+    in_audio, tgt_audio = val_set.batch([0])
+    with process.autocast():
+        out, _ = model(codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device)))
+    sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out, in_audio.shape[1]))]
+    model.train()
+    health = {name: s / count for name, s in zip(names, sums)}
+    return {**health, **blend.judged_health(judged, sample)}, sample
