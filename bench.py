@@ -43,18 +43,20 @@ STEP = {"sample_rate": 16000, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01,
         "rms_floor": 1e-6, "follow_weight": 1.0, "sound_weight": 1.0, "copy_weight": 1.0, "copy_margin": 0.3,
         "novelty_weight": 0.0, "recon_weight": 0.0}
 
+REFERENCE_DROPOUT = 0.1  # the seed's: ours trains without dropout, which the blend evaluation showed does not hurt
 CONFIGS = {"default (2 s)": 2.0, "long (16 s)": 16.0}  # segment seconds, at train.py's sample rate and batch size
 
 
 class ReferenceCascade(Cascade):
-    """Our cascade with each stage's blocks swapped for nn.TransformerEncoderLayer."""
+    """Our cascade with each stage's blocks swapped for nn.TransformerEncoderLayer, trained as
+    the original code was: float32, dropout 0.1 on residual branches and attention weights."""
 
     def __init__(self, config):
         super().__init__(config)
         for n_sources, stage in ((2, self.stage1), (3, self.stage2)):
             d_model = n_sources * config.frame_dim
             stage.blocks = nn.ModuleList(
-                nn.TransformerEncoderLayer(d_model, config.n_head, dim_feedforward=4 * d_model, dropout=config.dropout,
+                nn.TransformerEncoderLayer(d_model, config.n_head, dim_feedforward=4 * d_model, dropout=REFERENCE_DROPOUT,
                                            activation="gelu", batch_first=True, norm_first=True)
                 for _ in range(config.n_layer))
 
@@ -85,7 +87,7 @@ def step_flops(config, B, T, attention=True):
                               + chunks * width * n_bands * R + T * width * S  # seek, prefer
                               + chunks * n_bands * R * S * T  # distances of every run to every chunk's query
                               + S * T * D * 2 * D + T * 2 * D * D  # decode the sources, encode the output
-                              + chunks * S * T * (R + 2) * D)  # copy the chosen runs
+                              + chunks * min(config.pointer_candidates, S * T) * (R + 2) * D)  # mix the candidates
         else:
             total += 2 * B * T * width * D
     return 3 * total
@@ -111,7 +113,7 @@ def make_step(models, hp, dtype, device, B, T):
     """train.py's own training step (training.train_step: forward, objective, backward, the NaN
     abort, clipping, AdamW) on a fixed random batch; returns a callable."""
     model, train_model = models
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    optimizer = training.optimizer_for(model, hp)
     codec = MDCTCodec(model.config.frame_dim).to(device)
     process = training.Process(0, 1, device, device, dtype)
     g = torch.Generator().manual_seed(0)
@@ -141,6 +143,34 @@ def nan_check_cost(models, hp, dtype, device, B, T, reps=20):
         sync(device)
         timings.append((time.perf_counter() - t0) / reps * 1000)
     return timings
+
+
+def op_breakdown(step, ms_per_step, steps=3, top=10):
+    """The operators of a step by self time (torch.profiler), as lines: where the next speed-up is."""
+    with torch.profiler.profile() as profile:
+        for _ in range(steps):
+            step()
+    events = sorted(profile.key_averages(), key=lambda e: -e.self_device_time_total if e.self_device_time_total
+                    else -e.self_cpu_time_total)[:top]
+    lines = []
+    for e in events:
+        ms = (e.self_device_time_total or e.self_cpu_time_total) / 1000 / steps
+        lines.append(f"  {e.key[:48]:<48} {ms:7.1f} ms {ms / ms_per_step:6.1%} of the step, {e.count // steps:5d} calls")
+    return lines
+
+
+def train_run_rate(epochs=1):
+    """Steps per second of train.py itself, defaults, on the demo music: (median step ms from its
+    log lines, wall seconds of the whole run including data, validation and checkpoints, steps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        result = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), f"--out_dir={tmp}", f"--epochs={epochs}"],
+                                capture_output=True, text=True, cwd=HERE)
+        wall = time.time() - t0
+    if result.returncode:
+        raise SystemExit(f"train.py failed:\n{result.stderr[-3000:]}")
+    dts = [float(line.rsplit("dt ", 1)[1].split()[0]) for line in result.stdout.splitlines() if line.startswith("step ")]
+    return statistics.median(dts), wall, len(dts)
 
 
 def build(impl, config, device):
@@ -258,7 +288,7 @@ def main(argv):
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}; torch {torch.__version__}")
     print(f"measured matmul peak: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
-    print(f"model: {config}; batch {B}, {hp['sample_rate']} Hz\n")
+    print(f"model: {config}; batch {B}, {hp['sample_rate']} Hz; reference dropout {REFERENCE_DROPOUT}\n")
     header = f"{'config':<14} {'impl':<22} {'ms/step':>8} {'frames/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>8} {'peak MiB':>9}"
     print(header + "\n" + "-" * len(header))
     results = []
@@ -296,6 +326,8 @@ def main(argv):
         checked, plain = nan_check_cost(build(impls[0], config, device), hp, fast, device, B, T)
         print(f"{name:<14} NaN abort: clipping with the check {checked:.2f} ms, plain clip_grad_norm_ {plain:.2f} ms: "
               f"{(checked - plain) / ours['ms']:+.2%} of our step")
+        print(f"{name:<14} where our step's time goes (torch.profiler, self time):")
+        print("\n".join(op_breakdown(steps[impls[0]], ours["ms"])))
         for impl, first_step_s in compile_s.items():
             saved_ms = ours["ms"] - rows[impl]["ms"]
             pays_off = f"pays off after {first_step_s * 1000 / saved_ms:.0f} steps" if saved_ms > 0 else "never pays off"
@@ -303,6 +335,10 @@ def main(argv):
                   f"{first_step_s:.0f} s (compiling), {pays_off}")
         print()
         results += [{**r, "speedup": reference["ms"] / r["ms"]} for r in rows.values()]
+    if not quick:
+        ms, wall, n = train_run_rate()
+        print(f"train.py, defaults, one epoch: {n} steps, median {ms:.0f} ms a step = {1000 / ms:.2f} steps/s; "
+              f"{wall:.0f} s wall with data, validation and checkpoint ({n / wall:.2f} steps/s end to end)\n")
     print(json.dumps(results))
 
 

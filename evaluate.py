@@ -15,6 +15,7 @@ import sys
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 import blend
 import checkpointing
@@ -50,8 +51,11 @@ def outputs(model, codec, pairs, batch_size):
     the final stage's runs taken from each of its sources. # -> list of (N,) numpy, (3,) or None"""
     result, runs, hook = [], [], None
     if model.config.head == "pointer":  # the choices, as the head makes them
-        hook = model.stage2.pointer.register_forward_hook(
-            lambda head, args, out: runs.append(head.choose(*args).sum(dim=1).view(len(out), head.n_sources, -1).sum(dim=-1)))
+        def count(head, args, out):
+            _, picked = head.choose(*args)  # eval: (B, n_chunks, 1), numbered source * T + start
+            runs.append(F.one_hot(picked.flatten() // args[0].shape[1], head.n_sources).sum(dim=0))
+
+        hook = model.stage2.pointer.register_forward_hook(count)
     for start in range(0, len(pairs), batch_size):
         x_in, x_tgt = pairs.batch(range(start, min(start + batch_size, len(pairs))))
         out, _ = model(codec.encode(x_in), codec.encode(x_tgt))
@@ -59,7 +63,7 @@ def outputs(model, codec, pairs, batch_size):
     if hook is None:
         return result, None
     hook.remove()
-    runs = torch.cat(runs).sum(dim=0)
+    runs = torch.stack(runs).sum(dim=0).float()
     return result, (runs / runs.sum()).tolist()
 
 

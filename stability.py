@@ -100,7 +100,7 @@ def run(variant, lr, level, near_silent, recon_weight, batches_, hp, writer, see
     torch.manual_seed(seed)
     model = VARIANTS[variant](training.model_config(hp))
     codec = MDCTCodec(hp["frame_dim"])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=hp["weight_decay"])
+    optimizer = training.optimizer_for(model, hp)
     norms, scales, ratios, first_bad = [], [], [], None
     for step, (x_in, x_tgt) in enumerate(batches_, start=1):
         x_in, x_tgt = condition(x_in, x_tgt, level, near_silent, hp["rms_floor"])

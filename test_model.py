@@ -164,28 +164,32 @@ def pointer_config(**overrides):
 
 def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
     """Training sees soft choices, eval copies one run per chunk: the gradient through the
-    soft choice must still improve the hard output's objective on the batch it trains on."""
+    soft choice must still improve the hard output's objective on the batch it trains on.
+    Were the choice cut off from the gradient, nothing would train."""
     hp = {**train.HYPERPARAMETERS, "sample_rate": 8000, "frame_dim": 16}
     codec = MDCTCodec(16)
     x, y = (codec.encode(a) for a in data.PairDataset(data.demo_tracks(2, 3.0, 8000, 0), 4000).batch([0, 3]))
-    torch.manual_seed(0)
-    model = Cascade(pointer_config(chunk_frames=8, min_shift_frames=32))
 
-    def eval_loss():
+    def eval_loss(model):
         model.eval()
         with torch.no_grad():
             loss = blend.objective(model(x, y)[0], x, y, codec, hp)[0].item()
         model.train()
         return loss
 
-    before = eval_loss()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for _ in range(60):
-        loss, _ = blend.objective(model(x, y)[0], x, y, codec, hp)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert eval_loss() < 0.92 * before
+    ratios = []
+    for seed in range(3):  # one seed's 60 steps improve it by 4-12%
+        torch.manual_seed(seed)
+        model = Cascade(pointer_config(chunk_frames=8, min_shift_frames=32))
+        before = eval_loss(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(60):
+            loss, _ = blend.objective(model(x, y)[0], x, y, codec, hp)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        ratios.append(eval_loss(model) / before)
+    assert sum(ratios) / len(ratios) < 0.97, ratios
 
 
 def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
@@ -197,14 +201,12 @@ def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
     x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
     head, D, R = model.stage1.pointer, config.frame_dim, config.chunk_frames
     with torch.no_grad():
-        features = torch.randn(1, 48, 2 * D)
-        choice = head.choose(features, [x, y])
-        out = head.copy_runs(choice, [x, y])
-    assert torch.equal(choice.sum(dim=-1), torch.ones(1, 12)) and set(choice.unique().tolist()) == {0.0, 1.0}
-    picked = choice[0].argmax(dim=-1)
+        weights, runs = head.choose(torch.randn(1, 48, 2 * D), [x, y])
+        out = head.copy_runs(weights, runs, [x, y])
+    assert runs.shape == weights.shape == (1, 12, 1) and torch.equal(weights, torch.ones(1, 12, 1))
     audio = [head.codec.decode(s)[0] for s in (x, y)]
     out_audio = head.codec.decode(out)[0]
-    for chunk, index in enumerate(picked.tolist()):
+    for chunk, index in enumerate(runs[0, :, 0].tolist()):
         source, start = divmod(index, 48)
         assert abs(start - chunk * R) >= config.min_shift_frames
         # inside the chunk, away from the crossfades, the output is the source's audio moved by whole frames
@@ -212,6 +214,15 @@ def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
         if n1 > n0:
             shift = (chunk * R - start) * D
             torch.testing.assert_close(out_audio[n0:n1], audio[source][n0 - shift:n1 - shift], rtol=0, atol=1e-5)
+
+
+def test_training_mixes_the_best_candidates_by_their_softmax_weight():
+    """In training each chunk mixes pointer_candidates runs, the best first, weighted by a softmax
+    over all runs: their weights sum to at most 1 and decrease."""
+    model = Cascade(pointer_config(pointer_candidates=5)).train()
+    x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
+    weights, runs = model.stage1.pointer.choose(torch.randn(1, 48, 32), [x, y])
+    assert runs.shape == (1, 12, 5) and (weights.sum(dim=-1) <= 1 + 1e-6).all() and (weights.diff(dim=-1) <= 0).all()
 
 
 def test_the_pointer_works_on_clips_too_short_for_min_shift():
@@ -884,16 +895,16 @@ def test_the_analytic_flop_count_matches_torch_for_the_matrix_products():
     import bench
     config = tiny_config(n_layer=2)
     model = Cascade(config)
-    x = torch.randn(2, 16, 50)
-    with FlopCounterMode(display=False) as counter:  # counts addmm; it does not see CPU attention kernels
+    x = torch.randn(2, 16, 50)  # 50 frames: attention as matrix products, which torch counts
+    with FlopCounterMode(display=False) as counter:
         model(x, x)[0].sum().backward()
     # torch counts backward as 2x forward for matmuls, except the input gradient of the first layer
     # it cannot skip; we count 3x forward throughout
-    assert counter.get_total_flops() <= bench.step_flops(config, 2, 50, attention=False)
+    assert counter.get_total_flops() <= bench.step_flops(config, 2, 50)
     with FlopCounterMode(display=False) as counter:
         with torch.no_grad():
             model(x, x)
-    assert 3 * counter.get_total_flops() == bench.step_flops(config, 2, 50, attention=False)
+    assert 3 * counter.get_total_flops() == bench.step_flops(config, 2, 50)
 
 
 # -----------------------------------------------------------------------------
