@@ -29,14 +29,14 @@ import checkpointing
 import data
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# the seed's network and loss: a linear head after per-frame LayerNorms, trained on novelty alone
-SEED = ["--head=linear", "--frame_norm=True", "--novelty_weight=0.85", "--follow_weight=0", "--sound_weight=0",
-        "--copy_weight=0"]
+# the seed's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
+SEED = ["--head=linear", "--frame_norm=True", "--dropout=0.1", "--novelty_weight=0.85", "--follow_weight=0",
+        "--sound_weight=0", "--copy_weight=0"]
 VARIANTS = {
     "seed": SEED,
     "seed+A:recon_0.02": SEED + ["--recon_weight=0.02"],
     "seed+B:final_residual_0.3": SEED + ["--final_residual=0.3"],
-    "seed+C:novelty_0.5": SEED[:2] + ["--novelty_weight=0.5"] + SEED[3:],
+    "seed+C:novelty_0.5": [a if not a.startswith("--novelty_weight") else "--novelty_weight=0.5" for a in SEED],
     "ours": [],
     "ours:linear_head": ["--head=linear"],
     "ours:frame_norm": ["--frame_norm=True"],
@@ -44,6 +44,7 @@ VARIANTS = {
     "ours:no_copy": ["--copy_weight=0"],
     "ours:min_shift_0": ["--min_shift_frames=0"],
     "ours:untrained": ["--lr=1e-12"],  # the pointer's nearest-neighbour prior alone
+    "ours:dropout_0.1": ["--dropout=0.1"],
 }
 COLUMNS = ("grad_norm_max", "scale1", "scale2", "envelope", "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share",
            "dist_in", "dist_tgt")
