@@ -339,7 +339,7 @@ def health_lines(h, grad_norms=None):
     if grad_norms:
         gmax, gmed = max(grad_norms), float(np.median(grad_norms))
         check("grad_norm", gmax < HEALTHY_GRAD_NORM,
-              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}; the default run: 0.65-12)")
+              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}; the default run: 0.6-9.4)")
     low, high = HEALTHY_SCALE
     for key, what in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
         check(key, low <= h[key] <= high, f"{what:<16} {h[key]:.3f} (healthy {low}-{high})")
