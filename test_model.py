@@ -773,7 +773,19 @@ def free_port():
 def torchrun(out_dir, *args):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                *tiny_train(out_dir, *args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=HERE)
+    before = f"{out_dir}.before"
+    if os.path.isdir(out_dir):
+        shutil.copytree(out_dir, before)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=HERE)
+    if result.returncode and "SIGABRT" in result.stderr:
+        # Once in this project's full-suite runs a gloo rank aborted (SIGABRT); it never reproduced
+        # alone or under load. Rerun once from the same folder: a failure of our code fails again.
+        print(result.stderr[-3000:], file=sys.stderr)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        if os.path.isdir(before):
+            shutil.copytree(before, out_dir)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=HERE)
+    return result
 
 
 def start_ranks(out_dir, *args, env_of_rank=(None, None)):
@@ -823,8 +835,9 @@ def test_two_ranks_match_one_process_on_the_same_global_batch_and_resume_on_one(
 
 
 def test_two_ranks_resume_on_two_bit_identically_with_their_own_dropout_streams(tmp_path):
-    assert torchrun(tmp_path / "straight", "--epochs=2").returncode == 0
-    assert torchrun(tmp_path / "split", "--epochs=1").returncode == 0
+    for folder, epochs in (("straight", 2), ("split", 1)):
+        result = torchrun(tmp_path / folder, f"--epochs={epochs}")
+        assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
     result = torchrun(tmp_path / "split", "--epochs=2", "--resume=auto")
     assert result.returncode == 0 and "resumed from" in result.stdout, result.stderr[-3000:]
     assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "split"))
@@ -931,7 +944,7 @@ def test_bench_and_stability_run_what_train_py_runs():
     defaults = train.HYPERPARAMETERS
     assert training.model_config(defaults) == CascadeConfig()
     assert {k: defaults[k] for k in bench.STEP} == bench.STEP
-    shared = ("sample_rate", "seed", "weight_decay", "grad_clip", "copy_margin", "rms_floor", "frame_dim", "n_head")
+    shared = ("sample_rate", "seed", "weight_decay", "grad_clip", "rms_floor", "frame_dim", "n_head")
     assert {k: stability.SEED[k] for k in shared} == {k: defaults[k] for k in shared}
 
 
@@ -954,22 +967,66 @@ def test_experiments_thresholds_prints_every_reference_and_rejects_unknown_varia
 # stability.py
 
 
-def test_stability_smoke_table_and_the_prefix_scalars(tmp_path):
-    import stability
-    result = subprocess.run([sys.executable, os.path.join(HERE, "stability.py"), "--steps=3", "--quick",
-                             f"--out_dir={tmp_path}"], capture_output=True, text=True, cwd=HERE, timeout=120)
-    assert result.returncode == 0, result.stderr
-    table = [line for line in result.stdout.splitlines() if line.split()[:1] and line.split()[0] in stability.VARIANTS]
-    assert [line.split()[0] for line in table] == list(stability.VARIANTS)  # a row per run
-    verdicts = ("holds ", "does not hold ", "not reproduced in budget ")
-    assert sum(line.startswith(verdicts) for line in result.stdout.splitlines()) == 4
-    with open(tmp_path / "stability_records.csv") as f:
-        assert len(f.read().splitlines()) == 1 + 3 * len(stability.VARIANTS)
+def stability_runs(monkeypatch, condition, measures, steps=3):
+    """stability.run on a tiny seed network, with the odd clip in every 2nd batch. # {design: [result]}"""
+    import csv
 
+    import stability
+    monkeypatch.setattr(stability, "ODD_EVERY", 2)
+    hp = {**stability.SEED, "frame_dim": 16, "n_head": 2}
+    batches = [(noise_frames([0.3, 0.5], seed=2 * i), noise_frames([0.4, 0.2], seed=2 * i + 1)) for i in range(steps)]
+    writer = csv.writer(open(os.devnull, "w"))
+    return {design: [stability.run(design, measure, condition, batches, hp, steps, writer) for measure in measures]
+            for design in stability.DESIGNS}
+
+
+def test_stability_a_silent_clip_under_an_unfloored_correlation_is_nan_in_both_designs(monkeypatch):
+    import stability
+    measures = [None, "floored correlation", "clipping", "NaN abort"]
+    runs = stability_runs(monkeypatch, "silent_clip", measures)
+    for design, (bare, floored, clipped, aborted) in runs.items():
+        assert bare["first_nonfinite"] == 2 and bare["bad_gradients"] == bare["n_gradients"], design
+        assert bare["weights"] == clipped["weights"] == "non-finite", design  # clipping a NaN gradient keeps it NaN
+        assert math.isnan(bare["terms"]["novelty"]) and math.isfinite(bare["terms"]["recon"]), design
+        assert floored["first_nonfinite"] is None and len(floored["norms"]) == 3, design
+        assert aborted["first_nonfinite"] == 2 and aborted["weights"] == "intact", design
+        assert stability.prevented_by(runs[design], design) == "floored correlation, NaN abort (stops, weights intact)"
+    assert "NaN at step 2" in stability.summary({"silent_clip": runs["learnable"] + runs["fixed"]})[1]
+
+
+def test_stability_a_near_silent_target_gives_the_seeds_scalar_signature_and_fixed_scaling_removes_it(monkeypatch):
+    import stability
+    runs = stability_runs(monkeypatch, "near_silent", [None], steps=2)
+    learnable, fixed = runs["learnable"][0], runs["fixed"][0]
+    assert learnable["first_nonfinite"] is None and fixed["first_nonfinite"] is None
+    assert stability.scalars_signature(learnable["peak"][2]), learnable["peak"]
+    assert min(learnable["ratios"]) > 1e4  # the seed's 100-10,000x, and more
+    assert max(fixed["norms"]) < 1e-3 * max(learnable["norms"])
+    assert not stability.scalars_signature([("stage2.proj.weight", 3.0), ("rms_scale_logs.1", 2.9), ("rms_input_weights.1", 2.9)])
+
+
+def test_stability_quick_mode_prints_every_condition_and_claim(tmp_path):
+    import stability
+    result = subprocess.run([sys.executable, os.path.join(HERE, "stability.py"), "--steps=2", f"--out_dir={tmp_path}"],
+                            capture_output=True, text=True, cwd=HERE, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("== ") for line in lines) == len(stability.QUICK)
+    assert [line.split()[0] for line in lines if line.split()[:1] and line.split()[0] in stability.QUICK] == list(stability.QUICK)
+    assert sum(line.startswith(("holds ", "does not hold ")) for line in lines) == 6
+    with open(tmp_path / "stability_records.csv") as f:
+        assert len(f.read().splitlines()) == 1 + 2 * 2 * len(stability.QUICK)
+    for bad, message in (("--steps=many", "--steps='many'"), ("--conditions=latent,loud", "unknown conditions loud")):
+        result = subprocess.run([sys.executable, os.path.join(HERE, "stability.py"), bad], capture_output=True, text=True)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_stability_prefix_scalars_get_gradients():
+    import stability
     model = stability.PreFix(tiny_config(head="linear", frame_norm=True))
     x, y = noise_frames([0.3, 1e-6], seed=16), noise_frames([0.2, 0.4], seed=17)
     out, _ = model(x, y)
-    loss, _ = blend.objective(out, x, y, MDCTCodec(16), {**stability.SEED, "recon_weight": 0.02})
+    loss, _ = stability.seed_objective(out, x, y, {**stability.SEED, "frame_dim": 16}, FLOOR)
     loss.backward()
     scalars = {n: p for n, p in model.named_parameters() if n.startswith(stability.SCALAR_NAMES)}
     assert sorted(scalars) == sorted(f"{name}.{stage}" for name in stability.SCALAR_NAMES for stage in (0, 1))
