@@ -72,6 +72,7 @@ class PreFix(FixedRaw):
 
 DESIGNS = {"learnable": PreFix, "fixed": Cascade}
 MEASURES = ("fixed scaling", "floored correlation", "clipping", "NaN abort")
+FIRST_ATTENTION_INPUT = "blocks.0.attn.in_proj.weight"  # a stage's first attention layer's input projection
 # The seed's network and the training setup of its runs: a linear head after per-frame
 # LayerNorms (1 layer a stage: more steps fit the budget), train.py's rate, optimizer and clipping.
 # Its loss mix as we read the seed's description: novelty 0.85 (its weight), reconstruction
@@ -151,12 +152,6 @@ def non_finite(values):
     return not all(math.isfinite(v) for v in values)
 
 
-def top_gradients(per_param, k=3):
-    """The k largest finite gradient norms. # [(name, norm)]"""
-    finite = {name: norm for name, norm in per_param.items() if math.isfinite(norm)}
-    return sorted(finite.items(), key=lambda kv: -kv[1])[:k]
-
-
 def named(top):
     return ", ".join(f"{name} {norm:.3g}" for name, norm in top)
 
@@ -181,7 +176,7 @@ def run(design, measure, condition, batches_, hp, steps, writer):
         per_param = training.gradient_norms(model)
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads).item()
-        top = top_gradients(per_param)
+        top = training.largest_gradients(per_param, 3)
         scalar = [v for name, v in per_param.items() if name.startswith(SCALAR_NAMES)]
         ratio = max(scalar) / max(statistics.median(per_param.values()), 1e-30) if scalar else float("nan")
         writer.writerow([condition, design, r["measure"], step, loss.item(), *terms.values(), grad_norm,
@@ -292,7 +287,7 @@ def claims(results):
          "holds" if low_lr and high_lr and all(25 <= v <= 125 for v in low_lr) and min(high_lr) >= 1000 else "does not hold",
          ", ".join(f"{c} {v:.3g}" for c, v in latent.items())),
         ("spikes in the gradient norm at lr >= 1e-3 come from the first attention layer's input projection",
-         "holds" if spiky and all(r["spike"][2][0][0].endswith("blocks.0.attn.in_proj_weight") for r in spiky)
+         "holds" if spiky and all(r["spike"][2][0][0].endswith(FIRST_ATTENTION_INPUT) for r in spiky)
          else "does not hold",
          "; ".join(f"{r['design']} {r['condition']}: {r['spike'][0]:.3g} at step {r['spike'][1]} ({r['spike'][2][0][0]})"
                    for r in spiky) or "no step over 10x the median before it"),
@@ -335,7 +330,7 @@ def main(argv):
                 runs.append(run(design, None, condition, batches_, hp, steps, writer))
                 print(row_line(runs[-1]), flush=True)
                 if runs[-1]["first_nonfinite"]:
-                    for measure in MEASURES[design == "fixed":]:
+                    for measure in [m for m in MEASURES if not (design == "fixed" and m == "fixed scaling")]:
                         runs.append(run(design, measure, condition, batches_, hp, steps, writer))
                         print(row_line(runs[-1]), flush=True)
             results[condition] = runs

@@ -970,12 +970,13 @@ def test_experiments_thresholds_prints_every_reference_and_rejects_unknown_varia
 def stability_runs(monkeypatch, condition, measures, steps=3):
     """stability.run on a tiny seed network, with the odd clip in every 2nd batch. # {design: [result]}"""
     import csv
+    import io
 
     import stability
     monkeypatch.setattr(stability, "ODD_EVERY", 2)
     hp = {**stability.SEED, "frame_dim": 16, "n_head": 2}
     batches = [(noise_frames([0.3, 0.5], seed=2 * i), noise_frames([0.4, 0.2], seed=2 * i + 1)) for i in range(steps)]
-    writer = csv.writer(open(os.devnull, "w"))
+    writer = csv.writer(io.StringIO())
     return {design: [stability.run(design, measure, condition, batches, hp, steps, writer) for measure in measures]
             for design in stability.DESIGNS}
 
@@ -1032,6 +1033,8 @@ def test_stability_prefix_scalars_get_gradients():
     assert sorted(scalars) == sorted(f"{name}.{stage}" for name in stability.SCALAR_NAMES for stage in (0, 1))
     for name, p in scalars.items():
         assert p.dim() == 0 and p.grad is not None and p.grad.abs().item() > 0, name
+    for design in (stability.PreFix, Cascade):  # the name the spike claim looks for is a real parameter
+        assert any(name.endswith(stability.FIRST_ATTENTION_INPUT) for name, _ in design(tiny_config()).named_parameters())
 
 
 if __name__ == "__main__":

@@ -181,8 +181,13 @@ def gradient_norms(model):
     return {name: p.grad.norm().item() for name, p in model.named_parameters() if p.grad is not None}
 
 
+def largest_gradients(norms, k):
+    """The k largest finite gradient norms, largest first. # [(name, norm)]"""
+    return sorted(((name, norm) for name, norm in norms.items() if math.isfinite(norm)), key=lambda kv: -kv[1])[:k]
+
+
 def top_gradients(norms, k):
-    return ", ".join(f"{name} ({norm:.3g})" for name, norm in sorted(norms.items(), key=lambda kv: -kv[1])[:k])
+    return ", ".join(f"{name} ({norm:.3g})" for name, norm in largest_gradients(norms, k))
 
 
 def first_non_finite_module(model, forward):
@@ -211,12 +216,11 @@ def check_finite(step, loss, terms, grad_norm, model, forward, top_k, newest_che
         return
     norms = gradient_norms(model)
     bad = [name for name, p in model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
-    finite = {name: norm for name, norm in norms.items() if math.isfinite(norm)}
     raise NonFiniteError("\n".join([
         f"NaN abort at step {step}: loss {loss:.6g}, grad_norm {grad_norm:.6g}; the weights were not updated",
         "  loss terms: " + ", ".join(f"{k} {v:.6g}" for k, v in terms.items()),
         f"  non-finite gradients ({len(bad)}): " + (", ".join(bad) or "none"),
-        f"  top grads (finite): {top_gradients(finite, top_k)}",
+        f"  top grads (finite): {top_gradients(norms, top_k)}",
         f"  first non-finite module output: {first_non_finite_module(model, forward)}",
         f"  newest good checkpoint: {newest_checkpoint or 'none yet'}",
     ]), loss, terms, grad_norm)
