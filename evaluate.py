@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import blend
+import baselines
 import checkpointing
 import data
+import verdict
 from model import MDCTCodec
 
 METRICS = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix")
@@ -29,7 +30,7 @@ def judge(rows):
     """{name: [metrics of each pair]} -> {name: (verdict counts, metric medians)}"""
     summary = {}
     for name, measured in rows.items():
-        verdicts = [blend.verdict(m) for m in measured]
+        verdicts = [verdict.verdict(m) for m in measured]
         counts = {v: verdicts.count(v) / len(verdicts) for v in ("blend", "copy", "hiss")}
         summary[name] = counts, {k: float(np.median([m[k] for m in measured])) for k in METRICS}
     return summary
@@ -92,9 +93,9 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
         track = pairs.pairs[index][0]
         other = tracks[(tracks.index(val_tracks[track]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        rows["output"].append(blend.measure(out, x_in, x_tgt, rate))
-        for name, reference in blend.references(x_in, x_tgt, other_audio, rate, rng).items():
-            rows.setdefault(name, []).append(blend.measure(reference, x_in, x_tgt, rate))
+        rows["output"].append(verdict.measure(out, x_in, x_tgt, rate))
+        for name, reference in baselines.references(x_in, x_tgt, other_audio, rate, rng).items():
+            rows.setdefault(name, []).append(verdict.measure(reference, x_in, x_tgt, rate))
     print(f"{path} (epoch {state['epoch']}) on {len(val_tracks)} validation files of "
           f"{hp['data_dir'] or 'the demo music'}")
     if material:
@@ -111,11 +112,11 @@ def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
     n = len(out)
     x_in, x_tgt = np.resize(x_in, n), np.resize(x_tgt, n)  # as generate.py loops the clips to the output's length
     rng = np.random.default_rng(seed)
-    rows = {"output": [blend.measure(out, x_in, x_tgt, sample_rate)]}
+    rows = {"output": [verdict.measure(out, x_in, x_tgt, sample_rate)]}
     other = rng.standard_normal(n)  # no other file here: the row is left out below
-    for name, reference in blend.references(x_in, x_tgt, other, sample_rate, rng).items():
+    for name, reference in baselines.references(x_in, x_tgt, other, sample_rate, rng).items():
         if name != "another file":
-            rows[name] = [blend.measure(reference, x_in, x_tgt, sample_rate)]
+            rows[name] = [verdict.measure(reference, x_in, x_tgt, sample_rate)]
     print(f"{output_path} against input {input_path} and target {target_path}, at {sample_rate} Hz")
     return rows
 

@@ -24,9 +24,10 @@ import time
 
 import numpy as np
 
-import blend
+import baselines
 import checkpointing
 import data
+import verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the seed's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
@@ -93,7 +94,7 @@ def variants(names, epochs, root):
 
 def thresholds(music_dir, n_pairs, seed):
     """The verdict's metrics of every reference over many pairs of every file (train and
-    validation alike): the ranges blend.py's thresholds are read from."""
+    validation alike): the ranges verdict.py's thresholds are read from."""
     hp = {"data_dir": music_dir, "demo_pieces": 24, "demo_seconds": 24.0, "sample_rate": 16000, "seed": 1337,
           "segment_seconds": 2.0, "cache_dir": ".cache/audio"}
     rate, segment = hp["sample_rate"], 32000
@@ -105,18 +106,18 @@ def thresholds(music_dir, n_pairs, seed):
         x_in, x_tgt = (a.numpy() for a in pairs[int(index)])
         other = tracks[(pairs.pairs[index][0] + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        for name, reference in blend.references(x_in, x_tgt, other_audio, rate, rng).items():
-            rows.setdefault(name, []).append(blend.measure(reference, x_in, x_tgt, rate))
+        for name, reference in baselines.references(x_in, x_tgt, other_audio, rate, rng).items():
+            rows.setdefault(name, []).append(verdict.measure(reference, x_in, x_tgt, rate))
     keys = ("max_corr", "envelope", "persistence", "motion", "fill")
     print(f"{len(next(iter(rows.values())))} pairs of {music_dir or 'the demo music'}: min-max of each metric, and the verdicts")
     print(f"{'':<32}" + "".join(f" {k:>13}" for k in keys) + f" {'structure':>13}  verdicts")
     for name, measured in rows.items():
         values = np.array([[m[k] for k in keys] + [max(m["persistence"], m["motion"])] for m in measured])
-        verdicts = [blend.verdict(m) for m in measured]
+        verdicts = [verdict.verdict(m) for m in measured]
         print(f"{name:<32}" + "".join(f" {lo:>6.2f}-{hi:<6.2f}" for lo, hi in zip(values.min(0), values.max(0)))
               + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in ("blend", "copy", "hiss")))
-    print(f"thresholds: copy at max_corr >= {blend.COPY_CORRELATION}; hiss at structure "
-          f"(max of persistence, motion) < {blend.LOOSE_STRUCTURE}, fill > {blend.DENSE_FILL} or envelope < {blend.FLAT_ENVELOPE}")
+    print(f"thresholds: copy at max_corr >= {verdict.COPY_CORRELATION}; hiss at structure "
+          f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE}, fill > {verdict.DENSE_FILL} or envelope < {verdict.FLAT_ENVELOPE}")
 
 
 def fetch_debian_music(folder):

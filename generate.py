@@ -18,9 +18,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-import blend
 import checkpointing
 import data
+import health_report
+import verdict
 from model import MDCTCodec
 
 
@@ -94,9 +95,9 @@ def main(argv):
 
     clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out, in_audio, tgt_audio))  # (B, 1, N)
     health = {"scale1": scale1, "scale2": scale2,
-              **{k: v.item() for k, v in blend.output_health(*clips, model.config.rms_floor).items()},
-              **blend.judged_health([blend.measure(out, in_audio, tgt_audio, rate)], (in_audio, tgt_audio, out))}
-    lines, warnings = blend.health_lines(health)
+              **{k: v.item() for k, v in health_report.output_health(*clips, model.config.rms_floor).items()},
+              **health_report.judged_health([verdict.measure(out, in_audio, tgt_audio, rate)], (in_audio, tgt_audio, out))}
+    lines, warnings = health_report.health_lines(health)
     print(f"wrote {args.out}: {len(out) / rate:.2f} s at {rate} Hz from {args.ckpt} (epoch {state['epoch']}); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))
 

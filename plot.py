@@ -19,8 +19,8 @@ import sys
 import numpy as np
 import soundfile as sf
 
-import blend
 import checkpointing
+import health_report
 
 FIGURE_INCHES, DPI = (12, 10), 100  # run_health.png is 1200 x 1000 pixels
 SPECTROGRAM_INCHES = (15, 4)  # spectrograms_epoch_N.png is 1500 x 400 pixels
@@ -56,7 +56,7 @@ def plot_health(rows, grad_clip, path):
     axes[0].set_ylabel("loss")
 
     axes[1].semilogy(x, column(steps, "grad_norm"), label="pre-clip grad norm")
-    axes[1].axhline(blend.HEALTHY_GRAD_NORM, color="red", ls="--", label=f"healthy < {blend.HEALTHY_GRAD_NORM:g}")
+    axes[1].axhline(health_report.HEALTHY_GRAD_NORM, color="red", ls="--", label=f"healthy < {health_report.HEALTHY_GRAD_NORM:g}")
     if grad_clip:
         axes[1].axhline(grad_clip, color="gray", ls=":", label=f"clip at {grad_clip:g}")
     axes[1].set_ylabel("gradient norm")
@@ -64,15 +64,15 @@ def plot_health(rows, grad_clip, path):
     e = column(epochs, "step")
     for name, label in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
         axes[2].plot(e, column(epochs, name), "o-", label=label)
-    axes[2].axhspan(*blend.HEALTHY_SCALE, color="green", alpha=0.15, label="healthy {}-{}".format(*blend.HEALTHY_SCALE))
+    axes[2].axhspan(*health_report.HEALTHY_SCALE, color="green", alpha=0.15, label="healthy {}-{}".format(*health_report.HEALTHY_SCALE))
     axes[2].set_ylabel("RMS")
 
     for name, label in (("corr_in", "correlation output->input"), ("corr_tgt", "correlation output->target"),
                         ("blend_share", "share of validation pairs: blend"), ("hiss_share", "... hiss"), ("copy_share", "... copy")):
         axes[3].plot(e, column(epochs, name), "o-", label=label)
     for sign in (1, -1):
-        axes[3].axhline(sign * blend.HEALTHY_CORRELATION, color="red", ls="--")
-    axes[3].axhline(blend.HEALTHY_BLEND_SHARE, color="green", ls="--")
+        axes[3].axhline(sign * health_report.HEALTHY_CORRELATION, color="red", ls="--")
+    axes[3].axhline(health_report.HEALTHY_BLEND_SHARE, color="green", ls="--")
     axes[3].set_ylabel("correlation, verdict share")
     axes[3].set_xlabel("step")
 

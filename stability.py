@@ -16,7 +16,7 @@ no NaN abort. Both designs run bare on every condition:
   fixed      model.Cascade's fixed RMS scaling and level normalisation, as shipped
 A design that hits a non-finite loss or gradient is rerun with one measure at a time:
   fixed scaling        (learnable only) its scalars replaced by fixed scaling, nothing else changed
-  floored correlation  standard deviations floored at rms_floor (blend.pearson, as train.py does)
+  floored correlation  standard deviations floored at rms_floor (objective.pearson, as train.py does)
   clipping             the total gradient norm clipped at grad_clip (the seed's 1.0)
   NaN abort            the training loop's own check (training.check_finite): stop before the step
 """
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import blend
 import data
+import objective
 import training
 from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
 
@@ -116,10 +116,10 @@ def seed_objective(out, x_in, x_tgt, hp, correlation_floor):
         return x.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
 
     error = (out - x_tgt).pow(2).mean(dim=(1, 2)) / x_tgt.pow(2).mean(dim=(1, 2)).clamp_min(floor**2)
-    correlation = (blend.pearson(out, x_in, correlation_floor).pow(2) + blend.pearson(out, x_tgt, correlation_floor).pow(2)) / 2
+    correlation = (objective.pearson(out, x_in, correlation_floor).pow(2) + objective.pearson(out, x_tgt, correlation_floor).pow(2)) / 2
     terms = {
         "recon": error.mean(),
-        "envelope": (1 - blend.pearson(envelope(out), envelope(x_in), correlation_floor)).mean(),
+        "envelope": (1 - objective.pearson(envelope(out), envelope(x_in), correlation_floor)).mean(),
         "novelty": correlation.mean(),
     }
     total = sum(hp[name + "_weight"] * value for name, value in terms.items())

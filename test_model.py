@@ -14,11 +14,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-import blend
+import baselines
 import checkpointing
 import data
+import health_report
+import objective
 import train
 import training
+import verdict
 from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -173,7 +176,7 @@ def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
     def eval_loss(model):
         model.eval()
         with torch.no_grad():
-            loss = blend.objective(model(x, y)[0], x, y, codec, hp)[0].item()
+            loss = objective.objective(model(x, y)[0], x, y, codec, hp)[0].item()
         model.train()
         return loss
 
@@ -184,7 +187,7 @@ def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
         before = eval_loss(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         for _ in range(60):
-            loss, _ = blend.objective(model(x, y)[0], x, y, codec, hp)
+            loss, _ = objective.objective(model(x, y)[0], x, y, codec, hp)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -358,7 +361,7 @@ def test_objective_is_finite_for_silent_inputs_targets_and_outputs():
     out, _ = model(x, y)
     out = torch.cat([out[:3], out[3:] * 0.0])  # and a silent output
     hp = {**train.HYPERPARAMETERS, "recon_weight": 0.05, "novelty_weight": 0.5}
-    loss, terms = blend.objective(out, x, y, MDCTCodec(16), hp)
+    loss, terms = objective.objective(out, x, y, MDCTCodec(16), hp)
     loss.backward()
     assert set(terms) == {"follow", "sound", "copy", "novelty", "recon"}
     assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in terms.values())
@@ -371,8 +374,8 @@ def test_pearson_matches_numpy_and_is_zero_for_silence():
     a, b = torch.randn(3, 16, 20), torch.randn(3, 16, 20)
     b[1] += 2 * a[1]
     expected = [np.corrcoef(a[i].flatten().numpy(), b[i].flatten().numpy())[0, 1] for i in range(3)]
-    torch.testing.assert_close(blend.pearson(a, b, FLOOR), torch.tensor(expected, dtype=torch.float32), rtol=1e-4, atol=1e-5)
-    assert blend.pearson(torch.zeros(1, 4, 4), b[:1, :4, :4], FLOOR).item() == 0.0
+    torch.testing.assert_close(objective.pearson(a, b, FLOOR), torch.tensor(expected, dtype=torch.float32), rtol=1e-4, atol=1e-5)
+    assert objective.pearson(torch.zeros(1, 4, 4), b[:1, :4, :4], FLOOR).item() == 0.0
 
 
 def test_lag_correlation_finds_delayed_copies_in_numpy_and_torch_alike():
@@ -380,8 +383,8 @@ def test_lag_correlation_finds_delayed_copies_in_numpy_and_torch_alike():
     audio = np.random.default_rng(1).standard_normal(16000)
     for delay, expected in ((0, 1.0), (4000, 0.75**0.5), (12000, 0.0)):  # 0, 0.25 s (3/4 overlap), 0.75 s (beyond 0.5 s)
         delayed = np.concatenate([np.zeros(delay), audio[: len(audio) - delay]])
-        numpy_value = blend.max_lag_correlation(delayed, audio, 16000)
-        torch_value = blend.lag_correlation(torch.from_numpy(delayed)[None], torch.from_numpy(audio)[None], 8000, FLOOR).item()
+        numpy_value = verdict.max_lag_correlation(delayed, audio, 16000)
+        torch_value = objective.lag_correlation(torch.from_numpy(delayed)[None], torch.from_numpy(audio)[None], 8000, FLOOR).item()
         assert numpy_value == pytest.approx(torch_value, abs=1e-5)
         assert numpy_value == pytest.approx(expected, abs=0.05), delay
 
@@ -390,10 +393,10 @@ def test_envelope_bars_use_one_absolute_scale_and_gaps_are_structure():
     import numpy as np
     t = np.arange(48_000) / 48_000
     loud = 0.9 * np.sin(2 * np.pi * 440 * t)
-    assert set(blend.envelope_bars(blend.envelope_db(loud, 1000))) == {"█"}
-    assert set(blend.envelope_bars(blend.envelope_db(loud * 1e-4, 1000))) == {" "}
-    assert blend.envelope_spread(loud * (t > 0.5), 48_000) > 10 * max(blend.envelope_spread(loud, 48_000), 0.1)
-    assert blend.range_ratio(0.5, 1.0, 2.0) == 0.5 and blend.range_ratio(1.5, 1.0, 2.0) == 1.0 and blend.range_ratio(4.0, 2.0, 1.0) == 2.0
+    assert set(health_report.envelope_bars(verdict.envelope_db(loud, 1000))) == {"█"}
+    assert set(health_report.envelope_bars(verdict.envelope_db(loud * 1e-4, 1000))) == {" "}
+    assert verdict.envelope_spread(loud * (t > 0.5), 48_000) > 10 * max(verdict.envelope_spread(loud, 48_000), 0.1)
+    assert verdict.range_ratio(0.5, 1.0, 2.0) == 0.5 and verdict.range_ratio(1.5, 1.0, 2.0) == 1.0 and verdict.range_ratio(4.0, 2.0, 1.0) == 2.0
 
 
 def demo_validation_pairs(n_pairs):
@@ -412,8 +415,8 @@ def test_every_copy_like_reference_is_judged_copy_and_every_noise_hiss():
     import numpy as np
     rng = np.random.default_rng(0)
     for x_in, x_tgt, other in demo_validation_pairs(6):
-        for name, reference in blend.references(x_in, x_tgt, other, 16000, rng).items():
-            judged = blend.verdict(blend.measure(reference, x_in, x_tgt, 16000))
+        for name, reference in baselines.references(x_in, x_tgt, other, 16000, rng).items():
+            judged = verdict.verdict(verdict.measure(reference, x_in, x_tgt, 16000))
             if name.startswith(("copy", "50/50", "target delayed")):
                 assert judged == "copy", name
             elif "noise" in name:
@@ -430,11 +433,11 @@ def test_the_health_report_flags_a_moving_noise_not_only_a_flat_one():
     pairs = demo_validation_pairs(3)
     judged = []
     for x_in, x_tgt, other in pairs:
-        moving = blend.references(x_in, x_tgt, other, 16000, rng)["noise, target spectrum+envelope"]
-        judged.append(blend.measure(moving, x_in, x_tgt, 16000))
+        moving = baselines.references(x_in, x_tgt, other, 16000, rng)["noise, target spectrum+envelope"]
+        judged.append(verdict.measure(moving, x_in, x_tgt, 16000))
     h = {"scale1": 1.0, "scale2": 1.0, "rms_ratio": 1.0, "corr_in": 0.0, "corr_tgt": 0.0,
-         **blend.judged_health(judged, (pairs[0][0], pairs[0][1], moving))}
-    lines, warnings = blend.health_lines(h)
+         **health_report.judged_health(judged, (pairs[0][0], pairs[0][1], moving))}
+    lines, warnings = health_report.health_lines(h)
     assert "constant_output" not in warnings and warnings == ["not_a_blend"], lines
     assert any("hiss:" in line for line in lines)
 

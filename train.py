@@ -25,9 +25,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-import blend
 import checkpointing
 import data
+import health_report
 import training
 from model import Cascade, CascadeConfig, MDCTCodec
 
@@ -217,7 +217,7 @@ def end_of_epoch(run, epoch, grad_norms, eta):
     """Validation and the health report, a checkpoint, the metrics row and the samples."""
     hp, process = run.hp, run.process
     health, sample = training.validate(run.model, run.codec, run.val_set, hp, process)
-    lines, warnings = blend.health_lines(health, grad_norms)
+    lines, warnings = health_report.health_lines(health, grad_norms)
     process.log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
                 f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)
     summary = {k: v for k, v in health.items() if np.isscalar(v)}

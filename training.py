@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-import blend
+import health_report
+import objective
+import verdict
 from model import CascadeConfig
 
 NAN_ABORT_EXIT = 3
@@ -253,7 +255,7 @@ def train_step(model, train_model, optimizer, codec, x_in, x_tgt, hp, process, s
     pre-clip gradient norm, averaged over ranks; raises NonFiniteError instead of stepping."""
     with process.autocast():
         out, _ = train_model(x_in, x_tgt)
-    loss, terms = blend.objective(out, x_in, x_tgt, codec, hp)
+    loss, terms = objective.objective(out, x_in, x_tgt, codec, hp)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if after_backward:
@@ -321,13 +323,13 @@ def validate(model, codec, val_set, hp, process):
         x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
         with process.autocast():
             out, stats = model(x_in, x_tgt)
-        loss, _ = blend.objective(out, x_in, x_tgt, codec, hp)
+        loss, _ = objective.objective(out, x_in, x_tgt, codec, hp)
         per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
-                    **blend.output_health(out, x_in, x_tgt, hp["rms_floor"])}
+                    **health_report.output_health(out, x_in, x_tgt, hp["rms_floor"])}
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
         count += len(out)
         out_audio = codec.decode(out, in_audio.shape[1]).cpu().numpy()
-        judged += [blend.measure(o, i, t, hp["sample_rate"]) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
+        judged += [verdict.measure(o, i, t, hp["sample_rate"]) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
     *sums, count = over_ranks([*sums, count], device)
     judged = [m for part in from_every_rank(judged) for m in part]
     in_audio, tgt_audio = val_set.batch([0])
@@ -336,4 +338,4 @@ def validate(model, codec, val_set, hp, process):
     sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out, in_audio.shape[1]))]
     model.train()
     health = {name: s / count for name, s in zip(names, sums)}
-    return {**health, **blend.judged_health(judged, sample)}, sample
+    return {**health, **health_report.judged_health(judged, sample)}, sample

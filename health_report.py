@@ -1,0 +1,84 @@
+"""
+The health report printed after every epoch and by generate.py: one line per
+indicator, a ✅ or ⚠ each, with the healthy range beside the value.
+"""
+
+import numpy as np
+
+from model import rms
+from objective import pearson
+from verdict import COPY_CORRELATION, FLAT_ENVELOPE, MAX_LAG_SECONDS, envelope_db, verdict
+
+HEALTHY_GRAD_NORM = 100.0
+HEALTHY_SCALE = (0.8, 1.2)  # stage scale factors and the output/input RMS ratio
+HEALTHY_CORRELATION = 0.3
+HEALTHY_BLEND_SHARE = 0.8  # of validation pairs judged blend
+ENVELOPE_COLUMNS = 48
+ENVELOPE_SHADES = " ░▒▓█"  # blank = silent ... █ = loud, on one absolute dB scale
+ENVELOPE_RANGE_DB = (-60.0, 0.0)
+WHAT_WENT_WRONG = {
+    "copy": f"copy: the output repeats a source within {MAX_LAG_SECONDS:g} s (|correlation| >= {COPY_CORRELATION}); "
+            "raise --copy_weight or --min_shift_frames",
+    "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or it is flat or dense); the seed's "
+            "remedies (--recon_weight, --final_residual, --novelty_weight) do not fix this (README): use "
+            "--head=pointer --frame_norm=False with --follow_weight > 0",
+}
+
+
+def envelope_bars(db):
+    low, high = ENVELOPE_RANGE_DB
+    levels = np.clip((db - low) / (high - low), 0, 1) * (len(ENVELOPE_SHADES) - 1)
+    return "".join(ENVELOPE_SHADES[int(round(v))] for v in levels)
+
+
+def mark(ok):
+    return "✅" if ok else "⚠"
+
+
+def output_health(out, x_in, x_tgt, floor):
+    """Per-sample output/input RMS ratio and lag-0 correlations with input and target.
+    Frames (B, D, T) and audio (B, 1, N) give the same numbers: the codec is orthonormal. # -> each (B,)"""
+    return {"rms_ratio": (rms(out, floor) / rms(x_in, floor)).view(-1),
+            "corr_in": pearson(out, x_in, floor), "corr_tgt": pearson(out, x_tgt, floor)}
+
+
+def judged_health(judged, sample):
+    """Health numbers from measure()'s metrics of every validation output, and the loudness
+    envelopes of one sample (input, target, output audio) for the bars."""
+    verdicts = [verdict(m) for m in judged]
+    shares = {f"{v}_share": verdicts.count(v) / len(verdicts) for v in ("blend", "copy", "hiss")}
+    columns = max(1, len(sample[0]) // ENVELOPE_COLUMNS)
+    bars = {f"envelope_{name}": envelope_db(audio, columns) for name, audio in zip(("input", "target", "output"), sample)}
+    return {**shares, "pairs": len(judged), "envelope": float(np.median([m["envelope"] for m in judged])), **bars}
+
+
+def health_lines(h, grad_norms=None):
+    """The health report: one line per indicator, a ✅ or ⚠ each. Returns (lines, warnings)."""
+    lines, warnings = [], []
+
+    def check(name, ok, text):
+        lines.append(f"  {mark(ok)} {text}")
+        if not ok:
+            warnings.append(name)
+
+    if grad_norms:
+        gmax, gmed = max(grad_norms), float(np.median(grad_norms))
+        check("grad_norm", gmax < HEALTHY_GRAD_NORM,
+              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}; the default run: 0.6-9.4)")
+    low, high = HEALTHY_SCALE
+    for key, what in (("scale1", "stage-1 scale factor"), ("scale2", "stage-2 scale factor"), ("rms_ratio", "output/input RMS")):
+        check(key, low <= h[key] <= high, f"{what:<16} {h[key]:.3f} (healthy {low}-{high})")
+    check("constant_output", h["envelope"] >= FLAT_ENVELOPE,
+          f"temporal structure: output envelope {h['envelope']:.2f}x the sources' range (constant output below {FLAT_ENVELOPE})")
+    for key in ("input", "target", "output"):
+        lines.append(f"      {key:<7}|{envelope_bars(h['envelope_' + key])}|")
+    pairs = f"{h['pairs']} validation pairs" if h["pairs"] > 1 else "the output"
+    check("not_a_blend", h["blend_share"] >= HEALTHY_BLEND_SHARE,
+          f"blend verdict    {h['blend_share']:.0%} of {pairs} blend, {h['copy_share']:.0%} copy, {h['hiss_share']:.0%} hiss "
+          f"(healthy >= {HEALTHY_BLEND_SHARE:.0%} blend)")
+    for failure in ("copy", "hiss"):
+        if h[f"{failure}_share"] > 1 - HEALTHY_BLEND_SHARE:
+            lines.append(f"      {WHAT_WENT_WRONG[failure]}")
+    for key, what in (("corr_in", "output->input"), ("corr_tgt", "output->target")):
+        check(key, abs(h[key]) < HEALTHY_CORRELATION, f"correlation {what:<14} {h[key]:+.3f} (healthy below {HEALTHY_CORRELATION})")
+    return lines, warnings

@@ -1,0 +1,84 @@
+"""
+The training objective: differentiable torch terms on the decoded audio of a batch.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
+
+
+def pearson(a, b, floor):
+    """Per-sample Pearson correlation over all but the first dim, in float32. # (B, ...) -> (B,)
+    The standard deviations are floored, so a silent clip correlates 0 with
+    everything, with a finite gradient, instead of poisoning the run with NaN."""
+    a = a.float().flatten(1)
+    b = b.float().flatten(1)
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    std_a = a.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
+    std_b = b.pow(2).mean(dim=1).clamp_min(floor**2).sqrt()
+    return (a * b).mean(dim=1) / (std_a * std_b)
+
+
+def lag_correlation(a, b, max_lag, floor):
+    """max_lag_correlation in torch, per sample: the largest |sum a[t] b[t+lag]| / (|a| |b|)
+    over |lag| <= max_lag samples. # (B, N) x 2 -> (B,)"""
+    a, b = a.float(), b.float()
+    n = a.shape[1] + b.shape[1]
+    xc = torch.fft.irfft(torch.fft.rfft(a, n) * torch.fft.rfft(b, n).conj(), n)
+    lags = torch.cat([xc[:, : max_lag + 1], xc[:, n - max_lag :]], dim=1)
+    norms = (a.pow(2).sum(dim=1) * b.pow(2).sum(dim=1)).clamp_min((floor**2 * a.shape[1]) ** 2).sqrt()
+    return lags.abs().amax(dim=1) / norms
+
+
+def band_matrix(sample_rate, n_bands=N_BANDS):
+    """(bins, n_bands) 0/1 matrix summing STFT power into band_of's bands."""
+    band = band_of(np.fft.rfftfreq(N_FFT, 1 / sample_rate), sample_rate, n_bands)
+    return torch.from_numpy((band[:, None] == np.arange(n_bands)[None, :]).astype(np.float32))
+
+
+def band_levels(audio, bands):
+    """Band levels in dB of every STFT frame, relative to the clip's mean band energy and
+    floored FLOOR_DB below it: a level-free picture of what plays when. # (B, N) -> (B, frames, n_bands)"""
+    window = torch.hann_window(N_FFT, device=audio.device)
+    audio = F.pad(audio.float(), (0, max(N_FFT - audio.shape[1], 0)))
+    power = torch.stft(audio, N_FFT, HOP, window=window, center=False, return_complex=True).abs().pow(2)
+    energy = power.transpose(1, 2) @ bands.to(audio.device)
+    energy = energy / energy.mean(dim=(1, 2), keepdim=True).clamp_min(EPS)
+    return 10 * torch.log10(energy.clamp_min(10 ** (-FLOOR_DB / 10)))
+
+
+def mean_levels(levels):
+    """The average spectrum, in dB, of band_levels' frames. # (B, frames, n_bands) -> (B, n_bands)"""
+    return 10 * torch.log10((10 ** (levels / 10)).mean(dim=1))
+
+
+def objective(out, x_in, x_tgt, codec, hp):
+    """Total loss and each named term, all on (B, D, T) frames.
+
+    follow   the output's band levels, frame by frame, are the input's: its rhythm,
+             dynamics and register (L1, in units of 10 dB)
+    sound    the output's average spectrum is the target's: its instruments and key
+             (L1 over bands, in units of 10 dB)
+    copy     hinge on the largest |waveform correlation| with input or target within
+             +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
+    novelty  the seed's term: squared Pearson correlation with input and target at lag 0
+    recon    the seed's term: relative squared error to the target
+    """
+    floor = hp["rms_floor"]
+    a_out, a_in, a_tgt = codec.decode(out), codec.decode(x_in), codec.decode(x_tgt)
+    bands = band_matrix(hp["sample_rate"])
+    levels_out = band_levels(a_out, bands)
+    max_lag = min(int(MAX_LAG_SECONDS * hp["sample_rate"]), a_out.shape[1] - 1)
+    copy = sum((lag_correlation(a_out, a, max_lag, floor) - hp["copy_margin"]).clamp_min(0) for a in (a_in, a_tgt))
+    error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
+    terms = {
+        "follow": (levels_out - band_levels(a_in, bands)).abs().mean() / 10,
+        "sound": (mean_levels(levels_out) - mean_levels(band_levels(a_tgt, bands))).abs().mean() / 10,
+        "copy": copy.mean(),
+        "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
+        "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
+    }
+    total = sum(hp[name + "_weight"] * value for name, value in terms.items())
+    return total, {name: value.item() for name, value in terms.items()}
