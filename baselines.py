@@ -1,22 +1,41 @@
 """
-What an output is compared against, all built from the same pair: copies, the mix,
-a delayed copy, noises and a segment of another file.
+What an output is compared against, all built from the same pair and all at the
+pair's combined RMS:
+
+    references  copies, the mix, a delayed copy, noises and a segment of another file:
+                what the verdict must tell apart from a blend
+    systems     mosaics made with no training: random runs with the pointer head's own
+                chunking and crossfades, and Let it Bee (Driedger, Pratzlich & Muller,
+                "Let it Bee: towards NMF-inspired audio mosaicing", ISMIR 2015)
 """
 
+import librosa
 import numpy as np
+import scipy.ndimage
+import torch
 
+from model import PointerHead
 from verdict import ENVELOPE_SECONDS, EPS, N_BANDS, band_of
+
+# Let it Bee at 16 kHz: 64 ms windows and 32 ms hops, near the paper's 2048/1024 at 22.05 kHz.
+# The restrictions' sizes are the paper's settings as we read them.
+LET_IT_BEE_FFT, LET_IT_BEE_HOP = 1024, 512
+LET_IT_BEE_ITERATIONS = 50  # L: 20 left a copy of the input 10-22 dB off, 50 leaves it 36-38 dB off (measured)
+LET_IT_BEE_REPETITION = 3  # r: a template may be active once within this many frames
+LET_IT_BEE_POLYPHONY = 10  # p: at most this many templates per frame
+LET_IT_BEE_CONTINUITY = 3  # c: length of the diagonal filter that favours playing templates on in order
+
+
+def at_level(audio, x_in, x_tgt):
+    """audio scaled to the pair's combined RMS, the level every stage of the model aims for."""
+    level = np.sqrt((np.mean(x_in**2) + np.mean(x_tgt**2)) / 2)
+    return audio * level / max(np.sqrt(np.mean(audio**2)), EPS)
 
 
 def references(x_in, x_tgt, other, sample_rate, rng):
     """What an output is judged against, all built from the pair itself (plus `other`, a
-    segment of another file), all at the pair's combined RMS. # name -> (N,) numpy"""
-    level = np.sqrt((np.mean(x_in**2) + np.mean(x_tgt**2)) / 2)
+    segment of another file). # name -> (N,) numpy"""
     n = len(x_in)
-
-    def at_level(a):
-        return a * level / max(np.sqrt(np.mean(a**2)), EPS)
-
     white = rng.standard_normal(n)
     # white noise through the target's spectral envelope (its average spectrum in third-octave-like
     # bands): the target's colour, none of its notes or their timing
@@ -26,13 +45,62 @@ def references(x_in, x_tgt, other, sample_rate, rng):
     shaped = np.fft.irfft(np.fft.rfft(white) * np.sqrt(band_power[band]), n)
     chunk = max(1, int(ENVELOPE_SECONDS * sample_rate))
     envelope = np.sqrt(np.convolve(x_tgt**2, np.ones(chunk) / chunk, mode="same"))
-    return {
-        "copy of input": at_level(x_in),
-        "copy of target": at_level(x_tgt),
-        "50/50 mix": at_level(x_in + x_tgt),
-        "target delayed 250 ms": at_level(np.roll(x_tgt, int(0.25 * sample_rate))),
-        "white noise": at_level(white),
-        "noise, target spectrum": at_level(shaped),
-        "noise, target spectrum+envelope": at_level(shaped * envelope),
-        "another file": at_level(other),
+    made = {
+        "copy of input": x_in,
+        "copy of target": x_tgt,
+        "50/50 mix": x_in + x_tgt,
+        "target delayed 250 ms": np.roll(x_tgt, int(0.25 * sample_rate)),
+        "white noise": white,
+        "noise, target spectrum": shaped,
+        "noise, target spectrum+envelope": shaped * envelope,
+        "another file": other,
     }
+    return {name: at_level(audio, x_in, x_tgt) for name, audio in made.items()}
+
+
+def random_runs(x_in, x_tgt, config, rng):
+    """Every chunk a run drawn at random from those the pointer head may copy from input
+    or target, joined with its crossfades: the head's mechanics with no choice. # (N,)"""
+    head = PointerHead(2 * config.frame_dim, 2, config)  # its layers stay unused: only allowed() and copy_runs()
+    sources = [head.codec.encode(torch.from_numpy(np.asarray(a, dtype=np.float32))[None]) for a in (x_in, x_tgt)]
+    allowed = head.allowed(sources[0].shape[2], "cpu").numpy()
+    runs = torch.tensor([rng.choice(np.flatnonzero(row)) for row in allowed])[None, :, None]  # (1, n_chunks, 1)
+    with torch.no_grad():
+        out = head.copy_runs(torch.ones(runs.shape), runs, sources)
+    return at_level(head.codec.decode(out, len(x_in))[0].numpy(), x_in, x_tgt)
+
+
+def diagonal_sum(activations, length):
+    """Each activation plus its neighbours along the diagonal (template k+i at frame m+i,
+    |i| <= length // 2): Let it Bee's continuity filter. # (K, M) -> (K, M)"""
+    half = length // 2
+    K, M = activations.shape
+    padded = np.pad(activations, half)
+    return sum(padded[half + i : half + i + K, half + i : half + i + M] for i in range(-half, half + 1))
+
+
+def let_it_bee(x_in, x_tgt, seed=0, iterations=LET_IT_BEE_ITERATIONS, repetition=LET_IT_BEE_REPETITION,
+               polyphony=LET_IT_BEE_POLYPHONY, continuity=LET_IT_BEE_CONTINUITY):
+    """Let it Bee: the input's magnitude spectrogram V approximated as W H, where W holds
+    the target's STFT frames as fixed templates and only the activations H are learned, by
+    KL multiplicative updates. Before each update three restrictions soften what breaks
+    them by 1 - (l+1)/L at iteration l (to zero at the last): repetition (H kept only where
+    it is the maximum of its row within `repetition` frames), polyphony (the `polyphony`
+    largest of each column) and continuity (a diagonal filter). The output is the target's
+    complex frames times H, resynthesised by the inverse STFT. # (N,)"""
+    stft = dict(n_fft=LET_IT_BEE_FFT, hop_length=LET_IT_BEE_HOP)
+    V = np.abs(librosa.stft(np.asarray(x_in, dtype=np.float32), **stft)).astype(np.float64)  # (F, M)
+    templates = librosa.stft(np.asarray(x_tgt, dtype=np.float32), **stft).astype(np.complex128)  # (F, K)
+    templates /= np.abs(templates).sum(axis=0, keepdims=True) + EPS  # unit templates: activations compare as energies
+    W = np.abs(templates)
+    H = np.random.default_rng(seed).random((W.shape[1], V.shape[1]))  # (K, M)
+    column_sums = W.sum(axis=0)[:, None] + EPS
+    for iteration in range(iterations):
+        shrink = 1 - (iteration + 1) / iterations
+        H = np.where(H >= scipy.ndimage.maximum_filter1d(H, size=repetition, axis=1), H, H * shrink)
+        if polyphony < H.shape[0]:
+            H = np.where(H >= np.partition(H, -polyphony, axis=0)[-polyphony], H, H * shrink)
+        H = diagonal_sum(H, continuity)
+        H = H * (W.T @ (V / (W @ H + EPS))) / column_sums
+    y = librosa.istft(templates @ H, length=len(x_in), **stft)
+    return at_level(y.astype(np.float32), x_in, x_tgt)

@@ -151,7 +151,8 @@ class MetricsFile:
 
     COLUMNS = ["kind", "epoch", "step", "loss", "follow", "sound", "copy", "novelty", "recon", "grad_norm", "lr", "dt_ms",
                "val_loss", "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope",
-               "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings"]
+               "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings",
+               "unrelated_share"]  # last: rows of runs from before it was added still line up on resume
 
     def __init__(self, path, keep_until_step):
         self.path = path

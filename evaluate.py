@@ -1,16 +1,26 @@
 """
-Is the output a blend? Judge a checkpoint on every validation pair against references
-built from the same pair: copies, the mix, a delayed copy, noises, another file.
+How good is the output? Judge a checkpoint on its validation pairs against baselines
+built from the same pairs: content against the input, timbre against the target, seams.
 
     python evaluate.py --ckpt checkpoints/epoch_10_step_270.pth
     python evaluate.py --ckpt ... --data_dir=~/music      # other music than the run's own validation files
+    python evaluate.py --ckpt ... --csv=eval.csv          # also eval.csv, eval.paired.csv and eval.pairs.csv
     python evaluate.py --input a.wav --target b.wav --output out.wav   # e.g. what generate.py wrote
 
-Prints one table: per row (the model's output, then each reference) the share of
-pairs judged blend / copy / hiss and the median of every metric (--csv: to a file too).
+Every system and reference is made from the same pair, at the same level:
+  systems     the trained model, the same config with fresh weights (the untrained
+              pointer head: a nearest-neighbour mosaic), random runs with the head's
+              chunking and crossfades, Let it Bee (Driedger et al. 2015)
+  references  copies, the 50/50 mix, a delayed copy, noises, a segment of another file
+
+Prints three tables: the verdicts (blend / copy / hiss / unrelated) with the texture
+medians; the quality medians; and the paired comparison of the trained model with
+each baseline (median difference per pair, bootstrap 95% interval, share of pairs
+where the trained model is better).
 """
 
 import argparse
+import csv
 import sys
 
 import numpy as np
@@ -19,30 +29,46 @@ import torch.nn.functional as F
 
 import baselines
 import checkpointing
+import comparison
 import data
+import quality
 import verdict
-from model import MDCTCodec
+from model import Cascade, CascadeConfig, MDCTCodec
 
-METRICS = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix")
+VERDICTS = ("blend", "copy", "hiss", "unrelated")
+TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix",
+           "spectrum_span")
+# content vs input, timbre vs target (MFCC and average spectrum), seams; and which way is better
+QUALITY = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "dist_tgt": False, "extra_onsets": False,
+           "grid_onsets": False}
+TRAINED, UNTRAINED = "trained model", "untrained model"
+COMPARED = (UNTRAINED, "random runs", "Let it Bee", "50/50 mix")  # the paired table's baselines
 
 
-def judge(rows):
-    """{name: [metrics of each pair]} -> {name: (verdict counts, metric medians)}"""
+def medians(rows):
+    """{name: [metrics of each pair]} -> {name: (verdict shares, metric medians)}"""
     summary = {}
     for name, measured in rows.items():
         verdicts = [verdict.verdict(m) for m in measured]
-        counts = {v: verdicts.count(v) / len(verdicts) for v in ("blend", "copy", "hiss")}
-        summary[name] = counts, {k: float(np.median([m[k] for m in measured])) for k in METRICS}
+        shares = {v: verdicts.count(v) / len(verdicts) for v in VERDICTS}
+        summary[name] = shares, {k: float(np.nanmedian([m[k] for m in measured])) for k in (*TEXTURE, *QUALITY)}
     return summary
 
 
-def table(summary, n_pairs):
-    header = f"{'':<32} {'blend':>6} {'copy':>6} {'hiss':>6}" + "".join(f" {k:>9}" for k in METRICS)
+def tables(summary, n_pairs):
+    width = max(32, *(len(name) + 1 for name in summary))
+    header = f"{'':<{width}}" + "".join(f" {v:>9}" for v in VERDICTS) + "".join(f" {k:>11}" for k in TEXTURE)
     lines = [f"{n_pairs} pairs; verdict shares, then medians (texture metrics as range ratios to the sources; "
-             f"distances in dB)", header, "-" * len(header)]
-    for name, (counts, medians) in summary.items():
-        lines.append(f"{name:<32}" + "".join(f" {counts[v]:>6.0%}" for v in ("blend", "copy", "hiss"))
-                     + "".join(f" {medians[k]:>9.3f}" for k in METRICS))
+             f"distances in dB; spectrum_span: dist to the nearer source over the sources' own)", header, "-" * len(header)]
+    for name, (shares, values) in summary.items():
+        lines.append(f"{name:<{width}}" + "".join(f" {shares[v]:>9.0%}" for v in VERDICTS)
+                     + "".join(f" {values[k]:>11.3f}" for k in TEXTURE))
+    header = f"{'':<{width}}" + "".join(f" {k:>12}" for k in QUALITY)
+    lines += ["", "quality, medians: content vs input (chroma cosine, onset F), timbre vs target (MFCC Frechet, "
+              "spectrum dB), seams (extra onsets/s, share of onsets on the 128 ms grid; 25% by chance)",
+              header, "-" * len(header)]
+    for name, (_, values) in summary.items():
+        lines.append(f"{name:<{width}}" + "".join(f" {values[k]:>12.3f}" for k in QUALITY))
     return "\n".join(lines)
 
 
@@ -68,6 +94,19 @@ def outputs(model, codec, pairs, batch_size):
     return result, (runs / runs.sum()).tolist()
 
 
+def judged(systems, x_in, x_tgt, sample_rate, grid_seconds):
+    """Every metric of every system's audio against the pair ({name: (N,)} -> {name: metrics})."""
+    sources = [quality.features(a, sample_rate) for a in (x_in, x_tgt)]
+    return {name: {**verdict.measure(audio, x_in, x_tgt, sample_rate),
+                   **quality.measure(quality.features(audio, sample_rate), *sources, grid_seconds)}
+            for name, audio in systems.items()}
+
+
+def material_line(name, material):
+    return f"{name}: the final stage's runs come from " + ", ".join(
+        f"{share:.0%} {source}" for share, source in zip(material, ("the input", "stage 1's output", "the target")))
+
+
 def evaluate_checkpoint(path, data_dir, max_pairs, seed):
     try:
         state = checkpointing.load(path)
@@ -86,21 +125,30 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
     rng = np.random.default_rng(seed)
     keep = np.sort(rng.permutation(len(pairs))[:max_pairs])
     pairs.pairs = [pairs.pairs[i] for i in keep]
-    outs, material = outputs(model, MDCTCodec(model.config.frame_dim), pairs, hp["batch_size"])
-    rows = {"output": []}
-    for index, out in enumerate(outs):
+    torch.manual_seed(seed)
+    untrained = Cascade(model.config).eval()
+    codec = MDCTCodec(model.config.frame_dim)
+    made = {}  # name -> that system's output for every pair
+    made[TRAINED], material = outputs(model, codec, pairs, hp["batch_size"])
+    made[UNTRAINED], untrained_material = outputs(untrained, codec, pairs, hp["batch_size"])
+    grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
+    rows = {}
+    for index in range(len(pairs)):
         x_in, x_tgt = (a.numpy() for a in pairs[index])
         track = pairs.pairs[index][0]
         other = tracks[(tracks.index(val_tracks[track]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        rows["output"].append(verdict.measure(out, x_in, x_tgt, rate))
-        for name, reference in baselines.references(x_in, x_tgt, other_audio, rate, rng).items():
-            rows.setdefault(name, []).append(verdict.measure(reference, x_in, x_tgt, rate))
-    print(f"{path} (epoch {state['epoch']}) on {len(val_tracks)} validation files of "
+        systems = {TRAINED: made[TRAINED][index], UNTRAINED: made[UNTRAINED][index],
+                   "random runs": baselines.random_runs(x_in, x_tgt, model.config, rng),
+                   "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
+                   **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
+        for name, metrics in judged(systems, x_in, x_tgt, rate, grid_seconds).items():
+            rows.setdefault(name, []).append(metrics)
+    print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
           f"{hp['data_dir'] or 'the demo music'}")
-    if material:
-        print("the final stage's runs come from: " + ", ".join(
-            f"{share:.0%} {name}" for share, name in zip(material, ("the input", "stage 1's output", "the target"))))
+    for name, shares in ((TRAINED, material), (UNTRAINED, untrained_material)):
+        if shares:
+            print(material_line(name, shares))
     return rows
 
 
@@ -112,13 +160,31 @@ def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
     n = len(out)
     x_in, x_tgt = np.resize(x_in, n), np.resize(x_tgt, n)  # as generate.py loops the clips to the output's length
     rng = np.random.default_rng(seed)
-    rows = {"output": [verdict.measure(out, x_in, x_tgt, sample_rate)]}
-    other = rng.standard_normal(n)  # no other file here: the row is left out below
-    for name, reference in baselines.references(x_in, x_tgt, other, sample_rate, rng).items():
-        if name != "another file":
-            rows[name] = [verdict.measure(reference, x_in, x_tgt, sample_rate)]
+    config = CascadeConfig()
+    grid_seconds = config.chunk_frames * config.frame_dim / sample_rate
+    references = baselines.references(x_in, x_tgt, rng.standard_normal(n), sample_rate, rng)
+    del references["another file"]  # there is no other file here
     print(f"{output_path} against input {input_path} and target {target_path}, at {sample_rate} Hz")
-    return rows
+    return {name: [metrics] for name, metrics in judged({"output": out, **references}, x_in, x_tgt, sample_rate,
+                                                         grid_seconds).items()}
+
+
+def write_summary_csv(summary, path):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", *VERDICTS, *TEXTURE, *QUALITY])
+        for name, (shares, values) in summary.items():
+            writer.writerow([name, *(f"{shares[v]:.4f}" for v in VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
+
+
+def write_pairs_csv(rows, path):
+    """Every metric and the verdict of every system on every pair: what the tables summarise."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "pair", "verdict", *TEXTURE, *QUALITY])
+        for name, measured in rows.items():
+            for index, m in enumerate(measured):
+                writer.writerow([name, index, verdict.verdict(m), *(f"{m[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
 
 
 def main(argv):
@@ -130,8 +196,9 @@ def main(argv):
     parser.add_argument("--target")
     parser.add_argument("--output")
     parser.add_argument("--sample_rate", type=int, default=16000, help="with --output: the rate to judge at")
-    parser.add_argument("--seed", type=int, default=0, help="noise references and the pair sample")
-    parser.add_argument("--csv", help="also write the table to this CSV file")
+    parser.add_argument("--seed", type=int, default=0, help="the pair sample, noises, random runs and fresh weights")
+    parser.add_argument("--csv", help="also write the verdict and quality medians to this CSV file, and beside it "
+                                      "NAME.paired.csv (the paired comparison) and NAME.pairs.csv (every pair's metrics)")
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error(f"--pairs={args.pairs} must be at least 1")
@@ -141,17 +208,18 @@ def main(argv):
         rows = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
     else:
         parser.error("give --ckpt, or all three of --input, --target and --output")
-    summary = judge(rows)
-    print(table(summary, len(rows["output"])))
+    n_pairs = len(next(iter(rows.values())))
+    summary = medians(rows)
+    print(tables(summary, n_pairs))
+    paired = comparison.compare(rows, TRAINED, COMPARED, QUALITY, args.seed) if TRAINED in rows else None
+    if paired:
+        print("\n" + comparison.text(paired, TRAINED))
     if args.csv:
-        write_csv(summary, args.csv)
-
-
-def write_csv(summary, path):
-    with open(path, "w") as f:
-        f.write(",".join(["row", "blend", "copy", "hiss", *METRICS]) + "\n")
-        for name, (counts, medians) in summary.items():
-            f.write(",".join([name, *(f"{counts[v]:.4f}" for v in ("blend", "copy", "hiss")), *(f"{medians[k]:.4f}" for k in METRICS)]) + "\n")
+        stem = args.csv.removesuffix(".csv")
+        write_summary_csv(summary, args.csv)
+        write_pairs_csv(rows, stem + ".pairs.csv")
+        if paired:
+            comparison.write_csv(paired, stem + ".paired.csv")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import baselines
 import checkpointing
 import data
 import verdict
+from model import CascadeConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the seed's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
@@ -49,9 +50,13 @@ VARIANTS = {
 }
 COLUMNS = ("grad_norm_max", "scale1", "scale2", "envelope", "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share",
            "dist_in", "dist_tgt")
-# Debian packages of freely licensed recorded music (CC-BY-SA-3.0), and which of their OGG files are whole songs
-DEBIAN_MUSIC = {"hyperrogue-music": "usr/share/hyperrogue/music/*.ogg",
-                "fretsonfire-songs-muldjord": "usr/share/games/fretsonfire/data/songs/muldjord/*/song.ogg"}
+# Freely licensed recorded music in Debian's archive, one collection per genre: the packages and which
+# of their OGG files are whole songs (Frets on Fire's song.ogg is the band without the lead guitar)
+RECORDED_MUSIC = {
+    "orchestral": {"hyperrogue-music": "usr/share/hyperrogue/music/*.ogg"},  # CC-BY-SA-3.0 game score
+    "metal": {"fretsonfire-songs-muldjord": "usr/share/games/fretsonfire/data/songs/muldjord/*/song.ogg",  # CC-BY-SA-3.0
+              "fretsonfire-songs-sectoid": "usr/share/games/fretsonfire/data/songs/sectoid/*/song.ogg"},  # MIT-style
+}
 
 
 def run_variant(name, overrides, epochs, root):
@@ -93,11 +98,12 @@ def variants(names, epochs, root):
 
 
 def thresholds(music_dir, n_pairs, seed):
-    """The verdict's metrics of every reference over many pairs of every file (train and
-    validation alike): the ranges verdict.py's thresholds are read from."""
+    """The verdict's metrics of every reference, and of the mosaics made from the pair with no
+    training, over many pairs of every file (train and validation alike): the ranges
+    verdict.py's thresholds are read from."""
     hp = {"data_dir": music_dir, "demo_pieces": 24, "demo_seconds": 24.0, "sample_rate": 16000, "seed": 1337,
           "segment_seconds": 2.0, "cache_dir": ".cache/audio"}
-    rate, segment = hp["sample_rate"], 32000
+    rate, segment, config = hp["sample_rate"], 32000, CascadeConfig()
     tracks = data.run_tracks(hp)
     pairs = data.PairDataset(tracks, segment)
     rng = np.random.default_rng(seed)
@@ -106,22 +112,31 @@ def thresholds(music_dir, n_pairs, seed):
         x_in, x_tgt = (a.numpy() for a in pairs[int(index)])
         other = tracks[(pairs.pairs[index][0] + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        for name, reference in baselines.references(x_in, x_tgt, other_audio, rate, rng).items():
-            rows.setdefault(name, []).append(verdict.measure(reference, x_in, x_tgt, rate))
-    keys = ("max_corr", "envelope", "persistence", "motion", "fill")
-    print(f"{len(next(iter(rows.values())))} pairs of {music_dir or 'the demo music'}: min-max of each metric, and the verdicts")
-    print(f"{'':<32}" + "".join(f" {k:>13}" for k in keys) + f" {'structure':>13}  verdicts")
+        made = {"random runs": baselines.random_runs(x_in, x_tgt, config, rng),
+                "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=int(index)),
+                **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
+        for name, audio in made.items():
+            rows.setdefault(name, []).append(verdict.measure(audio, x_in, x_tgt, rate))
+    keys, spans = ("max_corr", "envelope", "persistence", "motion", "fill"), ("spectrum_span",)
+    print(f"{len(next(iter(rows.values())))} pairs of {music_dir or 'the demo music'}: min-max of each metric, "
+          f"median (10th-90th percentile) of spectrum_span, and the verdicts")
+    print(f"{'':<32}" + "".join(f" {k:>13}" for k in (*keys, "structure")) + "".join(f" {k:>18}" for k in spans)
+          + "  verdicts")
     for name, measured in rows.items():
         values = np.array([[m[k] for k in keys] + [max(m["persistence"], m["motion"])] for m in measured])
+        spread = np.percentile([[m[k] for k in spans] for m in measured], [50, 10, 90], axis=0).T
         verdicts = [verdict.verdict(m) for m in measured]
         print(f"{name:<32}" + "".join(f" {lo:>6.2f}-{hi:<6.2f}" for lo, hi in zip(values.min(0), values.max(0)))
-              + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in ("blend", "copy", "hiss")))
+              + "".join(f" {mid:>6.2f} ({lo:.2f}-{hi:.2f})" for mid, lo, hi in spread)
+              + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in ("blend", "copy", "hiss", "unrelated")))
     print(f"thresholds: copy at max_corr >= {verdict.COPY_CORRELATION}; hiss at structure "
-          f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE}, fill > {verdict.DENSE_FILL} or envelope < {verdict.FLAT_ENVELOPE}")
+          f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE}, fill > {verdict.DENSE_FILL} or envelope < "
+          f"{verdict.FLAT_ENVELOPE}; unrelated at spectrum_span > {verdict.UNRELATED_SPAN}")
 
 
-def fetch_debian_music(folder):
-    """Download the DEBIAN_MUSIC packages with apt-get (no root needed) and unpack their songs into folder/songs."""
+def fetch_debian_music(folder, packages):
+    """Download packages ({name: glob of its songs}) with apt-get (no root needed) and unpack
+    their songs into folder/songs; a folder already filled is reused."""
     songs = os.path.join(folder, "songs")
     if os.path.isdir(songs) and os.listdir(songs):
         return songs
@@ -130,7 +145,7 @@ def fetch_debian_music(folder):
                          "with a folder of recorded music")
     debs = os.path.join(folder, "debs")
     os.makedirs(debs, exist_ok=True)
-    for package in DEBIAN_MUSIC:
+    for package in packages:
         result = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(f"apt-get download {package} failed: {result.stderr.strip()[-500:]}; "
@@ -139,9 +154,10 @@ def fetch_debian_music(folder):
     for deb in glob.glob(os.path.join(debs, "*.deb")):
         subprocess.run(["dpkg-deb", "-x", deb, unpacked], check=True)
     os.makedirs(songs + ".tmp", exist_ok=True)
-    for package, pattern in DEBIAN_MUSIC.items():
+    for package, pattern in packages.items():
         for path in sorted(glob.glob(os.path.join(unpacked, pattern))):
-            name = os.path.relpath(path, unpacked).replace(os.sep, "_").removesuffix("_song.ogg").removesuffix(".ogg")
+            name = os.path.relpath(path, unpacked).replace(os.sep, "_").replace(" ", "_")
+            name = name.removesuffix("_song.ogg").removesuffix(".ogg")
             shutil.copy(path, os.path.join(songs + ".tmp", f"{package}_{os.path.basename(name)}.ogg"))
     os.replace(songs + ".tmp", songs)
     shutil.rmtree(unpacked)
@@ -149,18 +165,24 @@ def fetch_debian_music(folder):
 
 
 def real_music(music_dir, ckpt, epochs, root):
-    songs = music_dir or fetch_debian_music(os.path.join(".cache", "debian-music"))
-    print(f"recorded music: {len(os.listdir(songs))} files in {songs}", flush=True)
+    """On each collection of recorded music: the evaluation of ckpt (trained elsewhere), then of a
+    checkpoint trained on that collection."""
+    collections = {os.path.basename(os.path.normpath(music_dir)): music_dir} if music_dir else {
+        genre: fetch_debian_music(os.path.join(".cache", "debian-music", genre), packages)
+        for genre, packages in RECORDED_MUSIC.items()}
     evaluate = [sys.executable, os.path.join(HERE, "evaluate.py")]
-    if ckpt:
-        print(f"\n== {ckpt}, trained on the demo music, judged on recorded music", flush=True)
-        subprocess.run([*evaluate, f"--ckpt={ckpt}", f"--data_dir={songs}"], check=True)
-    print(f"\n== trained on recorded music for {epochs} epochs", flush=True)
-    row, note = run_variant("ours:recorded_music", [f"--data_dir={songs}"], epochs, root)
-    if row is None:
-        raise SystemExit(f"training on {songs} failed ({note}); see {root}/ours:recorded_music/train.log")
-    with open(os.path.join(root, "ours:recorded_music", "evaluate.txt")) as f:
-        print(f.read() + f"its last health report: warnings {row['warnings'] or 'none'} ({note})")
+    for genre, songs in collections.items():
+        print(f"\n=== {genre}: {len(os.listdir(songs))} files in {songs}", flush=True)
+        if ckpt:
+            print(f"\n== {ckpt}, trained elsewhere, judged on {genre}", flush=True)
+            subprocess.run([*evaluate, f"--ckpt={ckpt}", f"--data_dir={songs}"], check=True)
+        name = f"recorded:{genre}"
+        print(f"\n== trained on {genre} for {epochs} epochs, judged on its own validation files", flush=True)
+        row, note = run_variant(name, [f"--data_dir={songs}"], epochs, root)
+        if row is None:
+            raise SystemExit(f"training on {songs} failed ({note}); see {os.path.join(root, name, 'train.log')}")
+        with open(os.path.join(root, name, "evaluate.txt")) as f:
+            print(f.read() + f"its last health report: warnings {row['warnings'] or 'none'} ({note})", flush=True)
 
 
 def main(argv):

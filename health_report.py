@@ -22,6 +22,8 @@ WHAT_WENT_WRONG = {
     "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or it is flat or dense); the seed's "
             "remedies (--recon_weight, --final_residual, --novelty_weight) do not fix this (README): use "
             "--head=pointer --frame_norm=False with --follow_weight > 0",
+    "unrelated": "unrelated: the output is as far from both clips, in average spectrum and MFCC timbre, as music of "
+                 "another piece; raise --sound_weight (the target's sound) or --follow_weight (the input's rhythm)",
 }
 
 
@@ -46,7 +48,7 @@ def judged_health(judged, sample):
     """Health numbers from measure()'s metrics of every validation output, and the loudness
     envelopes of one sample (input, target, output audio) for the bars."""
     verdicts = [verdict(m) for m in judged]
-    shares = {f"{v}_share": verdicts.count(v) / len(verdicts) for v in ("blend", "copy", "hiss")}
+    shares = {f"{v}_share": verdicts.count(v) / len(verdicts) for v in ("blend", "copy", "hiss", "unrelated")}
     columns = max(1, len(sample[0]) // ENVELOPE_COLUMNS)
     bars = {f"envelope_{name}": envelope_db(audio, columns) for name, audio in zip(("input", "target", "output"), sample)}
     return {**shares, "pairs": len(judged), "envelope": float(np.median([m["envelope"] for m in judged])), **bars}
@@ -74,9 +76,10 @@ def health_lines(h, grad_norms=None):
         lines.append(f"      {key:<7}|{envelope_bars(h['envelope_' + key])}|")
     pairs = f"{h['pairs']} validation pairs" if h["pairs"] > 1 else "the output"
     check("not_a_blend", h["blend_share"] >= HEALTHY_BLEND_SHARE,
-          f"blend verdict    {h['blend_share']:.0%} of {pairs} blend, {h['copy_share']:.0%} copy, {h['hiss_share']:.0%} hiss "
+          f"blend verdict    {h['blend_share']:.0%} of {pairs} blend, {h['copy_share']:.0%} copy, {h['hiss_share']:.0%} hiss, "
+          f"{h['unrelated_share']:.0%} unrelated "
           f"(healthy >= {HEALTHY_BLEND_SHARE:.0%} blend)")
-    for failure in ("copy", "hiss"):
+    for failure in WHAT_WENT_WRONG:
         if h[f"{failure}_share"] > 1 - HEALTHY_BLEND_SHARE:
             lines.append(f"      {WHAT_WENT_WRONG[failure]}")
     for key, what in (("corr_in", "output->input"), ("corr_tgt", "output->target")):

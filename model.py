@@ -253,19 +253,24 @@ class PointerHead(nn.Module):
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
                     + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
         scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
-        # A run must fit in the clip and start at least min_shift frames from the chunk's
-        # own start; in a clip too short for that, any run that fits.
-        start = torch.arange(T, device=x.device).repeat(S)  # (S*T,)
-        fits = (start <= max(T - R, 0))[None]  # (1, S*T)
-        allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)  # (n_chunks, S*T)
-        allowed = torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
-        soft = scores.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
+        soft = scores.masked_fill(~self.allowed(T, x.device), float("-inf")).softmax(dim=-1)
         if not self.training:
             best = soft.argmax(dim=-1, keepdim=True)
             return torch.ones_like(best, dtype=soft.dtype), best
         # the tail of the softmax carries ~10% of its weight (measured): dropping it saves copying
         # every run of the clip, and the normaliser still passes gradient to every score
         return soft.topk(min(self.candidates, S * T), dim=-1)
+
+    def allowed(self, T, device):
+        """Which runs each chunk may copy: a run must fit in the clip and start at least
+        min_shift frames from the chunk's own start; in a clip too short for that, any
+        run that fits. # (n_chunks, S*T) bool"""
+        R = self.chunk_frames
+        starts = torch.arange(-(-T // R), device=device) * R
+        start = torch.arange(T, device=device).repeat(self.n_sources)  # (S*T,)
+        fits = (start <= max(T - R, 0))[None]  # (1, S*T)
+        allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
+        return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
     def copy_runs(self, weights, runs, sources):
         """The weighted chosen runs as audio, each chunk joined to the next by a crossfade,

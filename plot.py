@@ -38,7 +38,7 @@ def read_metrics(folder):
 
 
 def column(rows, name):
-    return np.array([float(r[name]) if r[name] not in ("", None) else np.nan for r in rows])
+    return np.array([float(r[name]) if r.get(name) not in ("", None) else np.nan for r in rows])  # none: an older run
 
 
 def plot_health(rows, grad_clip, path):
@@ -68,7 +68,8 @@ def plot_health(rows, grad_clip, path):
     axes[2].set_ylabel("RMS")
 
     for name, label in (("corr_in", "correlation output->input"), ("corr_tgt", "correlation output->target"),
-                        ("blend_share", "share of validation pairs: blend"), ("hiss_share", "... hiss"), ("copy_share", "... copy")):
+                        ("blend_share", "share of validation pairs: blend"), ("hiss_share", "... hiss"), ("copy_share", "... copy"),
+                        ("unrelated_share", "... unrelated")):
         axes[3].plot(e, column(epochs, name), "o-", label=label)
     for sign in (1, -1):
         axes[3].axhline(sign * health_report.HEALTHY_CORRELATION, color="red", ls="--")

@@ -35,9 +35,10 @@ def power_spectrogram(audio):
 
 
 def loud_frames(power):
-    """Frames within FLOOR_DB of the loudest: silence says nothing about texture. # (frames,) bool"""
+    """Frames within FLOOR_DB of the loudest: silence says nothing about texture. The loudest
+    frame is always one, so a digitally silent clip has metrics too. # (frames,) bool"""
     energy = power.sum(axis=1)
-    return energy > energy.max() * 10 ** (-FLOOR_DB / 10) + EPS
+    return energy >= energy.max() * 10 ** (-FLOOR_DB / 10)
 
 
 def flatness(power):
@@ -126,6 +127,10 @@ COPY_CORRELATION = 0.5  # copies, 250 ms delayed copies, the mix: 0.61-1.0 (demo
 LOOSE_STRUCTURE = 0.8  # max(persistence, motion) of noise: <= 0.55 (demo), <= 0.85 (recorded, 2 in 200 over 0.8)
 DENSE_FILL = 2.0  # white noise fills 1.2-16x the plane of the sources; copies and the mix at most 1.5x
 FLAT_ENVELOPE = 0.25  # an envelope moving less than this share of the steadier source's is constant output
+# Relatedness: "another file" against the mosaics made of the pair (random runs, Let it Bee, the untrained
+# model), on demo, orchestral and metal music (experiments.py --thresholds; the README has the table)
+SPAN_FLOOR_DB = 1.5  # two segments of one piece lie 1-5 dB apart; over a smaller distance the span is unstable
+UNRELATED_SPAN = 0.85  # spectrum_span of another file: median 1.2-1.7; of mosaics of the pair: median 0.5-0.6
 
 
 def range_ratio(value, a, b):
@@ -138,8 +143,9 @@ def range_ratio(value, a, b):
 
 
 def measure(out, x_in, x_tgt, sample_rate):
-    """The blend metrics of one output against its two sources (mono numpy audio). The
-    texture metrics are range ratios (range_ratio) against the two sources' own values."""
+    """The blend metrics of one output against its two sources (mono numpy audio): the texture
+    metrics as range ratios (range_ratio) against the two sources' own values, and the
+    spectral distances."""
     p_out, p_in, p_tgt, p_mix = (power_spectrogram(a) for a in (out, x_in, x_tgt, x_in + x_tgt))
 
     def relative(metric, *args):
@@ -156,14 +162,21 @@ def measure(out, x_in, x_tgt, sample_rate):
         "dist_in": spectral_distance(p_out, p_in),
         "dist_tgt": spectral_distance(p_out, p_tgt),
         "dist_mix": spectral_distance(p_out, p_mix),
+        # relatedness: the spectral distance to the nearer source, as a share of the sources' own distance
+        "spectrum_span": min(spectral_distance(p_out, p_in), spectral_distance(p_out, p_tgt))
+        / max(spectral_distance(p_in, p_tgt), SPAN_FLOOR_DB),
     }
 
 
 def verdict(m):
-    """copy, hiss or blend, from measure()'s metrics. Noise is less structured than both
-    sources on both counts: its peaks do not persist and its spectrum does not move."""
+    """copy, hiss, unrelated or blend, from measure()'s metrics. Noise is less structured
+    than both sources on both counts: its peaks do not persist and its spectrum does not
+    move. Unrelated music is farther from both sources' average spectrum than a blend of
+    them: nearly as far as they are from each other, or farther."""
     if m["max_corr"] >= COPY_CORRELATION:
         return "copy"
     if max(m["persistence"], m["motion"]) < LOOSE_STRUCTURE or m["fill"] > DENSE_FILL or m["envelope"] < FLAT_ENVELOPE:
         return "hiss"
+    if m["spectrum_span"] > UNRELATED_SPAN:
+        return "unrelated"
     return "blend"
