@@ -48,8 +48,9 @@ VARIANTS = {
     "ours:untrained": ["--lr=1e-12"],  # the pointer's nearest-neighbour prior alone
     "ours:dropout_0.1": ["--dropout=0.1"],
 }
+EVALUATED = ("dist_in", "dist_tgt", "chroma_in", "onset_f_in", "mfcc_tgt")  # from evaluate.py: content, timbre
 COLUMNS = ("grad_norm_max", "scale1", "scale2", "envelope", "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share",
-           "dist_in", "dist_tgt")
+           "unrelated_share", *EVALUATED)
 # Freely licensed recorded music in Debian's archive, one collection per genre: the packages and which
 # of their OGG files are whole songs (Frets on Fire's song.ogg is the band without the lead guitar)
 RECORDED_MUSIC = {
@@ -81,7 +82,7 @@ def run_variant(name, overrides, epochs, root):
         f.write(result.stdout)
     with open(judged) as f:
         output = next(csv.DictReader(f))  # the model's row; the references follow
-    row = {**epochs_rows[-1], "dist_in": output["dist_in"], "dist_tgt": output["dist_tgt"]}
+    row = {**epochs_rows[-1], **{k: output[k] for k in EVALUATED}}
     return row, f"{sum(1 for r in epochs_rows if r['warnings'])}/{len(epochs_rows)} epochs warned, {time.time() - t0:.0f} s"
 
 
