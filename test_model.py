@@ -302,7 +302,7 @@ def test_smoke_run_writes_checkpoint_samples_and_metrics(tmp_path):
     assert all(len(r.split(",")) == len(header) for r in rows[1:])
     epoch_rows = [dict(zip(header, r.split(","))) for r in rows[1:] if r.startswith("epoch,")]
     for row in epoch_rows:
-        shares = [float(row[k]) for k in ("blend_share", "copy_share", "hiss_share")]
+        shares = [float(row[k]) for k in ("blend_share", "copy_share", "hiss_share", "unrelated_share")]
         assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1.0, abs=1e-3)
 
 
