@@ -35,7 +35,6 @@ import quality
 import verdict
 from model import Cascade, CascadeConfig, MDCTCodec
 
-VERDICTS = ("blend", "copy", "hiss", "unrelated")
 TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix",
            "spectrum_span")
 # content vs input, timbre vs target (MFCC and average spectrum), seams; and which way is better
@@ -50,18 +49,18 @@ def medians(rows):
     summary = {}
     for name, measured in rows.items():
         verdicts = [verdict.verdict(m) for m in measured]
-        shares = {v: verdicts.count(v) / len(verdicts) for v in VERDICTS}
+        shares = {v: verdicts.count(v) / len(verdicts) for v in verdict.VERDICTS}
         summary[name] = shares, {k: float(np.nanmedian([m[k] for m in measured])) for k in (*TEXTURE, *QUALITY)}
     return summary
 
 
 def tables(summary, n_pairs):
     width = max(32, *(len(name) + 1 for name in summary))
-    header = f"{'':<{width}}" + "".join(f" {v:>9}" for v in VERDICTS) + "".join(f" {k:>11}" for k in TEXTURE)
+    header = f"{'':<{width}}" + "".join(f" {v:>9}" for v in verdict.VERDICTS) + "".join(f" {k:>11}" for k in TEXTURE)
     lines = [f"{n_pairs} pairs; verdict shares, then medians (texture metrics as range ratios to the sources; "
              f"distances in dB; spectrum_span: dist to the nearer source over the sources' own)", header, "-" * len(header)]
     for name, (shares, values) in summary.items():
-        lines.append(f"{name:<{width}}" + "".join(f" {shares[v]:>9.0%}" for v in VERDICTS)
+        lines.append(f"{name:<{width}}" + "".join(f" {shares[v]:>9.0%}" for v in verdict.VERDICTS)
                      + "".join(f" {values[k]:>11.3f}" for k in TEXTURE))
     header = f"{'':<{width}}" + "".join(f" {k:>12}" for k in QUALITY)
     lines += ["", "quality, medians: content vs input (chroma cosine, onset F), timbre vs target (MFCC Frechet, "
@@ -128,9 +127,8 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
     torch.manual_seed(seed)
     untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
-    made = {}  # name -> that system's output for every pair
-    made[TRAINED], material = outputs(model, codec, pairs, hp["batch_size"])
-    made[UNTRAINED], untrained_material = outputs(untrained, codec, pairs, hp["batch_size"])
+    trained_out, material = outputs(model, codec, pairs, hp["batch_size"])
+    untrained_out, untrained_material = outputs(untrained, codec, pairs, hp["batch_size"])
     grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
     rows = {}
     for index in range(len(pairs)):
@@ -138,7 +136,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
         track = pairs.pairs[index][0]
         other = tracks[(tracks.index(val_tracks[track]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        systems = {TRAINED: made[TRAINED][index], UNTRAINED: made[UNTRAINED][index],
+        systems = {TRAINED: trained_out[index], UNTRAINED: untrained_out[index],
                    "random runs": baselines.random_runs(x_in, x_tgt, model.config, rng),
                    "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
                    **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
@@ -172,9 +170,9 @@ def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
 def write_summary_csv(summary, path):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["row", *VERDICTS, *TEXTURE, *QUALITY])
+        writer.writerow(["row", *verdict.VERDICTS, *TEXTURE, *QUALITY])
         for name, (shares, values) in summary.items():
-            writer.writerow([name, *(f"{shares[v]:.4f}" for v in VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
+            writer.writerow([name, *(f"{shares[v]:.4f}" for v in verdict.VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
 
 
 def write_pairs_csv(rows, path):

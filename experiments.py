@@ -129,7 +129,7 @@ def thresholds(music_dir, n_pairs, seed):
         verdicts = [verdict.verdict(m) for m in measured]
         print(f"{name:<32}" + "".join(f" {lo:>6.2f}-{hi:<6.2f}" for lo, hi in zip(values.min(0), values.max(0)))
               + "".join(f" {mid:>6.2f} ({lo:.2f}-{hi:.2f})" for mid, lo, hi in spread)
-              + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in ("blend", "copy", "hiss", "unrelated")))
+              + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in verdict.VERDICTS))
     print(f"thresholds: copy at max_corr >= {verdict.COPY_CORRELATION}; hiss at structure "
           f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE}, fill > {verdict.DENSE_FILL} or envelope < "
           f"{verdict.FLAT_ENVELOPE}; unrelated at spectrum_span > {verdict.UNRELATED_SPAN}")

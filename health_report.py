@@ -7,7 +7,7 @@ import numpy as np
 
 from model import rms
 from objective import pearson
-from verdict import COPY_CORRELATION, FLAT_ENVELOPE, MAX_LAG_SECONDS, envelope_db, verdict
+from verdict import COPY_CORRELATION, FLAT_ENVELOPE, MAX_LAG_SECONDS, VERDICTS, envelope_db, verdict
 
 HEALTHY_GRAD_NORM = 100.0
 HEALTHY_SCALE = (0.8, 1.2)  # stage scale factors and the output/input RMS ratio
@@ -22,8 +22,8 @@ WHAT_WENT_WRONG = {
     "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or it is flat or dense); the seed's "
             "remedies (--recon_weight, --final_residual, --novelty_weight) do not fix this (README): use "
             "--head=pointer --frame_norm=False with --follow_weight > 0",
-    "unrelated": "unrelated: the output is as far from both clips, in average spectrum and MFCC timbre, as music of "
-                 "another piece; raise --sound_weight (the target's sound) or --follow_weight (the input's rhythm)",
+    "unrelated": "unrelated: the output's average spectrum is as far from both clips as another piece's; raise "
+                 "--sound_weight (the target's sound) or --follow_weight (the input's band levels)",
 }
 
 
@@ -48,7 +48,7 @@ def judged_health(judged, sample):
     """Health numbers from measure()'s metrics of every validation output, and the loudness
     envelopes of one sample (input, target, output audio) for the bars."""
     verdicts = [verdict(m) for m in judged]
-    shares = {f"{v}_share": verdicts.count(v) / len(verdicts) for v in ("blend", "copy", "hiss", "unrelated")}
+    shares = {f"{v}_share": verdicts.count(v) / len(verdicts) for v in VERDICTS}
     columns = max(1, len(sample[0]) // ENVELOPE_COLUMNS)
     bars = {f"envelope_{name}": envelope_db(audio, columns) for name, audio in zip(("input", "target", "output"), sample)}
     return {**shares, "pairs": len(judged), "envelope": float(np.median([m["envelope"] for m in judged])), **bars}

@@ -31,9 +31,6 @@ N_MFCC = 13  # MFCC 0-12; 0 is dropped
 SILENT_DB = 60.0  # chroma frames this far below the input's loudest carry no pitch: left out
 EPS = 1e-12
 
-# higher is better for these; lower for the rest
-HIGHER_IS_BETTER = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "extra_onsets": False, "grid_onsets": False}
-
 
 @dataclass
 class Features:

@@ -168,6 +168,9 @@ def measure(out, x_in, x_tgt, sample_rate):
     }
 
 
+VERDICTS = ("blend", "copy", "hiss", "unrelated")
+
+
 def verdict(m):
     """copy, hiss, unrelated or blend, from measure()'s metrics. Noise is less structured
     than both sources on both counts: its peaks do not persist and its spectrum does not
