@@ -118,17 +118,16 @@ def thresholds(music_dir, n_pairs, seed):
                 **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
         for name, audio in made.items():
             rows.setdefault(name, []).append(verdict.measure(audio, x_in, x_tgt, rate))
-    keys, spans = ("max_corr", "envelope", "persistence", "motion", "fill"), ("spectrum_span",)
+    keys = ("max_corr", "envelope", "persistence", "motion", "fill")
     print(f"{len(next(iter(rows.values())))} pairs of {music_dir or 'the demo music'}: min-max of each metric, "
           f"median (10th-90th percentile) of spectrum_span, and the verdicts")
-    print(f"{'':<32}" + "".join(f" {k:>13}" for k in (*keys, "structure")) + "".join(f" {k:>18}" for k in spans)
-          + "  verdicts")
+    print(f"{'':<32}" + "".join(f" {k:>13}" for k in (*keys, "structure")) + f" {'spectrum_span':>18}  verdicts")
     for name, measured in rows.items():
         values = np.array([[m[k] for k in keys] + [max(m["persistence"], m["motion"])] for m in measured])
-        spread = np.percentile([[m[k] for k in spans] for m in measured], [50, 10, 90], axis=0).T
+        mid, lo, hi = np.percentile([m["spectrum_span"] for m in measured], [50, 10, 90])
         verdicts = [verdict.verdict(m) for m in measured]
         print(f"{name:<32}" + "".join(f" {lo:>6.2f}-{hi:<6.2f}" for lo, hi in zip(values.min(0), values.max(0)))
-              + "".join(f" {mid:>6.2f} ({lo:.2f}-{hi:.2f})" for mid, lo, hi in spread)
+              + f" {mid:>6.2f} ({lo:.2f}-{hi:.2f})"
               + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in verdict.VERDICTS))
     print(f"thresholds: copy at max_corr >= {verdict.COPY_CORRELATION}; hiss at structure "
           f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE}, fill > {verdict.DENSE_FILL} or envelope < "
