@@ -2,12 +2,14 @@
 The experiments behind the defaults, each one command.
 
     python experiments.py --variants              # the seed's design and its three remedies, ours, and
-                                                  # ours without each of its choices: 10 epochs each (~25 min)
+                                                  # ours without each of its choices: 10 epochs and an
+                                                  # evaluation each (~40 min)
     python experiments.py --variants=seed,ours --epochs=3
     python experiments.py --thresholds            # every reference's verdict metrics on many demo pairs
-    python experiments.py --thresholds --music_dir=.cache/debian-music/songs   # and on recorded music
-    python experiments.py --real_music            # fetch freely licensed recorded music from Debian,
-                                                  # judge the newest checkpoint on it, then train on it
+    python experiments.py --thresholds --music_dir=.cache/debian-music/metal/songs   # and on recorded music
+    python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
+                                                  # Debian; on each, evaluate the newest checkpoint, then
+                                                  # train there and evaluate that checkpoint
 
 Variants run train.py itself (a subprocess each, into experiments/<name>/) and read its
 metrics.csv: the table shows what a user would see at the end of that run.
