@@ -158,9 +158,8 @@ def fetch_debian_music(folder, packages):
     os.makedirs(songs + ".tmp", exist_ok=True)
     for package, pattern in packages.items():
         for path in sorted(glob.glob(os.path.join(unpacked, pattern))):
-            name = os.path.relpath(path, unpacked).replace(os.sep, "_").replace(" ", "_")
-            name = name.removesuffix("_song.ogg").removesuffix(".ogg")
-            shutil.copy(path, os.path.join(songs + ".tmp", f"{package}_{os.path.basename(name)}.ogg"))
+            song = os.path.dirname(path) if os.path.basename(path) == "song.ogg" else path.removesuffix(".ogg")
+            shutil.copy(path, os.path.join(songs + ".tmp", f"{package}_{os.path.basename(song).replace(' ', '_')}.ogg"))
     os.replace(songs + ".tmp", songs)
     shutil.rmtree(unpacked)
     return songs
