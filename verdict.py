@@ -1,6 +1,7 @@
 """
-Is an output a blend, a copy or hiss? The texture metrics of an output against its
-two sources, and the verdict read from them.
+Is an output a blend, a copy, hiss, or music unrelated to its sources? The texture
+metrics and spectral distances of an output against its two sources, and the verdict
+read from them.
 
 Every metric is computed on mono audio at the model's rate. Metrics of texture
 (envelope, persistence, motion, fill, flatness) have no absolute scale that holds
