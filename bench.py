@@ -83,8 +83,13 @@ def step_flops(config, B, T, attention=True):
         total += config.n_layer * per_layer
         if config.head == "pointer":
             chunks = -(-T // R)
+            copied = 1 if config.pointer_corpus == "target" else S  # sources whose runs are copied
+            chroma = config.pointer_chroma > 0 and ((1 + copied) * T * D * 2 * D  # decode the input and the corpus
+                                                    + (chunks + copied * T) * (R * D // 2 + 1) * 12  # chroma of runs
+                                                    + chunks * 12 * copied * T)  # pitch-class distances
             total += 2 * B * (S * (T + R - 1) * D * n_bands  # band levels of every frame
-                              + chunks * width * n_bands * R + T * width * S  # seek, prefer
+                              + config.pointer_seek * chunks * width * n_bands * R + T * width * S  # seek, prefer
+                              + (config.pointer_continuity > 0) * chunks * width + chroma  # carry, chroma
                               + chunks * n_bands * R * S * T  # distances of every run to every chunk's query
                               + S * T * D * 2 * D + T * 2 * D * D  # decode the sources, encode the output
                               + chunks * min(config.pointer_candidates, S * T) * (R + 2) * D)  # mix the candidates

@@ -132,7 +132,7 @@ def thresholds(music_dir, n_pairs, seed):
               + f" {mid:>6.2f} ({lo:.2f}-{hi:.2f})"
               + "  " + ", ".join(f"{verdicts.count(v)} {v}" for v in verdict.VERDICTS))
     print(f"thresholds: copy at max_corr >= {verdict.COPY_CORRELATION}; hiss at structure "
-          f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE}, fill > {verdict.DENSE_FILL} or envelope < "
+          f"(max of persistence, motion) < {verdict.LOOSE_STRUCTURE} or envelope < "
           f"{verdict.FLAT_ENVELOPE}; unrelated at spectrum_span > {verdict.UNRELATED_SPAN}")
 
 

@@ -16,9 +16,11 @@ level-equivariant, model(c*x, c*y) == c*model(x, y), and keeps every stage's
 scale factor near 1 whatever the loudness of the clips.
 
 The head is a pointer (PointerHead): every 128 ms of a stage's output is a run
-of one source's own audio, taken from at least 0.5 s away in time and chosen by
-attention, so the output is made of the sources' material: it can neither
-invent noise nor copy a moment onto itself. The seed's head, a Linear(C -> D)
+of the target's own audio (of any source's, with pointer_corpus="all"), taken
+from at least 0.5 s away in time, chosen to match what the input plays then in
+band levels and pitch classes, and favoured where it carries on the previous
+run; so the output is made of the target's material: it can neither invent
+noise nor copy a moment onto itself. The seed's head, a Linear(C -> D)
 per frame after a LayerNorm of every frame, is kept as head="linear" with
 frame_norm=True; it makes noise (README, experiments.py).
 
@@ -39,6 +41,7 @@ mode the two are the same function.
 import math
 from dataclasses import dataclass
 
+import librosa
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -47,6 +50,7 @@ import torch.nn.functional as F
 @dataclass
 class CascadeConfig:
     frame_dim: int = 128  # D: MDCT bins per frame, which is also the codec's hop in samples
+    sample_rate: int = 16000  # of the audio the frames encode: the pointer reads pitch classes from it
     n_layer: int = 2  # transformer layers in each stage
     n_head: int = 4  # attention heads; must divide 2*D (stage 1) and 3*D (stage 2)
     dropout: float = 0.0  # on residual branches; 0.1 trained 22% slower and made no better blends (README)
@@ -58,7 +62,20 @@ class CascadeConfig:
     min_shift_frames: int = 63  # pointer: runs come from at least this far in time; 63 = 0.5 s at 16 kHz
     pointer_bands: int = 16  # pointer: log-spaced bands that describe a run to the choice
     pointer_sharpness: float = 10.0  # pointer: choice logits per (10 dB)^2 of mean squared band-level distance
-    pointer_candidates: int = 8  # pointer: training mixes this many best runs per chunk (eval copies the best)
+    pointer_candidates: int = 8  # pointer: the runs per chunk that training weighs against each other
+    # pointer: how training reaches the choice. "expected": it copies the best run, as eval
+    # does, and the objective scores every candidate on its own (Cascade's stats["choices"]);
+    # "mix": it plays the softmax mix of the candidates; "straight_through": it copies the
+    # best run with the mix's gradient.
+    pointer_gradient: str = "expected"
+    # pointer: which sources a stage copies from. "target": the target alone, so every sound
+    # is the target's (stage 1's output is no corpus then: its 1.0x residual is half the input);
+    # "all": every source the stage sees, the input's own material from elsewhere in time too.
+    pointer_corpus: str = "target"
+    pointer_chroma: float = 1.0  # pointer: weight of the pitch-class distance beside the band levels' in the choice
+    pointer_continuity: float = 2.0  # pointer: distance a chunk forgives the run that continues the previous chunk's
+    pointer_seek: bool = False  # pointer: the transformer may also shift the band levels a chunk seeks
+    pointer_embedding: int = 16  # pointer: size of the learned query and key that add to the choice's scores
     # LayerNorm every frame on entry and before the head (the seed's design): it
     # erases each frame's loudness, so the head cannot see the music's envelope.
     frame_norm: bool = False
@@ -79,6 +96,13 @@ class CascadeConfig:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.head not in ("pointer", "linear"):
             raise ValueError(f"head={self.head!r} must be 'pointer' or 'linear'")
+        if self.pointer_gradient not in ("expected", "mix", "straight_through"):
+            raise ValueError(f"pointer_gradient={self.pointer_gradient!r} must be 'expected', 'mix' or 'straight_through'")
+        if self.pointer_corpus not in ("target", "all"):
+            raise ValueError(f"pointer_corpus={self.pointer_corpus!r} must be 'target' or 'all'")
+        if self.sample_rate < 1 or self.pointer_chroma < 0 or self.pointer_continuity < 0:
+            raise ValueError(f"sample_rate={self.sample_rate} must be positive, pointer_chroma={self.pointer_chroma} "
+                             f"and pointer_continuity={self.pointer_continuity} >= 0")
         if self.chunk_frames < 2 or self.min_shift_frames < 0 or self.pointer_bands < 1 or self.pointer_candidates < 1:
             raise ValueError(f"chunk_frames={self.chunk_frames} must be >= 2, min_shift_frames={self.min_shift_frames} "
                              f">= 0, pointer_bands={self.pointer_bands} and pointer_candidates={self.pointer_candidates} >= 1")
@@ -209,38 +233,72 @@ class PointerHead(nn.Module):
     """Each chunk of R output frames is a copy of a run: R frames' worth of one source's
     audio, starting at any frame at least min_shift frames from the chunk's own start.
 
-    A run is described by its band levels, frame by frame. A chunk looks for the run
-    nearest to what the input plays during the chunk, shifted by what the transformer
-    adds: `seek` moves the description sought, `prefer` favours some runs over others.
-    Both start at zero, so an untrained head is a nearest-neighbour mosaic of the input.
-    Training sees the softmax mix of all runs, so gradients reach the choice; eval
-    copies the best run only. Runs are copied as audio and joined by crossfades."""
+    A run is described by its band levels, frame by frame, and by its pitch classes (the
+    chroma of its R * D samples). A chunk looks for the run nearest to what the input
+    plays during the chunk, moved by what the transformer adds: `prefer` favours some
+    runs over others, `carry` moves how much a chunk favours continuing the previous
+    chunk's run, and (pointer_seek) `seek` shifts the band levels sought. All start at
+    zero, so an untrained head is a nearest-neighbour mosaic with a fixed preference for
+    continuing.
+
+    Eval copies the best run. Training copies it too, so the objective judges what eval
+    plays, and hands the objective every chunk's `candidates` best runs as audio, with
+    their softmax probabilities: it scores each candidate on its own against the input's
+    chunk, and the expected score trains the choice exactly, with no guess at what
+    another run would have done. The alternatives (pointer_gradient) train on the
+    softmax mix of the candidates, which eval never plays, or copy the best run with the
+    mix's gradient (straight through), a first-order guess at a swap of 128 ms of audio;
+    both trained worse (README). Runs are copied as audio and joined by crossfades."""
 
     def __init__(self, d_model, n_sources, config):
         super().__init__()
         D, R = config.frame_dim, config.chunk_frames
         self.n_sources, self.chunk_frames, self.min_shift = n_sources, R, config.min_shift_frames
         self.sharpness, self.candidates = config.pointer_sharpness, config.pointer_candidates
+        self.gradient = config.pointer_gradient
+        self.chroma_weight, self.continuity = config.pointer_chroma, config.pointer_continuity
+        self.first_copied = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never copied
         self.codec = MDCTCodec(D)
         self.register_buffer("bands", F.one_hot(band_index(D, config.pointer_bands)).float(), persistent=False)
+        # librosa's pitch-class filterbank, the one quality.py's chroma metric uses, over one run's samples
+        chroma = librosa.filters.chroma(sr=config.sample_rate, n_fft=R * D, tuning=0.0)  # (12, R*D/2+1)
+        self.register_buffer("chroma_filter", torch.from_numpy(chroma).float(), persistent=False)
+        self.register_buffer("chroma_window", torch.hann_window(R * D), persistent=False)
         # a run plus one hop of crossfade on either side; sin^2 + cos^2 = 1 where two runs meet
         ramp = torch.sin(0.5 * math.pi * (torch.arange(2 * D) + 0.5) / (2 * D)).pow(2)
         self.register_buffer("window", torch.cat([ramp, torch.ones((R - 2) * D), ramp.flip(0)]), persistent=False)
-        self.seek = nn.Linear(d_model, config.pointer_bands * R)
         self.prefer = nn.Linear(d_model, n_sources)
-        for linear in (self.seek, self.prefer):
-            nn.init.zeros_(linear.weight)
-            nn.init.zeros_(linear.bias)
+        # learned matching: a chunk's query against every run's key, both read off the features;
+        # the query starts at zero, so the untrained head is the nearest-neighbour prior alone
+        self.query = nn.Linear(d_model, config.pointer_embedding)
+        self.key = nn.Linear(d_model, config.pointer_embedding * n_sources)
+        if config.pointer_seek:
+            self.seek = nn.Linear(d_model, config.pointer_bands * R)
+        if self.continuity:
+            self.carry = nn.Linear(d_model, 1)
+        for linear in (self.prefer, self.query, getattr(self, "seek", None), getattr(self, "carry", None)):
+            if linear is not None:
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
 
     def forward(self, x, sources):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
+        """The head's frames (B, D, T), and in training with pointer_gradient="expected" the
+        choice for the objective to score: each chunk's candidate runs and the input's own
+        audio there (B, n_chunks, k, size), (B, n_chunks, size), and their probabilities
+        (B, n_chunks, k); else None."""
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
             weights, runs = self.choose(x.float(), sources)
-            return self.copy_runs(weights, runs, sources)
+            if not (self.training and self.gradient == "expected"):
+                return self.copy_runs(weights, runs, sources), None
+            best = F.one_hot(torch.zeros_like(runs[..., 0]), runs.shape[-1]).float()
+            frames, candidates, sought = self.copy_runs(best, runs, sources, with_candidates=True)
+            return frames, {"candidates": candidates, "sought": sought, "probability": weights / weights.sum(-1, keepdim=True)}
 
     def choose(self, x, sources):
-        """The runs each chunk copies and their weights: in training the `candidates` best
-        runs weighted by the softmax over all runs, in eval the best one with weight 1.
-        Runs are numbered source * T + start. # each (B, n_chunks, k)"""
+        """The runs each chunk copies and their weights: in eval the best run with weight 1;
+        in training the `candidates` best, weighted by the softmax over all runs (straight
+        through: 1 for the best and 0 for the rest in the forward pass, the softmax's in
+        the backward pass). Runs are numbered source * T + start. # each (B, n_chunks, k)"""
         B, T, C = x.shape
         S, R = self.n_sources, self.chunk_frames
         n_chunks = -(-T // R)
@@ -249,33 +307,79 @@ class PointerHead(nn.Module):
         keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every run's band levels, frame by frame
         starts = torch.arange(n_chunks, device=x.device) * R
         chunk_features = F.pad(x, (0, 0, 0, n_chunks * R - T)).view(B, n_chunks, R, C).mean(dim=2)  # (B, n_chunks, C)
-        queries = keys[:, starts.clamp(max=T - 1)] + self.seek(chunk_features)  # (B, n_chunks, n_bands*R)
+        queries = keys[:, starts.clamp(max=T - 1)]  # (B, n_chunks, n_bands*R)
+        if hasattr(self, "seek"):
+            queries = queries + self.seek(chunk_features)
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
                     + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
-        scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
-        soft = scores.masked_fill(~self.allowed(T, x.device), float("-inf")).softmax(dim=-1)
+        if self.chroma_weight:
+            with torch.no_grad():  # a description to match, as the band levels are; its gradient would cost 2x a step
+                sought = self.run_chroma(sources[0], starts.clamp(max=T - 1))  # (B, n_chunks, 12)
+                copied = torch.cat([self.run_chroma(s) for s in sources[self.first_copied :]], dim=1)  # (B, S'*T, 12)
+            # 1 - cosine is 0 for the same pitch classes and 1 for none shared: 10 of it weigh as a 10 dB miss.
+            # Runs outside the corpus are never copied: their distance is left uncomputed.
+            distance = distance + self.chroma_weight * 10 * F.pad(1 - sought @ copied.transpose(1, 2), (self.first_copied * T, 0))
+        keys_learned = self.key(x).view(B, T, S, -1).transpose(1, 2).reshape(B, S * T, -1)  # (B, S*T, E)
+        scores = (-self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
+                  + self.query(chunk_features) @ keys_learned.transpose(1, 2))
+        scores = scores.masked_fill(~self.allowed(T, x.device), float("-inf"))
+        if self.continuity:
+            scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
+        soft = scores.softmax(dim=-1)
         if not self.training:
             best = soft.argmax(dim=-1, keepdim=True)
             return torch.ones_like(best, dtype=soft.dtype), best
-        # the tail of the softmax carries ~10% of its weight (measured): dropping it saves copying
-        # every run of the clip, and the normaliser still passes gradient to every score
-        return soft.topk(min(self.candidates, S * T), dim=-1)
+        # the tail of the softmax carries ~10% of its weight (measured): leaving it out saves
+        # copying every run of the clip, and the normaliser still passes gradient to every score
+        weights, runs = soft.topk(min(self.candidates, S * T), dim=-1)
+        if self.gradient != "straight_through":
+            return weights, runs
+        best = F.one_hot(torch.zeros_like(runs[..., 0]), runs.shape[-1]).to(weights.dtype)
+        return best + weights - weights.detach(), runs
+
+    def run_chroma(self, frames, starts=None):
+        """The pitch classes of the runs of (B, D, T) frames that start at `starts` (all by
+        default): the chroma of each run's R * D samples, as a unit vector. # (B, n_starts, 12)"""
+        T, size = frames.shape[2], self.chunk_frames * self.codec.D
+        audio = F.pad(self.codec.decode(frames.float()), (0, size + self.codec.D))  # run t's samples start at t*D
+        runs = audio.unfold(-1, size, self.codec.D)[:, :T] if starts is None else audio.unfold(-1, size, self.codec.D)[:, starts]
+        power = torch.fft.rfft(runs * self.chroma_window, dim=-1).abs().pow(2)  # (B, n_starts, size/2+1)
+        return F.normalize(power @ self.chroma_filter.T, dim=-1)
+
+    def continued(self, scores, bonus, T):
+        """Chunk by chunk, the run that carries on where the previous chunk's best run ends
+        (the next R frames of the same source) gains `bonus`: the Concatenator's prior for
+        continuing, which keeps notes whole across joins. # (B, n_chunks, S*T), (B, n_chunks)"""
+        R = self.chunk_frames
+        rows = [scores[:, 0]]
+        for chunk in range(1, scores.shape[1]):
+            after = rows[-1].argmax(dim=-1) + R  # (B,)
+            same_source = (after - R) % T + R < T
+            gain = bonus[:, chunk] * same_source  # (B,)
+            rows.append(scores[:, chunk] + gain[:, None] * F.one_hot(after.clamp(max=scores.shape[2] - 1), scores.shape[2]))
+        return torch.stack(rows, dim=1)
 
     def allowed(self, T, device):
-        """Which runs each chunk may copy: a run must fit in the clip and start at least
-        min_shift frames from the chunk's own start; in a clip too short for that, any
-        run that fits. # (n_chunks, S*T) bool"""
+        """Which runs each chunk may copy: a run must come from the corpus, fit in the clip
+        with both its crossfades (a hop before it and after it: a fade into the clip's
+        zero padding would dip the level 3 dB at that join) and start at least min_shift
+        frames from the chunk's own start; in a clip too short for that, any run of the
+        corpus that fits. # (n_chunks, S*T) bool"""
         R = self.chunk_frames
+        last = max(T - R - 2, 0)  # the decoded audio holds T - 1 hops; a run and its fade-out take R + 1
         starts = torch.arange(-(-T // R), device=device) * R
         start = torch.arange(T, device=device).repeat(self.n_sources)  # (S*T,)
-        fits = (start <= max(T - R, 0))[None]  # (1, S*T)
+        source = torch.arange(self.n_sources, device=device).repeat_interleave(T)  # (S*T,)
+        fits = ((start >= min(1, last)) & (start <= last) & (source >= self.first_copied))[None]  # (1, S*T)
         allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
         return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
-    def copy_runs(self, weights, runs, sources):
+    def copy_runs(self, weights, runs, sources, with_candidates=False):
         """The weighted chosen runs as audio, each chunk joined to the next by a crossfade,
         encoded back to frames. Copying MDCT frames instead would leave each boundary's
-        time-domain aliasing uncancelled: a click every 128 ms. # (B, D, T)"""
+        time-domain aliasing uncancelled: a click every 128 ms. # (B, D, T); with_candidates
+        also each run's audio and the input's audio at each chunk's own place, crossfades
+        included. # (B, n_chunks, k, size), (B, n_chunks, size)"""
         B, n_chunks, k = runs.shape
         S, (D, T), R, fade = self.n_sources, sources[0].shape[1:], self.chunk_frames, self.codec.D
         size = R * D + 2 * fade  # a run's samples plus a crossfade on either side
@@ -287,7 +391,11 @@ class PointerHead(nn.Module):
         copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
         y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
         out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
-        return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
+        frames = self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
+        if not with_candidates:
+            return frames
+        own = torch.arange(n_chunks, device=runs.device)[:, None] * R * D + torch.arange(size, device=runs.device)
+        return frames, copied, audio[:, own]  # source 0, the input, at the chunk's own start
 
 
 class Stage(nn.Module):
@@ -317,12 +425,14 @@ class Stage(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.norm_out(x)
+        choice = None
         if hasattr(self, "pointer"):
-            x = self.gain * self.pointer(x, sources)  # (B, D, T)
+            x, choice = self.pointer(x, sources)
+            x = self.gain * x  # (B, D, T)
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return scale_to_rms(x, target_rms, floor)
+        return *scale_to_rms(x, target_rms, floor), choice
 
 
 class Cascade(nn.Module):
@@ -334,7 +444,8 @@ class Cascade(nn.Module):
 
     def forward(self, x_in, x_tgt):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and
-        stats: out1 and each stage's scale factor (target RMS / pre-scaling RMS, (B,))."""
+        stats: out1, each stage's scale factor (target RMS / pre-scaling RMS, (B,)) and the
+        choices the pointer heads hand the objective in training (PointerHead.forward)."""
         if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
             raise ValueError(
                 f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"
@@ -343,6 +454,7 @@ class Cascade(nn.Module):
         level = combined_rms(x_in, x_tgt, floor)  # (B, 1, 1)
         x_in, x_tgt = x_in / level, x_tgt / level
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
-        out1, scale1 = self.stage1([x_in, x_tgt], unit, floor)
-        out2, scale2 = self.stage2([x_in, out1, x_tgt], unit, floor)
-        return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
+        out1, scale1, choice1 = self.stage1([x_in, x_tgt], unit, floor)
+        out2, scale2, choice2 = self.stage2([x_in, out1, x_tgt], unit, floor)
+        choices = [c for c in (choice1, choice2) if c is not None]
+        return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2, "choices": choices}

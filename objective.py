@@ -2,10 +2,12 @@
 The training objective: differentiable torch terms on the decoded audio of a batch.
 """
 
+import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from quality import CHROMA_FFT, CHROMA_HOP
 from verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
 
 
@@ -54,31 +56,76 @@ def mean_levels(levels):
     return 10 * torch.log10((10 ** (levels / 10)).mean(dim=1))
 
 
-def objective(out, x_in, x_tgt, codec, hp):
-    """Total loss and each named term, all on (B, D, T) frames.
+def onset_strength(levels):
+    """Spectral flux: the rise of every band level from one frame to the next, summed over
+    bands, in units of 10 dB: what onset detectors peak-pick. # (B, frames, n_bands) -> (B, frames - 1)"""
+    return levels.diff(dim=1).clamp_min(0).sum(dim=-1) / 10
+
+
+def pitch_classes(audio, sample_rate):
+    """The chroma of every frame as a unit vector, with quality.py's windows and librosa's
+    filterbank: what the chroma metric reads, in torch. # (B, N) -> (B, frames, 12)"""
+    window = torch.hann_window(CHROMA_FFT, device=audio.device)
+    audio = F.pad(audio.float(), (0, max(CHROMA_FFT - audio.shape[1], 0)))
+    power = torch.stft(audio, CHROMA_FFT, CHROMA_HOP, window=window, center=False, return_complex=True).abs().pow(2)
+    bank = torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=CHROMA_FFT, tuning=0.0)).float()
+    return F.normalize((bank.to(audio.device) @ power).transpose(1, 2), dim=-1)
+
+
+def candidate_losses(choice, bands, hp):
+    """Every candidate run of every chunk scored on its own against the input's audio at that
+    chunk: follow, harmony and onsets as in objective(), weighted alike. # (B, n_chunks, k)"""
+    candidates, sought = choice["candidates"], choice["sought"]  # (B, n, k, size), (B, n, size)
+    B, n, k, size = candidates.shape
+    levels = band_levels(candidates.reshape(B * n * k, size), bands).view(B, n, k, -1, bands.shape[1])
+    levels_in = band_levels(sought.reshape(B * n, size), bands).view(B, n, 1, -1, bands.shape[1])
+    chroma = pitch_classes(candidates.reshape(B * n * k, size), hp["sample_rate"]).view(B, n, k, -1, 12)
+    chroma_in = pitch_classes(sought.reshape(B * n, size), hp["sample_rate"]).view(B, n, 1, -1, 12)
+    rise = onset_strength(levels.flatten(0, 2)).view(B, n, k, -1)
+    rise_in = onset_strength(levels_in.flatten(0, 2)).view(B, n, 1, -1)
+    return (hp["follow_weight"] * (levels - levels_in).abs().mean(dim=(-1, -2)) / 10
+            + hp["harmony_weight"] * (1 - (chroma * chroma_in).sum(dim=-1).mean(dim=-1))
+            + hp["onsets_weight"] * (rise - rise_in).abs().mean(dim=-1) / rise_in.mean(dim=(1, 3), keepdim=True)[..., 0].clamp_min(EPS))
+
+
+def objective(out, x_in, x_tgt, codec, hp, choices=()):
+    """Total loss and each named term, all on (B, D, T) frames; `choices` are the pointer
+    heads' in training (Cascade's stats["choices"]).
 
     follow   the output's band levels, frame by frame, are the input's: its rhythm,
              dynamics and register (L1, in units of 10 dB)
     sound    the output's average spectrum is the target's: its instruments and key
              (L1 over bands, in units of 10 dB)
+    harmony  the output's pitch classes are the input's, frame by frame: 1 - chroma cosine
+    onsets   the output's notes start where the input's do, and nowhere else: L1 between
+             their onset strengths (spectral flux), relative to the input's mean
     copy     hinge on the largest |waveform correlation| with input or target within
              +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
     novelty  the seed's term: squared Pearson correlation with input and target at lag 0
     recon    the seed's term: relative squared error to the target
+    choice   the expected loss of the pointers' choices: each chunk's candidate runs scored
+             on their own (candidate_losses), weighted by their probabilities. The output
+             is the best runs alone, so its own terms pass no gradient to the choice; this
+             one does, exactly, with no mix that eval would never play
     """
-    floor = hp["rms_floor"]
+    floor, rate = hp["rms_floor"], hp["sample_rate"]
     a_out, a_in, a_tgt = codec.decode(out), codec.decode(x_in), codec.decode(x_tgt)
-    bands = band_matrix(hp["sample_rate"])
-    levels_out = band_levels(a_out, bands)
-    max_lag = min(int(MAX_LAG_SECONDS * hp["sample_rate"]), a_out.shape[1] - 1)
+    bands = band_matrix(rate)
+    levels_out, levels_in = band_levels(a_out, bands), band_levels(a_in, bands)
+    flux_in = onset_strength(levels_in)
+    max_lag = min(int(MAX_LAG_SECONDS * rate), a_out.shape[1] - 1)
     copy = sum((lag_correlation(a_out, a, max_lag, floor) - hp["copy_margin"]).clamp_min(0) for a in (a_in, a_tgt))
     error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
     terms = {
-        "follow": (levels_out - band_levels(a_in, bands)).abs().mean() / 10,
+        "follow": (levels_out - levels_in).abs().mean() / 10,
         "sound": (mean_levels(levels_out) - mean_levels(band_levels(a_tgt, bands))).abs().mean() / 10,
+        "harmony": 1 - (pitch_classes(a_out, rate) * pitch_classes(a_in, rate)).sum(dim=-1).mean(),
+        "onsets": ((onset_strength(levels_out) - flux_in).abs().mean(dim=1) / flux_in.mean(dim=1).clamp_min(EPS)).mean(),
         "copy": copy.mean(),
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
+        "choice": sum((c["probability"] * candidate_losses(c, bands, hp)).sum(dim=-1).mean() for c in choices)
+        / max(len(choices), 1) + out.new_zeros(()),
     }
     total = sum(hp[name + "_weight"] * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}

@@ -11,9 +11,11 @@ import sys
 import time
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import baselines
 import checkpointing
@@ -23,7 +25,7 @@ import objective
 import train
 import training
 import verdict
-from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
+from model import Cascade, CascadeConfig, MDCTCodec, PointerHead, combined_rms, rms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TINY_RUN = ["--frame_dim=16", "--n_layer=1", "--n_head=2", "--sample_rate=8000", "--segment_seconds=0.25",
@@ -131,7 +133,7 @@ def test_forward_and_backward_stay_finite_on_silence_and_extremes(autocast):
 
 def test_a_checkpoint_from_before_the_pointer_head_rebuilds_the_seeds_design():
     model = Cascade(tiny_config(head="linear", frame_norm=True)).eval()
-    old_config = {k: v for k, v in asdict(model.config).items() if k not in checkpointing.SEED_DESIGN}
+    old_config = {k: v for k, v in asdict(model.config).items() if k not in checkpointing.EARLIER_DESIGN}
     rebuilt = checkpointing.model_from({"model_config": old_config, "model": model.state_dict()}).eval()
     x, y = torch.randn(2, 16, 30), torch.randn(2, 16, 30)
     assert rebuilt.config.head == "linear" and torch.equal(model(x, y)[0], rebuilt(x, y)[0])
@@ -188,7 +190,8 @@ def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
         before = eval_loss(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
         for _ in range(60):
-            loss, _ = objective.objective(model(x, y)[0], x, y, codec, hp)
+            out, stats = model(x, y)
+            loss, _ = objective.objective(out, x, y, codec, hp, stats["choices"])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -223,10 +226,108 @@ def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
 def test_training_mixes_the_best_candidates_by_their_softmax_weight():
     """In training each chunk mixes pointer_candidates runs, the best first, weighted by a softmax
     over all runs: their weights sum to at most 1 and decrease."""
-    model = Cascade(pointer_config(pointer_candidates=5)).train()
+    model = Cascade(pointer_config(pointer_candidates=5, pointer_gradient="mix")).train()
     x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
     weights, runs = model.stage1.pointer.choose(torch.randn(1, 48, 32), [x, y])
     assert runs.shape == (1, 12, 5) and (weights.sum(dim=-1) <= 1 + 1e-6).all() and (weights.diff(dim=-1) <= 0).all()
+    assert (weights[..., 1:] > 0).any()  # a mix, not the best run alone
+
+
+def test_straight_through_plays_what_eval_plays_and_its_gradient_reaches_every_choice_layer():
+    """Straight through, the forward pass in training copies the best run, exactly what eval
+    copies, while the softmax over the candidates carries the gradient to seek, prefer and carry."""
+    torch.manual_seed(0)
+    model = Cascade(pointer_config(pointer_candidates=5, pointer_gradient="straight_through", pointer_seek=True))
+    x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
+    for p in model.parameters():  # away from the zero init, so every layer moves the choice
+        torch.nn.init.normal_(p, std=0.05)
+    weights, runs = model.stage1.pointer.train().choose(torch.randn(1, 48, 32), [x, y])
+    assert runs.shape == (1, 12, 5) and torch.equal(weights.detach(), F.one_hot(torch.zeros(1, 12).long(), 5).float())
+    out, _ = model.train()(x, y)
+    out.pow(3).sum().backward()
+    with torch.no_grad():
+        torch.testing.assert_close(out, model.eval()(x, y)[0], rtol=0, atol=1e-6)
+    for name in ("seek", "prefer", "carry"):
+        for stage in (model.stage1, model.stage2):
+            assert getattr(stage.pointer, name).weight.grad.abs().sum() > 0, name
+
+
+def steady_tone(seconds=1.0, hz=250.0, sample_rate=16000):
+    """A sine whose period divides the 128-sample hop: every run of it starts in phase, so
+    any choice of runs rebuilds it exactly, and a join can only show as a level change."""
+    return (0.3 * torch.sin(2 * math.pi * hz * torch.arange(int(seconds * sample_rate)) / sample_rate)).numpy()
+
+
+def short_time_level_db(audio, window=64):
+    frames = audio[: len(audio) // window * window].reshape(-1, window)
+    return 10 * np.log10((frames**2).mean(axis=1) + 1e-20)
+
+
+def test_every_join_keeps_a_steady_tone_at_its_level():
+    """Crossfades sum to one: a steady tone copied run by run, at random runs or at the
+    head's own choices, keeps its level across every join within 0.05 dB. The halves of a
+    join that did not sum to one would bump it by up to 3 dB every 128 ms."""
+    tone = steady_tone()
+    config = CascadeConfig()
+    made = [baselines.random_runs(tone, tone, config, np.random.default_rng(seed)) for seed in range(3)]
+    head = PointerHead(2 * config.frame_dim, 2, config).eval()
+    sources = [head.codec.encode(torch.from_numpy(tone)[None])] * 2
+    with torch.no_grad():
+        frames, _ = head(torch.randn(1, sources[0].shape[2], 2 * config.frame_dim), sources)
+        made.append(head.codec.decode(frames, len(tone))[0].numpy())
+    inside = slice(4, -4)  # the clip's own ends fade in and out
+    for audio in made:
+        level = short_time_level_db(audio)[inside]
+        assert np.abs(level - short_time_level_db(tone)[inside]).max() < 0.05, np.abs(level - level.mean()).max()
+
+
+def test_continuity_carries_runs_on_and_the_corpus_is_the_target():
+    """With the target as the corpus no run comes from the input; the continuity prior makes
+    most chunks carry on the previous chunk's run, where without it few do."""
+    torch.manual_seed(0)
+    x, y = noise_frames([1.0], T=96, seed=3), noise_frames([1.0], T=96, seed=4)
+    carried = {}
+    for continuity in (0.0, 4.0):
+        head = Cascade(pointer_config(pointer_continuity=continuity)).eval().stage1.pointer
+        with torch.no_grad():
+            _, runs = head.choose(torch.randn(1, 96, 32), [x, y])
+        runs = runs[0, :, 0]
+        assert (runs // 96 == 1).all(), "a run from the input"
+        carried[continuity] = (runs.diff() == head.chunk_frames).float().mean().item()
+    assert carried[4.0] >= 0.75 and carried[0.0] <= 0.25, carried
+
+
+def test_with_the_target_as_corpus_both_stages_copy_the_target_alone():
+    """Stage 1's output is no corpus either: its 1.0x residual is half the aligned input."""
+    model = Cascade(pointer_config()).eval()
+    for stage, n_sources in ((model.stage1, 2), (model.stage2, 3)):
+        allowed = stage.pointer.allowed(48, "cpu")  # (n_chunks, n_sources * 48)
+        assert allowed[:, -48:].any(dim=1).all() and not allowed[:, :-48].any()
+    assert Cascade(pointer_config(pointer_corpus="all")).stage2.pointer.allowed(48, "cpu")[:, :96].any()
+
+
+def test_the_run_chroma_names_a_tones_pitch_class_and_the_choice_follows_it():
+    """A run's chroma peaks at its tone's pitch class. Asked for an A, with one band (loudness
+    alone) the head cannot tell the target's A from its equally loud E-flat; with the chroma
+    distance it copies the A."""
+    t = torch.arange(32000) / 16000  # each half long enough to hold runs min_shift away from every chunk
+
+    def tone(hz):
+        return sum(torch.sin(2 * math.pi * hz * h * t) / h for h in (1, 2, 3))[None]
+
+    picked_a = {}
+    for chroma in (0.0, 1.0):
+        config = CascadeConfig(pointer_bands=1, pointer_chroma=chroma)
+        head = PointerHead(2 * config.frame_dim, 2, config).eval()
+        a, e_flat = (head.codec.encode(tone(hz)) for hz in (440.0, 311.13))
+        half = a.shape[2] // 2
+        target = torch.cat([a[..., :half], e_flat[..., half:]], dim=2)
+        with torch.no_grad():
+            _, runs = head.choose(torch.zeros(1, a.shape[2], 2 * config.frame_dim), [a, target])
+        picked_a[chroma] = (runs[0, :, 0] - a.shape[2] + config.chunk_frames // 2 <= half).float().mean().item()
+    assert head.run_chroma(a)[0, 10:-20].argmax(dim=-1).eq(9).all()  # A is pitch class 9 (C = 0)
+    assert head.run_chroma(e_flat)[0, 10:-20].argmax(dim=-1).eq(3).all()
+    assert picked_a[1.0] == 1.0 and picked_a[0.0] <= 0.75, picked_a
 
 
 def test_the_pointer_works_on_clips_too_short_for_min_shift():
@@ -431,6 +532,64 @@ def test_every_copy_like_reference_is_judged_copy_every_noise_hiss_and_other_mus
             assert verdict.measure(made, x_in, x_tgt, 16000)["spectrum_span"] <= verdict.UNRELATED_SPAN, name
     # unrelated in 91% of 44 demo pairs (experiments.py --thresholds); never a copy or hiss
     assert set(other_music) <= {"unrelated", "blend"} and other_music.count("unrelated") >= 5, other_music
+
+
+def test_each_hiss_rule_catches_a_case_that_no_other_rule_does():
+    """Music with its loudness flattened keeps its notes (structure) but not its envelope;
+    music under a noise floor 20 dB down keeps its envelope but its peaks no longer persist
+    or move. Dropping either rule lets its case through as a blend."""
+    rng = np.random.default_rng(0)
+    for x_in, x_tgt, _ in demo_validation_pairs(3):
+        music = baselines.random_runs(x_in, x_tgt, CascadeConfig(), rng)
+        assert verdict.verdict(verdict.measure(music, x_in, x_tgt, 16000)) == "blend"
+        flattened = music / (np.sqrt(np.convolve(music**2, np.ones(640) / 640, mode="same")) + 1e-4)
+        noisy = music + rng.standard_normal(len(music)) * np.sqrt(np.mean(music**2)) * 0.1
+        flat, floor = (verdict.measure(baselines.at_level(a, x_in, x_tgt), x_in, x_tgt, 16000) for a in (flattened, noisy))
+        assert verdict.verdict(flat) == verdict.verdict(floor) == "hiss"
+        assert max(flat["persistence"], flat["motion"]) >= verdict.LOOSE_STRUCTURE and flat["envelope"] < verdict.FLAT_ENVELOPE
+        assert max(floor["persistence"], floor["motion"]) < verdict.LOOSE_STRUCTURE and floor["envelope"] >= verdict.FLAT_ENVELOPE
+
+
+def test_each_loss_term_is_near_zero_for_what_it_asks_for_and_large_for_what_it_rules_out():
+    """follow, harmony: zero for the input itself; sound, recon: zero for the target; copy:
+    positive for copies, a delayed copy and the mix, zero for noise and another piece;
+    novelty: large for a copy, zero for noise. A flipped sign or hinge fails here."""
+    hp, codec = train.HYPERPARAMETERS, MDCTCodec(128)
+    rng = np.random.default_rng(0)
+
+    def terms(audio, x_in, x_tgt):
+        return objective.objective(*(codec.encode(torch.from_numpy(np.asarray(a, dtype=np.float32))[None])
+                                     for a in (audio, x_in, x_tgt)), codec, hp)[1]
+
+    for x_in, x_tgt, other in demo_validation_pairs(2):
+        made = baselines.references(x_in, x_tgt, other, 16000, rng)
+        of = {name: terms(audio, x_in, x_tgt) for name, audio in made.items()}
+        unlike = ("white noise", "another file")
+        assert of["copy of input"]["follow"] < 0.01 and min(of[n]["follow"] for n in unlike) > 1.0
+        assert of["copy of input"]["harmony"] < 0.01 and min(of[n]["harmony"] for n in unlike) > 0.2
+        assert of["copy of target"]["sound"] < 0.01 and of["white noise"]["sound"] > 0.3
+        assert of["copy of target"]["recon"] < 0.01 and of["white noise"]["recon"] > 1.0
+        for name in ("copy of input", "copy of target", "50/50 mix", "target delayed 250 ms"):
+            assert of[name]["copy"] > 0.1, name
+        for name in ("white noise", "noise, target spectrum", "another file"):
+            assert of[name]["copy"] == 0.0, name
+        assert of["copy of input"]["novelty"] > 0.4 and of["white noise"]["novelty"] < 0.02
+
+
+def test_the_choice_term_scores_each_candidate_alone_and_its_gradient_favours_the_better_one():
+    """A candidate that is the input's own audio scores ~0, white noise far more; the expected
+    loss then pushes probability toward the input's audio and away from the noise."""
+    hp = train.HYPERPARAMETERS
+    x_in = torch.from_numpy(demo_validation_pairs(1)[0][0][:4608].copy()).view(1, 2, 2304)  # (B, n_chunks, size)
+    noise = torch.randn(1, 2, 2304) * x_in.pow(2).mean().sqrt()
+    logits = torch.zeros(1, 2, 2, requires_grad=True)
+    choice = {"candidates": torch.stack([x_in, noise], dim=2), "sought": x_in, "probability": logits.softmax(dim=-1)}
+    losses = objective.candidate_losses(choice, objective.band_matrix(hp["sample_rate"]), hp)
+    assert (losses[..., 0] < 0.01).all() and (losses[..., 1] > 0.5).all(), losses
+    out = torch.zeros(1, 128, 40)
+    loss, terms = objective.objective(out, out + 1e-3, out + 1e-3, MDCTCodec(128), hp, [choice])
+    loss.backward()
+    assert terms["choice"] > 0 and (logits.grad[..., 0] < 0).all() and (logits.grad[..., 1] > 0).all(), logits.grad
 
 
 def test_quality_metrics_give_the_known_answers_on_copies_runs_and_grids():

@@ -126,7 +126,6 @@ def spectral_distance(power_a, power_b):
 # (experiments.py --thresholds; the README has the table):
 COPY_CORRELATION = 0.5  # copies, 250 ms delayed copies, the mix: 0.61-1.0 (demo), 0.48-1.0 (recorded); noise <= 0.33
 LOOSE_STRUCTURE = 0.8  # max(persistence, motion) of noise: <= 0.55 (demo), <= 0.85 (recorded, 2 in 200 over 0.8)
-DENSE_FILL = 2.0  # white noise fills 1.2-16x the plane of the sources; copies and the mix at most 1.5x
 FLAT_ENVELOPE = 0.25  # an envelope moving less than this share of the steadier source's is constant output
 # Relatedness: "another file" against the mosaics made of the pair (random runs, Let it Bee, the untrained
 # model), on demo, orchestral and metal music (experiments.py --thresholds; the README has the table)
@@ -179,7 +178,9 @@ def verdict(m):
     them: nearly as far as they are from each other, or farther."""
     if m["max_corr"] >= COPY_CORRELATION:
         return "copy"
-    if max(m["persistence"], m["motion"]) < LOOSE_STRUCTURE or m["fill"] > DENSE_FILL or m["envelope"] < FLAT_ENVELOPE:
+    # No fill rule: a noise floor loud enough to fill the plane (fill > 2) has already broken the
+    # structure, and of 1,056 outputs judged (README) none was hiss by fill alone
+    if max(m["persistence"], m["motion"]) < LOOSE_STRUCTURE or m["envelope"] < FLAT_ENVELOPE:
         return "hiss"
     if m["spectrum_span"] > UNRELATED_SPAN:
         return "unrelated"
