@@ -24,7 +24,7 @@ TEST_SAVE_DELAY = "CASCADE_TEST_SAVE_DELAY"  # tests only: seconds to stall mid-
 # trained with: the seed's linear head, then the pointer head before its corpus, chroma, continuity
 # and optional seek
 EARLIER_DESIGN = {"head": "linear", "frame_norm": True, "pointer_corpus": "all", "pointer_chroma": 0.0,
-                  "pointer_continuity": 0.0, "pointer_seek": True, "pointer_gradient": "mix"}
+                  "pointer_continuity": 0.0, "pointer_seek": True}
 
 
 class CheckpointError(Exception):
@@ -155,7 +155,7 @@ class MetricsFile:
     COLUMNS = ["kind", "epoch", "step", "loss", "follow", "sound", "copy", "novelty", "recon", "grad_norm", "lr", "dt_ms",
                "val_loss", "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope",
                "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings",
-               "unrelated_share", "harmony", "onsets", "choice"]  # last: rows of runs from before they were added still line up on resume
+               "unrelated_share", "harmony", "onsets"]  # last: rows of runs from before they were added still line up on resume
 
     def __init__(self, path, keep_until_step):
         self.path = path

@@ -49,6 +49,13 @@ VARIANTS = {
     "ours:min_shift_0": ["--min_shift_frames=0"],
     "ours:untrained": ["--lr=1e-12"],  # the pointer's nearest-neighbour prior alone
     "ours:dropout_0.1": ["--dropout=0.1"],
+    # the levers of the choice and its training (README, "What each lever gave")
+    "ours:straight_through": ["--pointer_straight_through=True"],
+    "ours:seek": ["--pointer_seek=True"],
+    "ours:corpus_all": ["--pointer_corpus=all"],
+    "ours:no_chroma": ["--pointer_chroma=0"],
+    "ours:no_continuity": ["--pointer_continuity=0"],
+    "ours:no_harmony_onsets": ["--harmony_weight=0", "--onsets_weight=0"],
 }
 EVALUATED = ("dist_in", "dist_tgt", "chroma_in", "onset_f_in", "mfcc_tgt")  # from evaluate.py: content, timbre
 COLUMNS = ("grad_norm_max", "scale1", "scale2", "envelope", "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share",

@@ -62,12 +62,8 @@ class CascadeConfig:
     min_shift_frames: int = 63  # pointer: runs come from at least this far in time; 63 = 0.5 s at 16 kHz
     pointer_bands: int = 16  # pointer: log-spaced bands that describe a run to the choice
     pointer_sharpness: float = 10.0  # pointer: choice logits per (10 dB)^2 of mean squared band-level distance
-    pointer_candidates: int = 8  # pointer: the runs per chunk that training weighs against each other
-    # pointer: how training reaches the choice. "expected": it copies the best run, as eval
-    # does, and the objective scores every candidate on its own (Cascade's stats["choices"]);
-    # "mix": it plays the softmax mix of the candidates; "straight_through": it copies the
-    # best run with the mix's gradient.
-    pointer_gradient: str = "expected"
+    pointer_candidates: int = 8  # pointer: training mixes this many best runs per chunk (eval copies the best)
+    pointer_straight_through: bool = False  # pointer: training copies the best run too, with the mix's gradient
     # pointer: which sources a stage copies from. "target": the target alone, so every sound
     # is the target's (stage 1's output is no corpus then: its 1.0x residual is half the input);
     # "all": every source the stage sees, the input's own material from elsewhere in time too.
@@ -75,7 +71,6 @@ class CascadeConfig:
     pointer_chroma: float = 1.0  # pointer: weight of the pitch-class distance beside the band levels' in the choice
     pointer_continuity: float = 2.0  # pointer: distance a chunk forgives the run that continues the previous chunk's
     pointer_seek: bool = False  # pointer: the transformer may also shift the band levels a chunk seeks
-    pointer_embedding: int = 16  # pointer: size of the learned query and key that add to the choice's scores
     # LayerNorm every frame on entry and before the head (the seed's design): it
     # erases each frame's loudness, so the head cannot see the music's envelope.
     frame_norm: bool = False
@@ -96,8 +91,6 @@ class CascadeConfig:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.head not in ("pointer", "linear"):
             raise ValueError(f"head={self.head!r} must be 'pointer' or 'linear'")
-        if self.pointer_gradient not in ("expected", "mix", "straight_through"):
-            raise ValueError(f"pointer_gradient={self.pointer_gradient!r} must be 'expected', 'mix' or 'straight_through'")
         if self.pointer_corpus not in ("target", "all"):
             raise ValueError(f"pointer_corpus={self.pointer_corpus!r} must be 'target' or 'all'")
         if self.sample_rate < 1 or self.pointer_chroma < 0 or self.pointer_continuity < 0:
@@ -241,21 +234,19 @@ class PointerHead(nn.Module):
     zero, so an untrained head is a nearest-neighbour mosaic with a fixed preference for
     continuing.
 
-    Eval copies the best run. Training copies it too, so the objective judges what eval
-    plays, and hands the objective every chunk's `candidates` best runs as audio, with
-    their softmax probabilities: it scores each candidate on its own against the input's
-    chunk, and the expected score trains the choice exactly, with no guess at what
-    another run would have done. The alternatives (pointer_gradient) train on the
-    softmax mix of the candidates, which eval never plays, or copy the best run with the
-    mix's gradient (straight through), a first-order guess at a swap of 128 ms of audio;
-    both trained worse (README). Runs are copied as audio and joined by crossfades."""
+    Training plays the softmax mix of the `candidates` best runs, so gradients reach the
+    choice; eval copies the best run alone. With straight_through, training copies the
+    best run too and only its gradient is the mix's: the objective then judges exactly
+    what eval plays, but the gradient is a first-order guess at what a swap of 128 ms of
+    audio would do, and it trained no better (README). Runs are copied as audio and
+    joined by crossfades."""
 
     def __init__(self, d_model, n_sources, config):
         super().__init__()
         D, R = config.frame_dim, config.chunk_frames
         self.n_sources, self.chunk_frames, self.min_shift = n_sources, R, config.min_shift_frames
         self.sharpness, self.candidates = config.pointer_sharpness, config.pointer_candidates
-        self.gradient = config.pointer_gradient
+        self.straight_through = config.pointer_straight_through
         self.chroma_weight, self.continuity = config.pointer_chroma, config.pointer_continuity
         self.first_copied = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never copied
         self.codec = MDCTCodec(D)
@@ -268,31 +259,19 @@ class PointerHead(nn.Module):
         ramp = torch.sin(0.5 * math.pi * (torch.arange(2 * D) + 0.5) / (2 * D)).pow(2)
         self.register_buffer("window", torch.cat([ramp, torch.ones((R - 2) * D), ramp.flip(0)]), persistent=False)
         self.prefer = nn.Linear(d_model, n_sources)
-        # learned matching: a chunk's query against every run's key, both read off the features;
-        # the query starts at zero, so the untrained head is the nearest-neighbour prior alone
-        self.query = nn.Linear(d_model, config.pointer_embedding)
-        self.key = nn.Linear(d_model, config.pointer_embedding * n_sources)
         if config.pointer_seek:
             self.seek = nn.Linear(d_model, config.pointer_bands * R)
         if self.continuity:
             self.carry = nn.Linear(d_model, 1)
-        for linear in (self.prefer, self.query, getattr(self, "seek", None), getattr(self, "carry", None)):
+        for linear in (self.prefer, getattr(self, "seek", None), getattr(self, "carry", None)):
             if linear is not None:
                 nn.init.zeros_(linear.weight)
                 nn.init.zeros_(linear.bias)
 
     def forward(self, x, sources):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
-        """The head's frames (B, D, T), and in training with pointer_gradient="expected" the
-        choice for the objective to score: each chunk's candidate runs and the input's own
-        audio there (B, n_chunks, k, size), (B, n_chunks, size), and their probabilities
-        (B, n_chunks, k); else None."""
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
             weights, runs = self.choose(x.float(), sources)
-            if not (self.training and self.gradient == "expected"):
-                return self.copy_runs(weights, runs, sources), None
-            best = F.one_hot(torch.zeros_like(runs[..., 0]), runs.shape[-1]).float()
-            frames, candidates, sought = self.copy_runs(best, runs, sources, with_candidates=True)
-            return frames, {"candidates": candidates, "sought": sought, "probability": weights / weights.sum(-1, keepdim=True)}
+            return self.copy_runs(weights, runs, sources)
 
     def choose(self, x, sources):
         """The runs each chunk copies and their weights: in eval the best run with weight 1;
@@ -319,9 +298,7 @@ class PointerHead(nn.Module):
             # 1 - cosine is 0 for the same pitch classes and 1 for none shared: 10 of it weigh as a 10 dB miss.
             # Runs outside the corpus are never copied: their distance is left uncomputed.
             distance = distance + self.chroma_weight * 10 * F.pad(1 - sought @ copied.transpose(1, 2), (self.first_copied * T, 0))
-        keys_learned = self.key(x).view(B, T, S, -1).transpose(1, 2).reshape(B, S * T, -1)  # (B, S*T, E)
-        scores = (-self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
-                  + self.query(chunk_features) @ keys_learned.transpose(1, 2))
+        scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
         scores = scores.masked_fill(~self.allowed(T, x.device), float("-inf"))
         if self.continuity:
             scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
@@ -332,7 +309,7 @@ class PointerHead(nn.Module):
         # the tail of the softmax carries ~10% of its weight (measured): leaving it out saves
         # copying every run of the clip, and the normaliser still passes gradient to every score
         weights, runs = soft.topk(min(self.candidates, S * T), dim=-1)
-        if self.gradient != "straight_through":
+        if not self.straight_through:
             return weights, runs
         best = F.one_hot(torch.zeros_like(runs[..., 0]), runs.shape[-1]).to(weights.dtype)
         return best + weights - weights.detach(), runs
@@ -374,12 +351,10 @@ class PointerHead(nn.Module):
         allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
         return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
-    def copy_runs(self, weights, runs, sources, with_candidates=False):
+    def copy_runs(self, weights, runs, sources):
         """The weighted chosen runs as audio, each chunk joined to the next by a crossfade,
         encoded back to frames. Copying MDCT frames instead would leave each boundary's
-        time-domain aliasing uncancelled: a click every 128 ms. # (B, D, T); with_candidates
-        also each run's audio and the input's audio at each chunk's own place, crossfades
-        included. # (B, n_chunks, k, size), (B, n_chunks, size)"""
+        time-domain aliasing uncancelled: a click every 128 ms. # (B, D, T)"""
         B, n_chunks, k = runs.shape
         S, (D, T), R, fade = self.n_sources, sources[0].shape[1:], self.chunk_frames, self.codec.D
         size = R * D + 2 * fade  # a run's samples plus a crossfade on either side
@@ -391,11 +366,7 @@ class PointerHead(nn.Module):
         copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
         y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
         out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
-        frames = self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
-        if not with_candidates:
-            return frames
-        own = torch.arange(n_chunks, device=runs.device)[:, None] * R * D + torch.arange(size, device=runs.device)
-        return frames, copied, audio[:, own]  # source 0, the input, at the chunk's own start
+        return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
 
 
 class Stage(nn.Module):
@@ -425,14 +396,12 @@ class Stage(nn.Module):
         for block in self.blocks:
             x = block(x)
         x = self.norm_out(x)
-        choice = None
         if hasattr(self, "pointer"):
-            x, choice = self.pointer(x, sources)
-            x = self.gain * x  # (B, D, T)
+            x = self.gain * self.pointer(x, sources)  # (B, D, T)
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return *scale_to_rms(x, target_rms, floor), choice
+        return scale_to_rms(x, target_rms, floor)
 
 
 class Cascade(nn.Module):
@@ -444,8 +413,7 @@ class Cascade(nn.Module):
 
     def forward(self, x_in, x_tgt):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and
-        stats: out1, each stage's scale factor (target RMS / pre-scaling RMS, (B,)) and the
-        choices the pointer heads hand the objective in training (PointerHead.forward)."""
+        stats: out1 and each stage's scale factor (target RMS / pre-scaling RMS, (B,))."""
         if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
             raise ValueError(
                 f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"
@@ -454,7 +422,6 @@ class Cascade(nn.Module):
         level = combined_rms(x_in, x_tgt, floor)  # (B, 1, 1)
         x_in, x_tgt = x_in / level, x_tgt / level
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
-        out1, scale1, choice1 = self.stage1([x_in, x_tgt], unit, floor)
-        out2, scale2, choice2 = self.stage2([x_in, out1, x_tgt], unit, floor)
-        choices = [c for c in (choice1, choice2) if c is not None]
-        return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2, "choices": choices}
+        out1, scale1 = self.stage1([x_in, x_tgt], unit, floor)
+        out2, scale2 = self.stage2([x_in, out1, x_tgt], unit, floor)
+        return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2}

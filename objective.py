@@ -72,25 +72,8 @@ def pitch_classes(audio, sample_rate):
     return F.normalize((bank.to(audio.device) @ power).transpose(1, 2), dim=-1)
 
 
-def candidate_losses(choice, bands, hp):
-    """Every candidate run of every chunk scored on its own against the input's audio at that
-    chunk: follow, harmony and onsets as in objective(), weighted alike. # (B, n_chunks, k)"""
-    candidates, sought = choice["candidates"], choice["sought"]  # (B, n, k, size), (B, n, size)
-    B, n, k, size = candidates.shape
-    levels = band_levels(candidates.reshape(B * n * k, size), bands).view(B, n, k, -1, bands.shape[1])
-    levels_in = band_levels(sought.reshape(B * n, size), bands).view(B, n, 1, -1, bands.shape[1])
-    chroma = pitch_classes(candidates.reshape(B * n * k, size), hp["sample_rate"]).view(B, n, k, -1, 12)
-    chroma_in = pitch_classes(sought.reshape(B * n, size), hp["sample_rate"]).view(B, n, 1, -1, 12)
-    rise = onset_strength(levels.flatten(0, 2)).view(B, n, k, -1)
-    rise_in = onset_strength(levels_in.flatten(0, 2)).view(B, n, 1, -1)
-    return (hp["follow_weight"] * (levels - levels_in).abs().mean(dim=(-1, -2)) / 10
-            + hp["harmony_weight"] * (1 - (chroma * chroma_in).sum(dim=-1).mean(dim=-1))
-            + hp["onsets_weight"] * (rise - rise_in).abs().mean(dim=-1) / rise_in.mean(dim=(1, 3), keepdim=True)[..., 0].clamp_min(EPS))
-
-
-def objective(out, x_in, x_tgt, codec, hp, choices=()):
-    """Total loss and each named term, all on (B, D, T) frames; `choices` are the pointer
-    heads' in training (Cascade's stats["choices"]).
+def objective(out, x_in, x_tgt, codec, hp):
+    """Total loss and each named term, all on (B, D, T) frames.
 
     follow   the output's band levels, frame by frame, are the input's: its rhythm,
              dynamics and register (L1, in units of 10 dB)
@@ -103,10 +86,6 @@ def objective(out, x_in, x_tgt, codec, hp, choices=()):
              +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
     novelty  the seed's term: squared Pearson correlation with input and target at lag 0
     recon    the seed's term: relative squared error to the target
-    choice   the expected loss of the pointers' choices: each chunk's candidate runs scored
-             on their own (candidate_losses), weighted by their probabilities. The output
-             is the best runs alone, so its own terms pass no gradient to the choice; this
-             one does, exactly, with no mix that eval would never play
     """
     floor, rate = hp["rms_floor"], hp["sample_rate"]
     a_out, a_in, a_tgt = codec.decode(out), codec.decode(x_in), codec.decode(x_tgt)
@@ -124,8 +103,6 @@ def objective(out, x_in, x_tgt, codec, hp, choices=()):
         "copy": copy.mean(),
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
-        "choice": sum((c["probability"] * candidate_losses(c, bands, hp)).sum(dim=-1).mean() for c in choices)
-        / max(len(choices), 1) + out.new_zeros(()),
     }
     total = sum(hp[name + "_weight"] * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}

@@ -52,13 +52,12 @@ chunk_frames = 16  # pointer: frames per copied run (128 ms at 16 kHz)
 min_shift_frames = 63  # pointer: runs come from at least this far in time (0.5 s at 16 kHz)
 pointer_bands = 16  # pointer: log-spaced bands that describe a run
 pointer_sharpness = 10.0  # pointer: how sharply the choice prefers the nearest run
-pointer_candidates = 8  # pointer: the runs per chunk that training weighs against each other
-pointer_gradient = "expected"  # pointer: how training reaches the choice: expected, mix or straight_through (README)
+pointer_candidates = 8  # pointer: training mixes this many best runs per chunk
+pointer_straight_through = False  # pointer: True copies the best run in training too, with the mix's gradient
 pointer_corpus = "target"  # pointer: copy from all sources but the input ("target"), or from all ("all")
 pointer_chroma = 1.0  # pointer: weight of pitch classes beside band levels in the choice
 pointer_continuity = 2.0  # pointer: how strongly a chunk favours continuing the previous chunk's run
 pointer_seek = False  # pointer: True lets the transformer shift the band levels sought (it drifted: README)
-pointer_embedding = 16  # pointer: size of the learned query and key that add to the choice's scores
 frame_norm = False  # True: LayerNorm every frame (the seed's design; erases the envelope)
 rms_floor = 1e-6  # RMS below this (-120 dBFS) counts as silence
 # loss
@@ -70,7 +69,6 @@ copy_weight = 1.0  # hinge on the output's waveform correlation with either sour
 copy_margin = 0.3  # correlation the copy term allows
 novelty_weight = 0.0  # the seed's term: squared lag-0 correlation with input and target (seed default 0.85)
 recon_weight = 0.0  # the seed's term: relative error to the target (its remedy: 0.01-0.05)
-choice_weight = 1.0  # each chunk's candidate runs scored on their own, by follow, harmony and onsets
 # optimizer
 lr = 1e-4
 weight_decay = 0.01

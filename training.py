@@ -254,8 +254,8 @@ def train_step(model, train_model, optimizer, codec, x_in, x_tgt, hp, process, s
     the objective, backward, the NaN abort, clipping, AdamW. Returns the loss, its terms and the
     pre-clip gradient norm, averaged over ranks; raises NonFiniteError instead of stepping."""
     with process.autocast():
-        out, stats = train_model(x_in, x_tgt)
-    loss, terms = objective.objective(out, x_in, x_tgt, codec, hp, stats["choices"])
+        out, _ = train_model(x_in, x_tgt)
+    loss, terms = objective.objective(out, x_in, x_tgt, codec, hp)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if after_backward:
