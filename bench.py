@@ -40,7 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # train.py's defaults for everything the timed step depends on (a test checks that they agree);
 # the model is CascadeConfig's defaults, which are train.py's too
 STEP = {"sample_rate": 16000, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "grad_clip": 1.0, "top_k": 5,
-        "rms_floor": 1e-6, "follow_weight": 1.0, "sound_weight": 1.0, "copy_weight": 1.0, "copy_margin": 0.3,
+        "rms_floor": 1e-6, "follow_weight": 1.0, "sound_weight": 1.0, "harmony_weight": 0.0, "onsets_weight": 0.0,
+        "copy_weight": 1.0, "copy_margin": 0.3,
         "novelty_weight": 0.0, "recon_weight": 0.0}
 
 REFERENCE_DROPOUT = 0.1  # the seed's: ours trains without dropout, which the blend evaluation showed does not hurt

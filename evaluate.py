@@ -5,6 +5,7 @@ built from the same pairs: content against the input, timbre against the target,
     python evaluate.py --ckpt checkpoints/epoch_10_step_270.pth
     python evaluate.py --ckpt ... --data_dir=~/music      # other music than the run's own validation files
     python evaluate.py --ckpt ... --csv=eval.csv          # also eval.csv, eval.paired.csv and eval.pairs.csv
+    python evaluate.py --ckpt ... --audio=DIR --audio_pairs=3,20  # also those pairs' audio, every system's
     python evaluate.py --input a.wav --target b.wav --output out.wav   # e.g. what generate.py wrote
 
 Every system and reference is made from the same pair, at the same level:
@@ -21,6 +22,8 @@ where the trained model is better).
 
 import argparse
 import csv
+import os
+import re
 import sys
 
 import numpy as np
@@ -106,7 +109,18 @@ def material_line(name, material):
         f"{share:.0%} {source}" for share, source in zip(material, ("the input", "stage 1's output", "the target")))
 
 
-def evaluate_checkpoint(path, data_dir, max_pairs, seed):
+def write_audio(folder, index, systems, sample_rate):
+    """One pair's input, target and every system's output as DIR/pair<index>_<name>.wav (plot.py --compare)."""
+    import soundfile as sf
+
+    os.makedirs(folder, exist_ok=True)
+    for name, audio in systems.items():
+        peak = max(float(np.abs(audio).max()), 1e-12)
+        sf.write(os.path.join(folder, f"pair{index}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.wav"),
+                 audio / max(1.0, peak / 0.999), sample_rate, subtype="FLOAT")
+
+
+def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_pairs=()):
     try:
         state = checkpointing.load(path)
         model = checkpointing.model_from(state).eval()
@@ -140,6 +154,8 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed):
                    "random runs": baselines.random_runs(x_in, x_tgt, model.config, rng),
                    "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
                    **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
+        if audio_dir and index in audio_pairs:
+            write_audio(audio_dir, index, {"input": x_in, "target": x_tgt, **systems}, rate)
         for name, metrics in judged(systems, x_in, x_tgt, rate, grid_seconds).items():
             rows.setdefault(name, []).append(metrics)
     print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
@@ -190,6 +206,9 @@ def main(argv):
     parser.add_argument("--ckpt", help="a checkpoint written by train.py: judge its validation pairs")
     parser.add_argument("--data_dir", default="", help="with --ckpt: validate on this folder's files instead")
     parser.add_argument("--pairs", type=int, default=64, help="with --ckpt: at most this many validation pairs")
+    parser.add_argument("--audio", help="with --ckpt: write the --audio_pairs' input, target and every system's "
+                                        "output to this folder as WAV (then: python plot.py --compare FOLDER)")
+    parser.add_argument("--audio_pairs", default="0,1", help="with --audio: comma-separated pair numbers")
     parser.add_argument("--input", help="with --target and --output: judge one output file")
     parser.add_argument("--target")
     parser.add_argument("--output")
@@ -200,8 +219,12 @@ def main(argv):
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error(f"--pairs={args.pairs} must be at least 1")
+    try:
+        audio_pairs = {int(i) for i in args.audio_pairs.split(",")}
+    except ValueError:
+        parser.error(f"--audio_pairs={args.audio_pairs!r} must be comma-separated pair numbers, e.g. 3,20")
     if args.ckpt:
-        rows = evaluate_checkpoint(args.ckpt, args.data_dir, args.pairs, args.seed)
+        rows = evaluate_checkpoint(args.ckpt, args.data_dir, args.pairs, args.seed, args.audio, audio_pairs)
     elif args.input and args.target and args.output:
         rows = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
     else:

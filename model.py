@@ -319,7 +319,9 @@ class PointerHead(nn.Module):
         default): the chroma of each run's R * D samples, as a unit vector. # (B, n_starts, 12)"""
         T, size = frames.shape[2], self.chunk_frames * self.codec.D
         audio = F.pad(self.codec.decode(frames.float()), (0, size + self.codec.D))  # run t's samples start at t*D
-        runs = audio.unfold(-1, size, self.codec.D)[:, :T] if starts is None else audio.unfold(-1, size, self.codec.D)[:, starts]
+        runs = audio.unfold(-1, size, self.codec.D)[:, :T]  # (B, T, size)
+        if starts is not None:
+            runs = runs[:, starts]
         power = torch.fft.rfft(runs * self.chroma_window, dim=-1).abs().pow(2)  # (B, n_starts, size/2+1)
         return F.normalize(power @ self.chroma_filter.T, dim=-1)
 

@@ -2,11 +2,14 @@
 One picture of a run's health, and spectrograms of what the model makes.
 
     python plot.py [checkpoints/]
+    python plot.py --compare DIR     # what evaluate.py --audio=DIR wrote: every pair's systems side by side
 
 Writes run_health.png (loss terms, pre-clip gradient norm, RMS scale factors,
 correlations and the blend verdict's shares, against step, with every warned
 epoch and any NaN abort marked) and spectrograms_epoch_N.png (input, target and output of the newest epoch's
-samples on one colour scale). Works on a run that is still going.
+samples on one colour scale). Works on a run that is still going. With --compare,
+DIR/spectrograms.png: a row per pair, a column per clip (input, target, the trained
+and untrained model, Let it Bee, random runs), one colour scale per row.
 matplotlib is needed here only: pip install matplotlib
 """
 
@@ -94,6 +97,40 @@ def plot_health(rows, grad_clip, path):
     plt.close(fig)
 
 
+COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee", "random_runs")
+
+
+def spectrogram_db(audio):
+    frames = np.lib.stride_tricks.sliding_window_view(audio, 512)[::128] * np.hanning(512)
+    return 20 * np.log10(np.abs(np.fft.rfft(frames)).T + 1e-6)
+
+
+def plot_comparison(folder):
+    """Every pair's clips that evaluate.py --audio wrote, one row each; returns the written path."""
+    import matplotlib.pyplot as plt
+
+    pairs = sorted({int(m.group(1)) for p in glob.glob(os.path.join(folder, "pair*_input.wav"))
+                    if (m := re.search(r"pair(\d+)_input\.wav$", p))})
+    if not pairs:
+        raise SystemExit(f"no pair*_input.wav in {folder}: write them with evaluate.py --ckpt ... --audio={folder}")
+    fig, axes = plt.subplots(len(pairs), len(COMPARED), figsize=(3 * len(COMPARED), 2.6 * len(pairs)), dpi=DPI,
+                             sharey=True, squeeze=False)
+    for row, pair in zip(axes, pairs):
+        clips = [(name, *sf.read(os.path.join(folder, f"pair{pair}_{name}.wav"), dtype="float32")) for name in COMPARED]
+        spectrograms = [spectrogram_db(audio) for _, audio, _ in clips]
+        top = max(s.max() for s in spectrograms)
+        for ax, (name, audio, rate), spectrogram in zip(row, clips, spectrograms):
+            ax.imshow(spectrogram, origin="lower", aspect="auto", vmin=top - 80, vmax=top,
+                      extent=(0, len(audio) / rate, 0, rate / 2000), cmap="magma")
+            ax.set_title(f"pair {pair}: {name.replace('_', ' ')}", fontsize=9)
+        row[0].set_ylabel("kHz")
+    fig.tight_layout()
+    path = os.path.join(folder, "spectrograms.png")
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def plot_spectrograms(folder, path_pattern):
     """The newest epoch's input, target and output; returns the written path or None."""
     import matplotlib.pyplot as plt
@@ -105,8 +142,7 @@ def plot_spectrograms(folder, path_pattern):
     clips = []
     for name in ("input", "target", "output"):
         audio, rate = sf.read(os.path.join(folder, "samples", f"epoch_{epoch}_{name}.wav"), dtype="float32")
-        frames = np.lib.stride_tricks.sliding_window_view(audio, 512)[::128] * np.hanning(512)
-        clips.append((name, 20 * np.log10(np.abs(np.fft.rfft(frames)).T + 1e-6), len(audio) / rate, rate))
+        clips.append((name, spectrogram_db(audio), len(audio) / rate, rate))
     top = max(c[1].max() for c in clips)
     fig, axes = plt.subplots(1, 3, figsize=SPECTROGRAM_INCHES, dpi=DPI, sharey=True)
     for ax, (name, spectrogram, seconds, rate) in zip(axes, clips):
@@ -123,12 +159,17 @@ def plot_spectrograms(folder, path_pattern):
 
 
 def main(argv):
-    folder = argv[0] if argv else "checkpoints"
     try:
         import matplotlib
     except ImportError:
         raise SystemExit("plot.py needs matplotlib, which training does not: pip install matplotlib") from None
     matplotlib.use("Agg")
+    if argv[:1] == ["--compare"]:
+        if len(argv) != 2:
+            raise SystemExit("usage: python plot.py --compare DIR (a folder evaluate.py --audio=DIR wrote)")
+        print(f"wrote {plot_comparison(argv[1])}")
+        return
+    folder = argv[0] if argv else "checkpoints"
     rows = read_metrics(folder)
     _, state = checkpointing.newest_good(folder) if os.path.isdir(folder) else (None, None)
     grad_clip = state["hyperparameters"]["grad_clip"] if state else None

@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import importlib.util
 import math
 import os
 import shutil
@@ -299,7 +300,7 @@ def test_continuity_carries_runs_on_and_the_corpus_is_the_target():
 def test_with_the_target_as_corpus_both_stages_copy_the_target_alone():
     """Stage 1's output is no corpus either: its 1.0x residual is half the aligned input."""
     model = Cascade(pointer_config()).eval()
-    for stage, n_sources in ((model.stage1, 2), (model.stage2, 3)):
+    for stage in (model.stage1, model.stage2):
         allowed = stage.pointer.allowed(48, "cpu")  # (n_chunks, n_sources * 48)
         assert allowed[:, -48:].any(dim=1).all() and not allowed[:, :-48].any()
     assert Cascade(pointer_config(pointer_corpus="all")).stage2.pointer.allowed(48, "cpu")[:, :96].any()
@@ -550,7 +551,7 @@ def test_each_hiss_rule_catches_a_case_that_no_other_rule_does():
 
 
 def test_each_loss_term_is_near_zero_for_what_it_asks_for_and_large_for_what_it_rules_out():
-    """follow, harmony: zero for the input itself; sound, recon: zero for the target; copy:
+    """follow, harmony, onsets: zero for the input itself; sound, recon: zero for the target; copy:
     positive for copies, a delayed copy and the mix, zero for noise and another piece;
     novelty: large for a copy, zero for noise. A flipped sign or hinge fails here."""
     hp, codec = train.HYPERPARAMETERS, MDCTCodec(128)
@@ -566,6 +567,7 @@ def test_each_loss_term_is_near_zero_for_what_it_asks_for_and_large_for_what_it_
         unlike = ("white noise", "another file")
         assert of["copy of input"]["follow"] < 0.01 and min(of[n]["follow"] for n in unlike) > 1.0
         assert of["copy of input"]["harmony"] < 0.01 and min(of[n]["harmony"] for n in unlike) > 0.2
+        assert of["copy of input"]["onsets"] < 0.01 and min(of[n]["onsets"] for n in unlike) > 0.5
         assert of["copy of target"]["sound"] < 0.01 and of["white noise"]["sound"] > 0.3
         assert of["copy of target"]["recon"] < 0.01 and of["white noise"]["recon"] > 1.0
         for name in ("copy of input", "copy of target", "50/50 mix", "target delayed 250 ms"):
@@ -761,9 +763,18 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
     assert list(rows) == ["output", "copy of input", "copy of target", "50/50 mix", "target delayed 250 ms", "white noise",
                           "noise, target spectrum", "noise, target spectrum+envelope"], result.stdout
     assert rows["copy of input"][:4] == ["0%", "100%", "0%", "0%"] and rows["white noise"][:4] == ["0%", "0%", "100%", "0%"]
-    result = subprocess.run(evaluate + ["--ckpt", ckpt, "--pairs=3", f"--csv={tmp_path / 'eval.csv'}"],
+    result = subprocess.run(evaluate + ["--ckpt", ckpt, "--pairs=3", f"--csv={tmp_path / 'eval.csv'}",
+                                        f"--audio={tmp_path / 'audio'}", "--audio_pairs=0,2"],
                             capture_output=True, text=True, cwd=HERE)
     assert result.returncode == 0 and "3 pairs;" in result.stdout and result.stderr == "", result.stderr
+    written = sorted(os.listdir(tmp_path / "audio"))
+    assert {f"pair{i}_{name}.wav" for i in (0, 2) for name in ("input", "target", "trained_model", "Let_it_Bee",
+                                                                "50_50_mix")} <= set(written)
+    assert not any(name.startswith("pair1_") for name in written)
+    if importlib.util.find_spec("matplotlib"):
+        result = subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), "--compare", str(tmp_path / "audio")],
+                                capture_output=True, text=True, cwd=HERE)
+        assert result.returncode == 0 and png_size(tmp_path / "audio" / "spectrograms.png")[1] > 0, result.stderr
     systems = ["trained model", "untrained model", "random runs", "Let it Bee"]
     assert list(table_rows(result.stdout))[:4] == systems and "another file" in table_rows(result.stdout)
     with open(tmp_path / "eval.paired.csv") as f:
