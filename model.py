@@ -41,7 +41,7 @@ mode the two are the same function.
 import math
 from dataclasses import dataclass
 
-import librosa
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -222,6 +222,21 @@ def band_index(frame_dim, n_bands):
     return (torch.bucketize(torch.arange(frame_dim) + 1.0, edges, right=True) - 1).clamp(0, n_bands - 1)
 
 
+def pitch_class_filter(sample_rate, n_fft):
+    """librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0.0), rebuilt with numpy
+    (a test checks they agree): the first call of librosa's costs 2.2 s of imports in every
+    process that builds a model. Each FFT bin is a Gaussian bump around its pitch class,
+    columns at unit norm, weighted towards the octaves around C5. # (12, n_fft//2 + 1)"""
+    frequencies = np.arange(1, n_fft) * sample_rate / n_fft
+    pitch = 12 * np.log2(frequencies / (440.0 / 16))  # semitones above A at 27.5 Hz / 2
+    pitch = np.concatenate([[pitch[0] - 18], pitch])  # the 0 Hz bin, put 1.5 octaves below the first
+    width = np.concatenate([np.maximum(np.diff(pitch), 1.0), [1.0]])
+    distance = np.remainder(pitch[None] - np.arange(12)[:, None] + 126, 12) - 6  # (12, n_fft), in semitones
+    weights = np.exp(-0.5 * (2 * distance / width) ** 2)
+    weights = weights / np.linalg.norm(weights, axis=0, keepdims=True) * np.exp(-0.5 * ((pitch / 12 - 5) / 2) ** 2)
+    return torch.from_numpy(np.roll(weights, -3, axis=0)[:, : n_fft // 2 + 1]).float()  # rows from C, not A
+
+
 class PointerHead(nn.Module):
     """Each chunk of R output frames is a copy of a run: R frames' worth of one source's
     audio, starting at any frame at least min_shift frames from the chunk's own start.
@@ -251,9 +266,8 @@ class PointerHead(nn.Module):
         self.first_copied = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never copied
         self.codec = MDCTCodec(D)
         self.register_buffer("bands", F.one_hot(band_index(D, config.pointer_bands)).float(), persistent=False)
-        # librosa's pitch-class filterbank, the one quality.py's chroma metric uses, over one run's samples
-        chroma = librosa.filters.chroma(sr=config.sample_rate, n_fft=R * D, tuning=0.0)  # (12, R*D/2+1)
-        self.register_buffer("chroma_filter", torch.from_numpy(chroma).float(), persistent=False)
+        # the pitch-class filterbank of quality.py's chroma metric (librosa's), over one run's samples
+        self.register_buffer("chroma_filter", pitch_class_filter(config.sample_rate, R * D), persistent=False)
         self.register_buffer("chroma_window", torch.hann_window(R * D), persistent=False)
         # a run plus one hop of crossfade on either side; sin^2 + cos^2 = 1 where two runs meet
         ramp = torch.sin(0.5 * math.pi * (torch.arange(2 * D) + 0.5) / (2 * D)).pow(2)
@@ -262,11 +276,10 @@ class PointerHead(nn.Module):
         if config.pointer_seek:
             self.seek = nn.Linear(d_model, config.pointer_bands * R)
         if self.continuity:
-            self.carry = nn.Linear(d_model, 1)
+            self.carry = nn.Linear(d_model, 1, bias=False)  # the fixed continuity is its constant
         for linear in (self.prefer, getattr(self, "seek", None), getattr(self, "carry", None)):
-            if linear is not None:
-                nn.init.zeros_(linear.weight)
-                nn.init.zeros_(linear.bias)
+            for parameter in (linear.parameters() if linear is not None else ()):
+                nn.init.zeros_(parameter)
 
     def forward(self, x, sources):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor

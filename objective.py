@@ -2,13 +2,14 @@
 The training objective: differentiable torch terms on the decoded audio of a batch.
 """
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from quality import CHROMA_FFT, CHROMA_HOP
+from model import pitch_class_filter
 from verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
+
+CHROMA_FFT, CHROMA_HOP = 2048, 512  # quality.py's chroma windows (a test checks); importing it would load librosa
 
 
 def pearson(a, b, floor):
@@ -56,10 +57,14 @@ def mean_levels(levels):
     return 10 * torch.log10((10 ** (levels / 10)).mean(dim=1))
 
 
+ONSET_FLOOR = 0.1  # onset strength (10 dB units) a clip without any rise counts as having: silence stays finite and small
+
+
 def onset_strength(levels):
     """Spectral flux: the rise of every band level from one frame to the next, summed over
-    bands, in units of 10 dB: what onset detectors peak-pick. # (B, frames, n_bands) -> (B, frames - 1)"""
-    return levels.diff(dim=1).clamp_min(0).sum(dim=-1) / 10
+    bands, in units of 10 dB: what onset detectors peak-pick. # (B, frames, n_bands) -> (B, max(frames - 1, 1))"""
+    rise = levels.diff(dim=1).clamp_min(0).sum(dim=-1) / 10
+    return rise if rise.shape[1] else levels.new_zeros(levels.shape[0], 1)  # a single frame rises nowhere
 
 
 def pitch_classes(audio, sample_rate):
@@ -68,8 +73,8 @@ def pitch_classes(audio, sample_rate):
     window = torch.hann_window(CHROMA_FFT, device=audio.device)
     audio = F.pad(audio.float(), (0, max(CHROMA_FFT - audio.shape[1], 0)))
     power = torch.stft(audio, CHROMA_FFT, CHROMA_HOP, window=window, center=False, return_complex=True).abs().pow(2)
-    bank = torch.from_numpy(librosa.filters.chroma(sr=sample_rate, n_fft=CHROMA_FFT, tuning=0.0)).float()
-    return F.normalize((bank.to(audio.device) @ power).transpose(1, 2), dim=-1)
+    bank = pitch_class_filter(sample_rate, CHROMA_FFT).to(audio.device)
+    return F.normalize((bank @ power).transpose(1, 2), dim=-1)
 
 
 def objective(out, x_in, x_tgt, codec, hp):
@@ -99,7 +104,7 @@ def objective(out, x_in, x_tgt, codec, hp):
         "follow": (levels_out - levels_in).abs().mean() / 10,
         "sound": (mean_levels(levels_out) - mean_levels(band_levels(a_tgt, bands))).abs().mean() / 10,
         "harmony": 1 - (pitch_classes(a_out, rate) * pitch_classes(a_in, rate)).sum(dim=-1).mean(),
-        "onsets": ((onset_strength(levels_out) - flux_in).abs().mean(dim=1) / flux_in.mean(dim=1).clamp_min(EPS)).mean(),
+        "onsets": ((onset_strength(levels_out) - flux_in).abs().mean(dim=1) / flux_in.mean(dim=1).clamp_min(ONSET_FLOOR)).mean(),
         "copy": copy.mean(),
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
