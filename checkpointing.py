@@ -177,9 +177,13 @@ def format_cell(value):
     return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
+def write_wav(path, audio, sample_rate):
+    """A float WAV file, never clipped: a too-loud clip is scaled down rather than distorted."""
+    sf.write(path, audio / max(1.0, float(np.abs(audio).max()) / 0.999), sample_rate, subtype="FLOAT")
+
+
 def write_samples(folder, epoch, sample, sample_rate):
-    """An epoch's validation sample (input, target, output audio) as float WAV files, never clipped."""
+    """An epoch's validation sample (input, target, output audio) as float WAV files."""
     os.makedirs(folder, exist_ok=True)
     for name, audio in zip(("input", "target", "output"), sample):
-        peak = np.abs(audio).max()  # scale down a too-loud output rather than distort it
-        sf.write(os.path.join(folder, f"epoch_{epoch}_{name}.wav"), audio / max(1.0, peak / 0.999), sample_rate, subtype="FLOAT")
+        write_wav(os.path.join(folder, f"epoch_{epoch}_{name}.wav"), audio, sample_rate)

@@ -111,13 +111,10 @@ def material_line(name, material):
 
 def write_audio(folder, index, systems, sample_rate):
     """One pair's input, target and every system's output as DIR/pair<index>_<name>.wav (plot.py --compare)."""
-    import soundfile as sf
-
     os.makedirs(folder, exist_ok=True)
     for name, audio in systems.items():
-        peak = max(float(np.abs(audio).max()), 1e-12)
-        sf.write(os.path.join(folder, f"pair{index}_{re.sub(r'[^A-Za-z0-9]+', '_', name).strip('_')}.wav"),
-                 audio / max(1.0, peak / 0.999), sample_rate, subtype="FLOAT")
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+        checkpointing.write_wav(os.path.join(folder, f"pair{index}_{slug}.wav"), audio, sample_rate)
 
 
 def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_pairs=()):

@@ -19,7 +19,7 @@ ENVELOPE_RANGE_DB = (-60.0, 0.0)
 WHAT_WENT_WRONG = {
     "copy": f"copy: the output repeats a source within {MAX_LAG_SECONDS:g} s (|correlation| >= {COPY_CORRELATION}); "
             "raise --copy_weight or --min_shift_frames",
-    "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or it is flat or dense); the seed's "
+    "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or its loudness does not move); the seed's "
             "remedies (--recon_weight, --final_residual, --novelty_weight) do not fix this (README): use "
             "--head=pointer --frame_norm=False with --follow_weight > 0",
     "unrelated": "unrelated: the output's average spectrum is as far from both clips as another piece's; raise "

@@ -297,16 +297,16 @@ class PointerHead(nn.Module):
         frames = F.pad(torch.stack(sources, dim=1).float(), (0, R - 1))  # (B, S, D, T+R-1)
         levels = torch.log10(frames.pow(2).transpose(2, 3) @ self.bands + 1e-6)  # (B, S, T+R-1, n_bands); -60 dB floor
         keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every run's band levels, frame by frame
-        starts = torch.arange(n_chunks, device=x.device) * R
+        own = (torch.arange(n_chunks, device=x.device) * R).clamp(max=T - 1)  # each chunk's own start
         chunk_features = F.pad(x, (0, 0, 0, n_chunks * R - T)).view(B, n_chunks, R, C).mean(dim=2)  # (B, n_chunks, C)
-        queries = keys[:, starts.clamp(max=T - 1)]  # (B, n_chunks, n_bands*R)
+        queries = keys[:, own]  # (B, n_chunks, n_bands*R): the input's runs at each chunk's own place
         if hasattr(self, "seek"):
             queries = queries + self.seek(chunk_features)
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
                     + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
         if self.chroma_weight:
             with torch.no_grad():  # a description to match, as the band levels are; its gradient would cost 2x a step
-                sought = self.run_chroma(sources[0], starts.clamp(max=T - 1))  # (B, n_chunks, 12)
+                sought = self.run_chroma(sources[0], own)  # (B, n_chunks, 12)
                 copied = torch.cat([self.run_chroma(s) for s in sources[self.first_copied :]], dim=1)  # (B, S'*T, 12)
             # 1 - cosine is 0 for the same pitch classes and 1 for none shared: 10 of it weigh as a 10 dB miss.
             # Runs outside the corpus are never copied: their distance is left uncomputed.
@@ -345,10 +345,10 @@ class PointerHead(nn.Module):
         R = self.chunk_frames
         rows = [scores[:, 0]]
         for chunk in range(1, scores.shape[1]):
-            after = rows[-1].argmax(dim=-1) + R  # (B,)
-            same_source = (after - R) % T + R < T
-            gain = bonus[:, chunk] * same_source  # (B,)
-            rows.append(scores[:, chunk] + gain[:, None] * F.one_hot(after.clamp(max=scores.shape[2] - 1), scores.shape[2]))
+            previous = rows[-1].argmax(dim=-1)  # (B,)
+            gain = bonus[:, chunk] * (previous % T + R < T)  # (B,): only where the run's source goes on that far
+            after = (previous + R).clamp(max=scores.shape[2] - 1)
+            rows.append(scores[:, chunk] + gain[:, None] * F.one_hot(after, scores.shape[2]))
         return torch.stack(rows, dim=1)
 
     def allowed(self, T, device):
