@@ -39,7 +39,7 @@ from model import Cascade, CascadeConfig, MDCTCodec
 HERE = os.path.dirname(os.path.abspath(__file__))
 # train.py's defaults for everything the timed step depends on (a test checks that they agree);
 # the model is CascadeConfig's defaults, which are train.py's too
-STEP = {"sample_rate": 16000, "batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "grad_clip": 1.0, "top_k": 5,
+STEP = {"batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "grad_clip": 1.0, "top_k": 5,
         "rms_floor": 1e-6, "follow_weight": 1.0, "sound_weight": 1.0, "harmony_weight": 0.0, "onsets_weight": 0.0,
         "copy_weight": 1.0, "copy_margin": 0.3,
         "novelty_weight": 0.0, "recon_weight": 0.0}
@@ -198,7 +198,7 @@ def peak_memory_child(impl, seconds, device):
     warm-up step (which compiles, and allocates AdamW's moments): on CPU the peak
     resident set above the resident set between steps."""
     hp, config = STEP, CascadeConfig()
-    T = int(seconds * hp["sample_rate"]) // config.frame_dim + 1
+    T = data.seconds_to_samples(seconds, config.sample_rate) // config.frame_dim + 1
     step = make_step(build(impl, config, device), hp, impl[1], device, hp["batch_size"], T)
     step()
     if device == "cuda":
@@ -294,12 +294,12 @@ def main(argv):
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}; torch {torch.__version__}")
     print(f"measured matmul peak: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
-    print(f"model: {config}; batch {B}, {hp['sample_rate']} Hz; reference dropout {REFERENCE_DROPOUT}\n")
+    print(f"model: {config}; batch {B}; reference dropout {REFERENCE_DROPOUT}\n")
     header = f"{'config':<14} {'impl':<22} {'ms/step':>8} {'frames/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>8} {'peak MiB':>9}"
     print(header + "\n" + "-" * len(header))
     results = []
     for name, seconds in (list(CONFIGS.items())[:1] if quick else CONFIGS.items()):
-        T = int(seconds * hp["sample_rate"]) // config.frame_dim + 1
+        T = data.seconds_to_samples(seconds, config.sample_rate) // config.frame_dim + 1
         impls = [("ours", fast, False), ("reference", "float32", False)] + [("ours", fast, True)] * compiled
         steps, compile_s = {}, {}
         for impl in impls:

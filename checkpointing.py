@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+import data
 from model import Cascade, CascadeConfig
 
 FORMAT = "cascade-checkpoint-v1"
@@ -57,8 +58,14 @@ def load(path):
 
 
 def model_config(state):
-    """The checkpoint's model config; fields it predates take the design it was trained with."""
-    return {**EARLIER_DESIGN, **state["model_config"]}
+    """The checkpoint's model config; fields it predates take the design it was trained with
+    (the rate was a hyperparameter only)."""
+    return {**EARLIER_DESIGN, "sample_rate": state["hyperparameters"]["sample_rate"], **state["model_config"]}
+
+
+def segment_samples(state):
+    """The length of the clips the checkpoint's model was trained on, at its rate."""
+    return data.seconds_to_samples(state["hyperparameters"]["segment_seconds"], model_config(state)["sample_rate"])
 
 
 def model_from(state):

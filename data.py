@@ -16,6 +16,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 import torch
+from tqdm import tqdm
+
+def seconds_to_samples(seconds, sample_rate):
+    """Every duration a user sets is in seconds; this is the one place it becomes samples."""
+    return int(round(seconds * sample_rate))
+
 
 # -----------------------------------------------------------------------------
 # built-in demo music
@@ -178,51 +184,61 @@ def audio_files(folder):
     return found
 
 
-def checked_mono(block):
-    """Mix (N, channels) to mono, refusing values that are not audio. # -> (N,)"""
+def checked(block, channels):
+    """(N, c) samples as (N, channels): kept as they are when the counts agree, else mixed to
+    mono (and that copied to every channel); values that are not audio are refused."""
     if not np.isfinite(block).all():
         raise ValueError("contains NaN or Inf samples")
     if np.abs(block).max(initial=0.0) > PEAK_LIMIT:
         raise ValueError(f"has samples beyond +-{PEAK_LIMIT:g} (audio lies in [-1, 1])")
-    return block.mean(axis=1)
+    if block.shape[1] == channels:
+        return block
+    return np.repeat(block.mean(axis=1, keepdims=True), channels, axis=1)
 
 
-def mono_blocks(path, sample_rate):
-    """Decode path block by block, mixed to mono and resampled to sample_rate, so a
+def decoded_blocks(path, sample_rate, channels=1):
+    """Decode path block by block, resampled to sample_rate and mixed to `channels`, so a
     file of any length needs one block of memory. Raises what libsndfile and soxr
-    raise on a bad file, or ValueError for values that are not audio. # yields (n,)"""
+    raise on a bad file, or ValueError for values that are not audio. Yields each
+    block and the seconds of the file it came from. # (n, channels), float"""
     info = sf.info(path)
-    resampler = None if info.samplerate == sample_rate else soxr.ResampleStream(info.samplerate, sample_rate, 1)
+    resampler = None if info.samplerate == sample_rate else soxr.ResampleStream(info.samplerate, sample_rate, channels)
     for block in sf.blocks(path, blocksize=1 << 18, dtype="float32", always_2d=True):
-        mono = checked_mono(block)
-        yield (mono if resampler is None else resampler.resample_chunk(mono)).astype(np.float32)
+        block = checked(block, channels)
+        yield (block if resampler is None else resampler.resample_chunk(block)).astype(np.float32), len(block) / info.samplerate
     if resampler is not None:
-        yield resampler.resample_chunk(np.zeros(0, np.float32), last=True).astype(np.float32)
+        yield resampler.resample_chunk(np.zeros((0, channels), np.float32), last=True).astype(np.float32), 0.0
 
 
-DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what mono_blocks raises on a bad file
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what decoded_blocks raises on a bad file
 
 
-def read_mono(path, sample_rate):
-    """A whole file as mono float32 at sample_rate; ValueError naming the file if unusable. # (N,)"""
+def read_audio(path, sample_rate, channels=1):
+    """A whole file as float32 at sample_rate, mono (N,) or (N, channels); ValueError naming
+    the file if unusable."""
     try:
-        mono = np.concatenate([np.zeros(0, np.float32), *mono_blocks(path, sample_rate)])
+        audio = np.concatenate([np.zeros((0, channels), np.float32), *(b for b, _ in decoded_blocks(path, sample_rate, channels))])
     except DECODE_ERRORS as e:
         raise ValueError(f"{path}: {str(e).strip() or type(e).__name__}") from None
-    if len(mono) == 0:
+    if len(audio) == 0:
         raise ValueError(f"{path}: holds no samples")
-    return mono
+    return audio[:, 0] if channels == 1 else audio
 
 
-def cache_file(path, sample_rate, cache_dir, warn):
-    """Decode path to mono float32 at sample_rate in cache_dir, once: a cache
-    entry is keyed by the file's path, size and mtime. Returns a Track, or None
-    after one warning line naming the file and the reason."""
+def cache_file(path, sample_rate, cache_dir, warn, channels=1, progress=None):
+    """Decode path to float32 at sample_rate and `channels` (interleaved) in cache_dir, once:
+    a cache entry is keyed by the file's path, size and mtime. Returns a Track (n_samples
+    per channel), or None after one warning line naming the file and the reason.
+    progress(seconds) is told of every block of the file decoded."""
     stat = os.stat(path)
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{sample_rate}".encode()).hexdigest()
+    key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{sample_rate}".encode()
+                       + (f"|{channels}".encode() if channels > 1 else b"")).hexdigest()
     cached = os.path.join(cache_dir, key + ".f32")
     if os.path.exists(cached):
-        return Track(path, cache_path=cached, n_samples=os.path.getsize(cached) // 4)
+        track = Track(path, cache_path=cached, n_samples=os.path.getsize(cached) // (4 * channels))
+        if progress is not None:
+            progress(track.n_samples / sample_rate)
+        return track
     if stat.st_size == 0:
         warn(path, "empty file")
         return None
@@ -230,8 +246,10 @@ def cache_file(path, sample_rate, cache_dir, warn):
     try:
         os.makedirs(cache_dir, exist_ok=True)
         with open(partial, "wb") as f:
-            for mono in mono_blocks(path, sample_rate):
-                f.write(mono.tobytes())
+            for block, seconds in decoded_blocks(path, sample_rate, channels):
+                f.write(block.tobytes())
+                if progress is not None:
+                    progress(seconds)
         os.replace(partial, cached)
     except DECODE_ERRORS as e:
         warn(path, str(e).strip() or type(e).__name__)
@@ -239,7 +257,25 @@ def cache_file(path, sample_rate, cache_dir, warn):
     finally:
         if os.path.exists(partial):
             os.remove(partial)
-    return Track(path, cache_path=cached, n_samples=os.path.getsize(cached) // 4)
+    return Track(path, cache_path=cached, n_samples=os.path.getsize(cached) // (4 * channels))
+
+
+def seconds_of(paths):
+    """The files' total length in seconds as their headers give it (0 for an unreadable one)."""
+    total = 0.0
+    for path in paths:
+        try:
+            total += sf.info(path).duration
+        except DECODE_ERRORS:
+            pass
+    return total
+
+
+def cached_tracks(paths, sample_rate, cache_dir, warn, channels=1, what="decoding"):
+    """cache_file for every path, with a progress bar (elapsed time, ETA) over the seconds of
+    audio to decode: a large folder takes minutes the first time. # -> list of Track or None"""
+    with tqdm(total=round(seconds_of(paths)), desc=what, unit="s audio", leave=False, dynamic_ncols=True) as bar:
+        return [cache_file(path, sample_rate, cache_dir, warn, channels, bar.update) for path in paths]
 
 
 def folder_tracks(folder, sample_rate, segment_samples, cache_dir, log=print):
@@ -254,8 +290,8 @@ def folder_tracks(folder, sample_rate, segment_samples, cache_dir, log=print):
         log(f"warning: skipping {path}: {reason}")
 
     tracks = []
-    for path in audio_files(folder):
-        track = cache_file(path, sample_rate, cache_dir, warn)
+    paths = audio_files(folder)
+    for path, track in zip(paths, cached_tracks(paths, sample_rate, cache_dir, warn, what=f"decoding {folder}")):
         if track is not None and track.n_samples < 2 * segment_samples:
             warn(path, f"too short: {track.n_samples / sample_rate:.2f} s, a pair needs two segments "
                        f"({2 * segment_samples / sample_rate:.2f} s)")
@@ -276,7 +312,7 @@ def run_tracks(hp, log=print):
     or every usable file of hp["data_dir"] (at least two: validation needs a file of its own)."""
     if not hp["data_dir"]:
         return demo_tracks(hp["demo_pieces"], hp["demo_seconds"], hp["sample_rate"], hp["seed"])
-    segment = int(round(hp["segment_seconds"] * hp["sample_rate"]))
+    segment = seconds_to_samples(hp["segment_seconds"], hp["sample_rate"])
     tracks = folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"], log)
     if len(tracks) < 2:
         raise SystemExit(f"{hp['data_dir']} has one usable file; validation needs a file of its own, add another")

@@ -78,22 +78,15 @@ def tables(summary, n_pairs):
 def outputs(model, codec, pairs, batch_size):
     """The model's output for each pair of a PairDataset, and for a pointer head the share of
     the final stage's runs taken from each of its sources. # -> list of (N,) numpy, (3,) or None"""
-    result, runs, hook = [], [], None
-    if model.config.head == "pointer":  # the choices, as the head makes them
-        def count(head, args, out):
-            _, picked = head.choose(*args)  # eval: (B, n_chunks, 1), numbered source * T + start
-            runs.append(F.one_hot(picked.flatten() // args[0].shape[1], head.n_sources).sum(dim=0))
-
-        hook = model.stage2.pointer.register_forward_hook(count)
+    result, counts = [], torch.zeros(3)
     for start in range(0, len(pairs), batch_size):
         x_in, x_tgt = pairs.batch(range(start, min(start + batch_size, len(pairs))))
-        out, _ = model(codec.encode(x_in), codec.encode(x_tgt))
+        frames_in = codec.encode(x_in)
+        out, stats = model(frames_in, codec.encode(x_tgt))
         result += list(codec.decode(out, x_in.shape[1]).numpy())
-    if hook is None:
-        return result, None
-    hook.remove()
-    runs = torch.stack(runs).sum(dim=0).float()
-    return result, (runs / runs.sum()).tolist()
+        if "runs2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start
+            counts += F.one_hot(stats["runs2"].flatten() // frames_in.shape[2], 3).sum(dim=0)
+    return result, (counts / counts.sum()).tolist() if counts.sum() else None
 
 
 def judged(systems, x_in, x_tgt, sample_rate, grid_seconds):
@@ -126,7 +119,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_p
     hp = dict(state["hyperparameters"])
     if data_dir:
         hp["data_dir"] = data_dir
-    rate, segment = hp["sample_rate"], int(round(hp["segment_seconds"] * hp["sample_rate"]))
+    rate, segment = model.config.sample_rate, checkpointing.segment_samples(state)
     tracks = data.run_tracks(hp)
     _, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
     pairs = data.PairDataset(val_tracks, segment)
@@ -165,7 +158,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_p
 
 def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
     try:
-        x_in, x_tgt, out = (data.read_mono(p, sample_rate) for p in (input_path, target_path, output_path))
+        x_in, x_tgt, out = (data.read_audio(p, sample_rate) for p in (input_path, target_path, output_path))
     except ValueError as e:
         raise SystemExit(f"cannot use {e}") from None
     n = len(out)
@@ -209,7 +202,8 @@ def main(argv):
     parser.add_argument("--input", help="with --target and --output: judge one output file")
     parser.add_argument("--target")
     parser.add_argument("--output")
-    parser.add_argument("--sample_rate", type=int, default=16000, help="with --output: the rate to judge at")
+    parser.add_argument("--sample_rate", type=int, default=CascadeConfig.sample_rate,
+                        help="with --output: the rate to judge at (the model's default)")
     parser.add_argument("--seed", type=int, default=0, help="the pair sample, noises, random runs and fresh weights")
     parser.add_argument("--csv", help="also write the verdict and quality medians to this CSV file, and beside it "
                                       "NAME.paired.csv (the paired comparison) and NAME.pairs.csv (every pair's metrics)")

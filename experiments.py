@@ -113,9 +113,10 @@ def thresholds(music_dir, n_pairs, seed):
     """The verdict's metrics of every reference, and of the mosaics made from the pair with no
     training, over many pairs of every file (train and validation alike): the ranges
     verdict.py's thresholds are read from."""
-    hp = {"data_dir": music_dir, "demo_pieces": 24, "demo_seconds": 24.0, "sample_rate": 16000, "seed": 1337,
+    config = CascadeConfig()
+    hp = {"data_dir": music_dir, "demo_pieces": 24, "demo_seconds": 24.0, "sample_rate": config.sample_rate, "seed": 1337,
           "segment_seconds": 2.0, "cache_dir": ".cache/audio"}
-    rate, segment, config = hp["sample_rate"], 32000, CascadeConfig()
+    rate, segment = config.sample_rate, data.seconds_to_samples(hp["segment_seconds"], config.sample_rate)
     tracks = data.run_tracks(hp)
     pairs = data.PairDataset(tracks, segment)
     rng = np.random.default_rng(seed)

@@ -1,17 +1,20 @@
 """
-Turn an input clip and a target clip into a new one with a trained checkpoint.
+Turn an input song into a new piece made of a target's audio, with a trained checkpoint.
 
-    python generate.py --ckpt checkpoints/epoch_10_step_270.pth --input a.wav --target b.wav --out out.wav
+    python generate.py --ckpt checkpoints/epoch_10_step_270.pth --input song.wav --target other.flac --out out.wav
+    python generate.py --ckpt checkpoints/epoch_10_step_270.pth --input song.wav --target ~/samples --out out.flac
 
-The model is rebuilt from the checkpoint alone. Any format, rate, channel count
-and length that training accepts works: clips are mixed to mono, resampled to
-the model's rate, and processed in windows of the trained segment length that
-overlap by half and are joined with Hann crossfades (they sum to exactly 1, so
-there are no clicks). The output has the input's length and the model's rate;
-a peak above full scale is turned down, never clipped.
+The model is rebuilt from the checkpoint alone. It chooses at its own rate (mono),
+window by window over the input, and every window may copy runs from anywhere in the
+target: a file, or every file of a folder as one corpus. What it chose is rendered from
+the original audio at the input's rate and channel count (rendering.py): 44.1 or 48 kHz
+stereo in, the same out, with the input's length; mono stays mono. A peak above full
+scale is turned down, never clipped. The result is written to a temporary file and
+renamed, so an interrupted run leaves no half-written file behind.
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -19,87 +22,100 @@ import soundfile as sf
 import torch
 
 import checkpointing
+import corpus
 import data
 import health_report
+import rendering
 import verdict
-from model import MDCTCodec
+
+MAX_CHANNELS = 2  # mono or stereo: the render keeps each channel; more would need a layout to keep
 
 
-def windows(length, size):
-    """Starts of windows of `size` with hop size/2 covering [0, length) twice over
-    (pad by size/2 on both sides), and the Hann crossfade that sums to 1."""
-    hop = size // 2
-    starts = list(range(-hop, length, hop))
-    fade = np.sin(np.pi * (np.arange(size) + 0.5) / size) ** 2  # periodic Hann at 50% overlap: sums to 1
-    return starts, fade
+def output_format(path):
+    """libsndfile's name for the format a file name asks for, or SystemExit before any work."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SystemExit(f"--out {path}: the folder {folder} does not exist; create it first")
+    extension = os.path.splitext(path)[1][1:].upper()
+    formats = sf.available_formats()
+    if extension not in formats:
+        raise SystemExit(f"--out {path}: unknown format {extension or '(no extension)'!r}; use one of "
+                         f"{', '.join('.' + f.lower() for f in ('WAV', 'FLAC', 'OGG', 'AIFF') if f in formats)}")
+    return extension
 
 
-def padded_slice(audio, start, size):
-    """audio[start:start+size], zero outside, target clips looped to cover. # (size,)"""
-    index = np.arange(start, start + size)
-    out = audio[np.clip(index, 0, len(audio) - 1)].copy()
-    out[(index < 0) | (index >= len(audio))] = 0.0
-    return out
-
-
-@torch.no_grad()
-def generate(model, codec, in_audio, tgt_audio, segment):
-    """in_audio, tgt_audio: mono numpy at the model's rate, equally long -> (output like in_audio, mean stage scale factors)."""
-    if len(in_audio) <= segment:
-        starts, fade, size = [0], np.ones(len(in_audio)), len(in_audio)
-    else:
-        size = segment // 2 * 2  # even, so the two halves of the crossfade meet exactly
-        starts, fade = windows(len(in_audio), size)
-    out = np.zeros(len(in_audio) + 2 * size)
-    scales = []
-    for start in starts:
-        x_in = codec.encode(torch.from_numpy(padded_slice(in_audio, start, size))[None])
-        x_tgt = codec.encode(torch.from_numpy(padded_slice(tgt_audio, start, size))[None])
-        frames, stats = model(x_in, x_tgt)
-        out[size + start: 2 * size + start] += fade * codec.decode(frames, size)[0].numpy()
-        scales.append((stats["scale1"].item(), stats["scale2"].item()))
-    return out[size: size + len(in_audio)].astype(np.float32), np.mean(scales, axis=0)
+def input_audio(path, model_rate):
+    """The input at the model's rate (mono) and at its own rate and channel count, or SystemExit saying why not."""
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise SystemExit(f"cannot use --input {path}: {e}") from None
+    if info.channels > MAX_CHANNELS:
+        raise SystemExit(f"--input {path} has {info.channels} channels; generate.py renders mono or stereo: "
+                         f"mix it down first (e.g. sox in.wav -c 2 out.wav)")
+    if info.samplerate < model_rate:
+        raise SystemExit(f"--input {path} is at {info.samplerate} Hz, below the model's {model_rate} Hz: the output, "
+                         f"rendered at the input's rate, could not hold what the model hears; give the song at "
+                         f"{model_rate} Hz or more (44.1 or 48 kHz)")
+    try:
+        return data.read_audio(path, model_rate), data.read_audio(path, info.samplerate, info.channels), info
+    except ValueError as e:
+        raise SystemExit(f"cannot use --input {e}") from None
 
 
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
-    parser.add_argument("--input", required=True, help="the input clip (any format libsndfile reads)")
-    parser.add_argument("--target", required=True, help="the target clip")
+    parser.add_argument("--input", required=True, help="the input song (any format libsndfile reads), mono or stereo")
+    parser.add_argument("--target", required=True, help="the target song, or a folder of them: the material")
     parser.add_argument("--out", required=True, help="where to write the result (.wav, .flac, ...)")
+    parser.add_argument("--cache_dir", default=".cache/audio", help="where the target is decoded once, at both rates")
     args = parser.parse_args(argv)
 
+    extension = output_format(args.out)
     try:
         state = checkpointing.load(args.ckpt)
         model = checkpointing.model_from(state).eval()
     except checkpointing.CheckpointError as e:
         raise SystemExit(f"--ckpt: {e}") from None
-    hp = state["hyperparameters"]
-    rate = hp["sample_rate"]
-    segment = int(round(hp["segment_seconds"] * rate))
+    config = model.config
+    if config.head != "pointer":
+        raise SystemExit(f"--ckpt {args.ckpt} has the seed's linear head, which makes no runs to render: "
+                         f"train with --head=pointer")
+    rate = config.sample_rate
+    in_model, in_full, info = input_audio(args.input, rate)
+    material = corpus.Corpus(args.target, model.stage1.pointer, rate, info.samplerate, info.channels, args.cache_dir, in_model)
+    generator = rendering.Generator(model, material, checkpointing.segment_samples(state))
+    partial = os.path.join(os.path.dirname(os.path.abspath(args.out)), f".{os.path.basename(args.out)}.{os.getpid()}.partial")
     try:
-        in_audio, tgt_audio = data.read_mono(args.input, rate), data.read_mono(args.target, rate)
-    except ValueError as e:
-        raise SystemExit(f"cannot use {e}") from None
-    tgt_audio = np.resize(tgt_audio, len(in_audio))  # loop or cut the target to the input's length
-
-    out, (scale1, scale2) = generate(model, MDCTCodec(model.config.frame_dim), in_audio, tgt_audio, segment)
-    peak = np.abs(out).max()
-    if peak > 1.0:
-        out /= peak / 0.999
-        print(f"output peaked at {peak:.3f}; turned down by {20 * np.log10(peak / 0.999):.1f} dB instead of clipping")
-    try:
-        sf.write(args.out, out, rate)
+        out, out_model, scales = generator.generate(in_model, in_full)
+        peak = float(np.abs(out).max())
+        if peak > 1.0:  # the health report below judges the output before this
+            print(f"output peaked at {peak:.3f}; turned down by {20 * np.log10(peak / 0.999):.1f} dB instead of clipping")
+        out = out / max(1.0, peak / 0.999)
+        sf.write(partial, out[:, 0] if info.channels == 1 else out, info.samplerate, format=extension)
+        os.replace(partial, args.out)
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted: nothing written to {args.out}") from None
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise SystemExit(f"cannot write {args.out}: {e}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
-    clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out, in_audio, tgt_audio))  # (B, 1, N)
-    health = {"scale1": scale1, "scale2": scale2,
-              **{k: v.item() for k, v in health_report.output_health(*clips, model.config.rms_floor).items()},
-              **health_report.judged_health([verdict.measure(out, in_audio, tgt_audio, rate)], (in_audio, tgt_audio, out))}
+    seconds = len(in_model) / rate
+    tgt_model = material.looped(len(in_model))
+    clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out_model, in_model, tgt_model))  # (B, 1, N)
+    health = {**health_report.generation_health(scales, in_model, tgt_model, out_model, config.rms_floor),
+              **{k: v.item() for k, v in health_report.output_health(*clips, config.rms_floor).items()},
+              **health_report.judged_health([verdict.measure(out_model, in_model, tgt_model, rate)],
+                                            (in_model, tgt_model, out_model))}
     lines, warnings = health_report.health_lines(health)
-    print(f"wrote {args.out}: {len(out) / rate:.2f} s at {rate} Hz from {args.ckpt} (epoch {state['epoch']}); "
+    print(f"wrote {args.out}: {len(out) / info.samplerate:.2f} s at {info.samplerate} Hz, {info.channels} channel(s), "
+          f"from {args.ckpt} (epoch {state['epoch']}) and {len(material.recordings)} target file(s); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))
+    print(f"took {generator.seconds:.1f} s for {seconds:.1f} s of audio: real-time factor {generator.seconds / seconds:.3f} "
+          f"({seconds / generator.seconds:.1f}x faster than real time)")
 
 
 if __name__ == "__main__":

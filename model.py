@@ -39,7 +39,7 @@ mode the two are the same function.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -103,6 +103,31 @@ class CascadeConfig:
             raise ValueError(f"pointer_sharpness={self.pointer_sharpness} must be > 0")
         if not self.rms_floor > 0.0:
             raise ValueError(f"rms_floor={self.rms_floor} must be > 0")
+
+
+@dataclass
+class Material:
+    """Recordings beyond the clip for the pointer heads to copy instead of the clip's own
+    target (generation draws on a whole song or folder): P runs at the model's rate, each
+    described as PointerHead describes a clip's, and at the clip's level (at_level) just
+    as exactly: band levels carry a floor that is not scale-free."""
+    audio: torch.Tensor  # (N,) mono; run p's samples start at p*D, a hop of crossfade either side
+    power: torch.Tensor  # (P+R-1, n_bands) the band power of every frame
+    chroma: torch.Tensor  # (P, 12) each run's pitch classes, a unit vector
+    allowed: torch.Tensor  # (P,) bool: the run and both its crossfades lie inside one recording
+    # (1,) long: the frame of the material where the clip's own recording is at the clip's
+    # frame 0 (the copy guard keeps min_shift frames from it), or None: the clip is not in it
+    clip_frame: torch.Tensor | None = None
+    gain: torch.Tensor | None = None  # (1,): what Cascade multiplied the clip by; set by at_level, with
+    levels: torch.Tensor | None = None  # (P+R-1, n_bands) log10 band power at that gain, and
+    level_norms: torch.Tensor | None = None  # (P,) squared levels summed over each run's R frames
+
+    def at_level(self, gain, chunk_frames):
+        """This material as the clip sees it after Cascade's level normalisation."""
+        levels = band_levels(self.power * gain.pow(2))
+        squared = F.pad(levels.pow(2).sum(dim=1).cumsum(0), (1, 0))
+        norms = squared[chunk_frames:] - squared[:-chunk_frames]  # (P,)
+        return replace(self, gain=gain, levels=levels, level_norms=norms)
 
 
 # -----------------------------------------------------------------------------
@@ -237,6 +262,20 @@ def pitch_class_filter(sample_rate, n_fft):
     return torch.from_numpy(np.roll(weights, -3, axis=0)[:, : n_fft // 2 + 1]).float()  # rows from C, not A
 
 
+def band_levels(power):
+    """log10 band power with a -60 dB floor: the level a run is matched by. # like power"""
+    return torch.log10(power + 1e-6)
+
+
+def run_window(position, D, R):
+    """The weight of a copied run `position` samples (fractional too: a renderer at another
+    rate) after its crossfade in begins, at the model's rate: a sin^2 fade in over 2D samples,
+    1, then a cos^2 fade out over the 2D samples where the next run, R*D later, fades in;
+    sin^2 + cos^2 = 1 where two runs meet. # same shape as position"""
+    fade_in = torch.sin(0.5 * math.pi * ((position + 0.5) / (2 * D)).clamp(0, 1)).pow(2)
+    return fade_in * torch.cos(0.5 * math.pi * ((position - R * D + 0.5) / (2 * D)).clamp(0, 1)).pow(2)
+
+
 class PointerHead(nn.Module):
     """Each chunk of R output frames is a copy of a run: R frames' worth of one source's
     audio, starting at any frame at least min_shift frames from the chunk's own start.
@@ -269,9 +308,7 @@ class PointerHead(nn.Module):
         # the pitch-class filterbank of quality.py's chroma metric (librosa's), over one run's samples
         self.register_buffer("chroma_filter", pitch_class_filter(config.sample_rate, R * D), persistent=False)
         self.register_buffer("chroma_window", torch.hann_window(R * D), persistent=False)
-        # a run plus one hop of crossfade on either side; sin^2 + cos^2 = 1 where two runs meet
-        ramp = torch.sin(0.5 * math.pi * (torch.arange(2 * D) + 0.5) / (2 * D)).pow(2)
-        self.register_buffer("window", torch.cat([ramp, torch.ones((R - 2) * D), ramp.flip(0)]), persistent=False)
+        self.register_buffer("window", run_window(torch.arange((R + 2) * D, dtype=torch.float64), D, R).float(), persistent=False)
         self.prefer = nn.Linear(d_model, n_sources)
         if config.pointer_seek:
             self.seek = nn.Linear(d_model, config.pointer_bands * R)
@@ -281,21 +318,27 @@ class PointerHead(nn.Module):
             for parameter in (linear.parameters() if linear is not None else ()):
                 nn.init.zeros_(parameter)
 
-    def forward(self, x, sources):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
+    def forward(self, x, sources, material=None):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
+        """-> the copied runs as frames (B, D, T), and which runs they are (B, n_chunks, k):
+        run source * T + start of the clip's sources, S * T + p of the material's run p."""
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
-            weights, runs = self.choose(x.float(), sources)
-            return self.copy_runs(weights, runs, sources)
+            weights, runs = self.choose(x.float(), sources, material)
+            return self.copy_runs(weights, runs, sources, material), runs
 
-    def choose(self, x, sources):
+    def band_power(self, frames):
+        """The power of every frame in each band. # (..., D, T) -> (..., T, n_bands)"""
+        return frames.float().pow(2).transpose(-1, -2) @ self.bands
+
+    def choose(self, x, sources, material=None):
         """The runs each chunk copies and their weights: in eval the best run with weight 1;
         in training the `candidates` best, weighted by the softmax over all runs (straight
         through: 1 for the best and 0 for the rest in the forward pass, the softmax's in
-        the backward pass). Runs are numbered source * T + start. # each (B, n_chunks, k)"""
+        the backward pass). With a material, its runs stand in for the clip's target's.
+        Runs are numbered as forward() returns them. # each (B, n_chunks, k)"""
         B, T, C = x.shape
         S, R = self.n_sources, self.chunk_frames
         n_chunks = -(-T // R)
-        frames = F.pad(torch.stack(sources, dim=1).float(), (0, R - 1))  # (B, S, D, T+R-1)
-        levels = torch.log10(frames.pow(2).transpose(2, 3) @ self.bands + 1e-6)  # (B, S, T+R-1, n_bands); -60 dB floor
+        levels = band_levels(self.band_power(F.pad(torch.stack(sources, dim=1), (0, R - 1))))  # (B, S, T+R-1, n_bands)
         keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every run's band levels, frame by frame
         own = (torch.arange(n_chunks, device=x.device) * R).clamp(max=T - 1)  # each chunk's own start
         chunk_features = F.pad(x, (0, 0, 0, n_chunks * R - T)).view(B, n_chunks, R, C).mean(dim=2)  # (B, n_chunks, C)
@@ -304,6 +347,7 @@ class PointerHead(nn.Module):
             queries = queries + self.seek(chunk_features)
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
                     + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
+        sought = None
         if self.chroma_weight:
             with torch.no_grad():  # a description to match, as the band levels are; its gradient would cost 2x a step
                 sought = self.run_chroma(sources[0], own)  # (B, n_chunks, 12)
@@ -312,7 +356,12 @@ class PointerHead(nn.Module):
             # Runs outside the corpus are never copied: their distance is left uncomputed.
             distance = distance + self.chroma_weight * 10 * F.pad(1 - sought @ copied.transpose(1, 2), (self.first_copied * T, 0))
         scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
-        scores = scores.masked_fill(~self.allowed(T, x.device), float("-inf"))
+        allowed = self.allowed(T, x.device)
+        if material is not None:
+            allowed = allowed & (torch.arange(S * T, device=x.device) < (S - 1) * T)  # the clip's target: the material's now
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        if material is not None:
+            scores = torch.cat([scores, self.material_scores(queries, sought, own, material)], dim=2)
         if self.continuity:
             scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
         soft = scores.softmax(dim=-1)
@@ -321,34 +370,55 @@ class PointerHead(nn.Module):
             return torch.ones_like(best, dtype=soft.dtype), best
         # the tail of the softmax carries ~10% of its weight (measured): leaving it out saves
         # copying every run of the clip, and the normaliser still passes gradient to every score
-        weights, runs = soft.topk(min(self.candidates, S * T), dim=-1)
+        weights, runs = soft.topk(min(self.candidates, scores.shape[2]), dim=-1)
         if not self.straight_through:
             return weights, runs
         best = F.one_hot(torch.zeros_like(runs[..., 0]), runs.shape[-1]).to(weights.dtype)
         return best + weights - weights.detach(), runs
 
+    def material_scores(self, queries, sought, own, material):
+        """choose()'s scores for every run of the material, computed as a convolution so the
+        material may hold hours. Its runs get no learned preference: it has no features.
+        # (B, n_chunks, n_bands*R), (B, n_chunks, 12) or None -> (B, n_chunks, P)"""
+        B, n_chunks, width = queries.shape
+        kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, n_bands, R), the layout of the keys
+        cross = F.conv1d(material.levels.T[None].float(), kernels).view(B, n_chunks, -1)  # (B, n_chunks, P)
+        distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + material.level_norms) / width
+        if sought is not None:
+            distance = distance + self.chroma_weight * 10 * (1 - sought @ material.chroma.T)
+        allowed = material.allowed.expand(B, n_chunks, -1)
+        if material.clip_frame is not None:  # the copy guard, against the clip's own recording in the material
+            moment = (material.clip_frame[:, None] + own)[..., None]  # (B, n_chunks, 1)
+            far = (torch.arange(allowed.shape[2], device=queries.device) - moment).abs() >= self.min_shift
+            allowed = torch.where((allowed & far).any(dim=2, keepdim=True), allowed & far, allowed)
+        return (-self.sharpness * distance).masked_fill(~allowed, float("-inf"))
+
     def run_chroma(self, frames, starts=None):
         """The pitch classes of the runs of (B, D, T) frames that start at `starts` (all by
-        default): the chroma of each run's R * D samples, as a unit vector. # (B, n_starts, 12)"""
+        default). # (B, n_starts, 12)"""
         T, size = frames.shape[2], self.chunk_frames * self.codec.D
         audio = F.pad(self.codec.decode(frames.float()), (0, size + self.codec.D))  # run t's samples start at t*D
         runs = audio.unfold(-1, size, self.codec.D)[:, :T]  # (B, T, size)
-        if starts is not None:
-            runs = runs[:, starts]
-        power = torch.fft.rfft(runs * self.chroma_window, dim=-1).abs().pow(2)  # (B, n_starts, size/2+1)
+        return self.runs_chroma(runs if starts is None else runs[:, starts])
+
+    def runs_chroma(self, runs):
+        """The chroma of each run's R * D samples, as a unit vector. # (..., R*D) -> (..., 12)"""
+        power = torch.fft.rfft(runs * self.chroma_window, dim=-1).abs().pow(2)  # (..., R*D/2+1)
         return F.normalize(power @ self.chroma_filter.T, dim=-1)
 
     def continued(self, scores, bonus, T):
         """Chunk by chunk, the run that carries on where the previous chunk's best run ends
         (the next R frames of the same source) gains `bonus`: the Concatenator's prior for
-        continuing, which keeps notes whole across joins. # (B, n_chunks, S*T), (B, n_chunks)"""
-        R = self.chunk_frames
+        continuing, which keeps notes whole across joins. # (B, n_chunks, runs), (B, n_chunks)"""
+        R, clip_runs = self.chunk_frames, self.n_sources * T
         rows = [scores[:, 0]]
         for chunk in range(1, scores.shape[1]):
             previous = rows[-1].argmax(dim=-1)  # (B,)
-            gain = bonus[:, chunk] * (previous % T + R < T)  # (B,): only where the run's source goes on that far
-            after = (previous + R).clamp(max=scores.shape[2] - 1)
-            rows.append(scores[:, chunk] + gain[:, None] * F.one_hot(after, scores.shape[2]))
+            after = previous + R
+            # only where the run's source goes on that far; the material's recordings end in runs it never allows
+            goes_on = torch.where(previous < clip_runs, previous % T + R < T, after < scores.shape[2])
+            gain = bonus[:, chunk] * goes_on
+            rows.append(scores[:, chunk].scatter_add(1, after.clamp(max=scores.shape[2] - 1)[:, None], gain[:, None]))
         return torch.stack(rows, dim=1)
 
     def allowed(self, T, device):
@@ -366,7 +436,7 @@ class PointerHead(nn.Module):
         allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
         return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
-    def copy_runs(self, weights, runs, sources):
+    def copy_runs(self, weights, runs, sources, material=None):
         """The weighted chosen runs as audio, each chunk joined to the next by a crossfade,
         encoded back to frames. Copying MDCT frames instead would leave each boundary's
         time-domain aliasing uncancelled: a click every 128 ms. # (B, D, T)"""
@@ -376,9 +446,15 @@ class PointerHead(nn.Module):
         audio = self.codec.decode(torch.stack(sources, dim=1).float().flatten(0, 1)).view(B, S, -1)  # (B, S, (T-1)*D)
         audio = F.pad(audio, (fade, T * D + size - audio.shape[-1])).flatten(1)  # (B, S*L): run t starts at t*D
         length = audio.shape[1] // S
-        first = (runs // T) * length + (runs % T) * D  # (B, n_chunks, k): index of each run's first sample
+        clip_runs = runs.clamp(max=S * T - 1)
+        first = (clip_runs // T) * length + (clip_runs % T) * D  # (B, n_chunks, k): index of each run's first sample
         index = first[..., None] + torch.arange(size, device=runs.device)  # (B, n_chunks, k, size)
         copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
+        if material is not None:
+            first = (runs - S * T) * D - fade  # in the material's audio
+            index = (first[..., None] + torch.arange(size, device=runs.device)).clamp(0, len(material.audio) - 1)
+            from_material = material.audio[index].float() * material.gain.view(B, 1, 1, 1)  # to the clip's unit level
+            copied = torch.where((runs < S * T)[..., None], copied, from_material)
         y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
         out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
         return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
@@ -405,18 +481,21 @@ class Stage(nn.Module):
             nn.init.normal_(self.proj.weight, std=self.gain * d_model**-0.5)  # the gain, folded into the init
             nn.init.zeros_(self.proj.bias)
 
-    def forward(self, sources, target_rms, floor):  # sources: each (B, D, T)
+    def forward(self, sources, target_rms, floor, material=None):  # sources: each (B, D, T)
+        """-> (out (B, D, T), scale factor (B,), the runs the pointer copied (PointerHead.forward) or None)"""
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
         x = self.norm_out(x)
+        runs = None
         if hasattr(self, "pointer"):
-            x = self.gain * self.pointer(x, sources)  # (B, D, T)
+            x, runs = self.pointer(x, sources, material)
+            x = self.gain * x  # (B, D, T)
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return scale_to_rms(x, target_rms, floor)
+        return *scale_to_rms(x, target_rms, floor), runs
 
 
 class Cascade(nn.Module):
@@ -426,9 +505,11 @@ class Cascade(nn.Module):
         self.stage1 = Stage(2, 1.0, config)
         self.stage2 = Stage(3, config.final_residual, config)
 
-    def forward(self, x_in, x_tgt):
-        """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and
-        stats: out1 and each stage's scale factor (target RMS / pre-scaling RMS, (B,))."""
+    def forward(self, x_in, x_tgt, material=None):
+        """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
+        scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
+        runs each stage copied (runs1, runs2). With a Material, the heads copy its runs
+        instead of the target's; x_tgt is still what the transformers see."""
         if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
             raise ValueError(
                 f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"
@@ -437,6 +518,11 @@ class Cascade(nn.Module):
         level = combined_rms(x_in, x_tgt, floor)  # (B, 1, 1)
         x_in, x_tgt = x_in / level, x_tgt / level
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
-        out1, scale1 = self.stage1([x_in, x_tgt], unit, floor)
-        out2, scale2 = self.stage2([x_in, out1, x_tgt], unit, floor)
-        return out2 * level, {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
+        if material is not None:
+            if x_in.shape[0] != 1:
+                raise ValueError(f"a material is for one clip at a time, not a batch of {x_in.shape[0]}")
+            material = material.at_level(1 / level.view(1), self.config.chunk_frames)
+        out1, scale1, runs1 = self.stage1([x_in, x_tgt], unit, floor, material)
+        out2, scale2, runs2 = self.stage2([x_in, out1, x_tgt], unit, floor, material)
+        stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
+        return out2 * level, stats if runs1 is None else {**stats, "runs1": runs1, "runs2": runs2}

@@ -49,8 +49,8 @@ class FixedRaw(Cascade):
 
     def forward(self, x_in, x_tgt):
         floor = self.config.rms_floor
-        out1, scale1 = self.stage1([x_in, x_tgt], self.targets(x_in, x_tgt, 0), floor)
-        out2, scale2 = self.stage2([x_in, out1, x_tgt], self.targets(x_in, x_tgt, 1), floor)
+        out1, scale1, _ = self.stage1([x_in, x_tgt], self.targets(x_in, x_tgt, 0), floor)
+        out2, scale2, _ = self.stage2([x_in, out1, x_tgt], self.targets(x_in, x_tgt, 1), floor)
         return out2, {"out1": out1, "scale1": scale1, "scale2": scale2}
 
 
@@ -77,7 +77,7 @@ FIRST_ATTENTION_INPUT = "blocks.0.attn.in_proj.weight"  # a stage's first attent
 # LayerNorms (1 layer a stage: more steps fit the budget), train.py's rate, optimizer and clipping.
 # Its loss mix as we read the seed's description: novelty 0.85 (its weight), reconstruction
 # 0.02 (remedy A's weight) and an envelope-correlation penalty at the remaining 0.15.
-SEED = {**asdict(CascadeConfig(head="linear", frame_norm=True, n_layer=1)), "sample_rate": 16000, "seed": 1337,
+SEED = {**asdict(CascadeConfig(head="linear", frame_norm=True, n_layer=1)), "seed": 1337,
         "weight_decay": 0.01, "grad_clip": 1.0, "batch_size": 4,
         "recon_weight": 0.02, "envelope_weight": 0.15, "novelty_weight": 0.85}
 LATENT_LEVEL = 5.7  # RMS of the encoder latents the seed trained on
@@ -128,7 +128,7 @@ def seed_objective(out, x_in, x_tgt, hp, correlation_floor):
 
 def music_batches(hp, seconds, count):
     """`count` batches of demo-music frames, cycled through by every run. # each (B, D, T) x 2"""
-    segment = int(seconds * hp["sample_rate"])
+    segment = data.seconds_to_samples(seconds, hp["sample_rate"])
     pairs = data.PairDataset(data.demo_tracks(8, max(12.0, 2 * seconds), hp["sample_rate"], hp["seed"]), segment)
     order = np.random.default_rng(hp["seed"]).permutation(np.resize(np.arange(len(pairs)), count * hp["batch_size"]))
     codec = MDCTCodec(hp["frame_dim"])

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -133,11 +133,13 @@ def test_forward_and_backward_stay_finite_on_silence_and_extremes(autocast):
 
 
 def test_a_checkpoint_from_before_the_pointer_head_rebuilds_the_seeds_design():
-    model = Cascade(tiny_config(head="linear", frame_norm=True)).eval()
-    old_config = {k: v for k, v in asdict(model.config).items() if k not in checkpointing.EARLIER_DESIGN}
-    rebuilt = checkpointing.model_from({"model_config": old_config, "model": model.state_dict()}).eval()
+    model = Cascade(tiny_config(head="linear", frame_norm=True, sample_rate=8000)).eval()
+    old_config = {k: v for k, v in asdict(model.config).items() if k not in {*checkpointing.EARLIER_DESIGN, "sample_rate"}}
+    old = {"model_config": old_config, "model": model.state_dict(), "hyperparameters": {"sample_rate": 8000}}
+    rebuilt = checkpointing.model_from(old).eval()  # the rate was a hyperparameter only
     x, y = torch.randn(2, 16, 30), torch.randn(2, 16, 30)
     assert rebuilt.config.head == "linear" and torch.equal(model(x, y)[0], rebuilt(x, y)[0])
+    assert rebuilt.config.sample_rate == 8000
 
 
 def test_checkpoint_dict_round_trip_gives_identical_outputs():
@@ -274,7 +276,7 @@ def test_every_join_keeps_a_steady_tone_at_its_level():
     head = PointerHead(2 * config.frame_dim, 2, config).eval()
     sources = [head.codec.encode(torch.from_numpy(tone)[None])] * 2
     with torch.no_grad():
-        frames = head(torch.randn(1, sources[0].shape[2], 2 * config.frame_dim), sources)
+        frames, _ = head(torch.randn(1, sources[0].shape[2], 2 * config.frame_dim), sources)
         made.append(head.codec.decode(frames, len(tone))[0].numpy())
     inside = slice(4, -4)  # the clip's own ends fade in and out
     for audio in made:
@@ -752,22 +754,34 @@ def table_rows(stdout):
     return {line[:32].strip(): line[32:].split() for line in body}
 
 
-def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tmp_path):
-    import numpy as np
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """One epoch of the tiny run (8 kHz model), shared by the generation tests."""
+    folder = tmp_path_factory.mktemp("tiny_ck")
+    assert run_train(folder, "--epochs=1").returncode == 0
+    return checkpointing.files(folder)[0]
+
+
+def generate_command(tmp_path, ckpt, input_path, target, out):
+    return [sys.executable, os.path.join(HERE, "generate.py"), "--ckpt", str(ckpt), "--input", str(input_path),
+            "--target", str(target), "--out", str(out), f"--cache_dir={tmp_path / 'cache'}"]
+
+
+def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tmp_path, tiny_checkpoint):
     import soundfile as sf
-    import data
-    assert run_train(tmp_path / "ck", "--epochs=1").returncode == 0
-    ckpt = checkpointing.files(tmp_path / "ck")[0]
-    n = int(2.5 * 0.25 * 44100)  # 2.5 segments, at another rate
+    ckpt = tiny_checkpoint
+    n = int(2.5 * 0.25 * 44100)  # 2.5 segments, at another rate than the model's
     sf.write(tmp_path / "in.wav", np.stack([data.demo_piece(1, n / 44100, 44100)] * 2, axis=1), 44100)
     sf.write(tmp_path / "tgt.flac", data.demo_piece(2, 0.4, 22050), 22050)
-    generate = [sys.executable, os.path.join(HERE, "generate.py"), "--input", str(tmp_path / "in.wav"),
-                "--target", str(tmp_path / "tgt.flac"), "--out", str(tmp_path / "out.wav")]
-    result = subprocess.run(generate + ["--ckpt", ckpt], capture_output=True, text=True, cwd=HERE)
+    generate = generate_command(tmp_path, ckpt, tmp_path / "in.wav", tmp_path / "tgt.flac", tmp_path / "out.wav")
+    result = subprocess.run(generate, capture_output=True, text=True, cwd=HERE)
     assert result.returncode == 0, result.stderr
     out, rate = sf.read(tmp_path / "out.wav")
-    assert rate == 8000 and len(out) == round(n * 8000 / 44100) and np.abs(out).max() <= 1.0
+    assert rate == 44100 and out.shape == (n, 2) and np.abs(out).max() <= 1.0  # the input's rate, channels and length
     assert "correlation output->input" in result.stdout and "blend verdict    " in result.stdout
+    assert "level rule" in result.stdout and "real-time factor" in result.stdout
+    assert "generating: 100%" in result.stderr and "decoding the target" in result.stderr  # the progress bars
+    generate = generate[:2] + generate[4:]  # without --ckpt
 
     # the blend evaluation judges generate.py's output file, and the checkpoint's validation pairs
     evaluate = [sys.executable, os.path.join(HERE, "evaluate.py")]
@@ -813,14 +827,120 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
             assert result.returncode != 0 and str(bad) in result.stderr and message in result.stderr, result.stderr
 
 
-def test_overlap_add_windows_join_without_gain_change():
-    import numpy as np
-    import generate
-    starts, fade = generate.windows(1000, 200)
-    total = np.zeros(1400)
-    for start in starts:
-        total[200 + start: 400 + start] += fade
-    np.testing.assert_allclose(total[200:1200], 1.0, atol=1e-12)
+def corpus_of(folder, files, model, out_rate, channels, clip=None):
+    """A corpus.Corpus of the given {name: (audio, rate)} files, written under folder."""
+    import soundfile as sf
+    import corpus
+    folder.mkdir(exist_ok=True)
+    for name, (audio, rate) in files.items():
+        sf.write(folder / name, audio, rate, subtype="FLOAT" if name.endswith(".wav") else None)
+    target = folder / next(iter(files)) if len(files) == 1 else folder
+    return corpus.Corpus(str(target), model.stage1.pointer, model.config.sample_rate, out_rate, channels,
+                         str(folder.parent / "cache"), clip)
+
+
+def test_the_full_rate_render_is_the_models_output_and_keeps_stereo(tmp_path):
+    """Rendered at the model's own rate, the output is the model's to float precision; at
+    44.1 kHz, downmixed and resampled back, within -50 dB of it (measured: -67 dB). An
+    input's two different channels stay different."""
+    import soxr
+    import rendering
+    model = Cascade(CascadeConfig()).eval()
+    left, right = data.demo_piece(1, 5.0, 44100), data.demo_piece(3, 5.0, 44100)
+    stereo = np.stack([left, right], axis=1).astype(np.float32)
+    in_model = soxr.resample(stereo.mean(axis=1), 44100, 16000).astype(np.float32)
+    files = {"tgt.flac": (data.demo_piece(2, 3.0, 48000), 48000)}
+    for out_rate, tolerance_db in ((16000, -100), (44100, -50)):
+        material = corpus_of(tmp_path / f"t{out_rate}", files, model, out_rate, 2)
+        full_input = stereo if out_rate == 44100 else np.repeat(in_model[:, None], 2, axis=1)
+        out, out_model, _ = rendering.Generator(model, material, 32000).generate(in_model, full_input, progress=False)
+        assert out.shape == full_input.shape
+        back = soxr.resample(out.mean(axis=1), out_rate, 16000)[: len(out_model)] if out_rate != 16000 else out.mean(axis=1)
+        error_db = 10 * np.log10(np.mean((back - out_model) ** 2) / np.mean(out_model ** 2))
+        assert error_db < tolerance_db, (out_rate, error_db)
+    # the target is mono here: the channels differ by the input's difference, carried by the residuals
+    side, input_side = out[:, 0] - out[:, 1], stereo[:, 0] - stereo[:, 1]
+    assert np.corrcoef(side, input_side)[0, 1] > 0.95 and np.abs(side).mean() > 0.01 * np.abs(out).mean()
+
+
+def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(tmp_path):
+    """A corpus choice is the clip's own choice when the corpus is the clip's target; a
+    tone that only the end of a long target holds is found there, from a folder of two
+    files; and with the input itself in the corpus no run comes from its own moment."""
+    model = Cascade(CascadeConfig()).eval()
+    D, R, shift = 128, 16, model.config.min_shift_frames
+    codec = MDCTCodec(D)
+    music = data.demo_piece(5, 2.0, 16000).astype(np.float32)
+    target = data.demo_piece(6, 2.0, 16000).astype(np.float32)
+    x_in, x_tgt = (codec.encode(torch.from_numpy(a)[None]) for a in (music, target))
+    material = corpus_of(tmp_path / "same", {"t.wav": (target, 16000)}, model, 16000, 1).material
+    T = x_in.shape[2]
+    with torch.no_grad():
+        _, own = model(x_in, x_tgt)
+        # the min_shift rule of the clip's target, as the copy guard of a recording at frame R + 2
+        _, drawn = model(x_in, x_tgt, replace(material, clip_frame=torch.tensor([R + 2])))
+    for stage, n_sources in (("runs1", 2), ("runs2", 3)):  # the material stands in for the target, frame for frame
+        target_frames = own[stage] - (n_sources - 1) * T
+        assert torch.equal(drawn[stage] - n_sources * T - (R + 2), target_frames), (stage, drawn[stage], target_frames)
+
+    t = np.arange(4 * 16000) / 16000
+    chord = sum(np.sin(2 * np.pi * f * t[:16000]) for f in (523.3, 659.3, 784.0)) * 0.1
+    long_target = data.demo_piece(7, 4.0, 16000) * 0.3
+    long_target[3 * 16000 :] = chord  # the tone lives in the last second only
+    files = {"a.wav": (data.demo_piece(8, 3.0, 16000), 16000), "b.wav": (long_target.astype(np.float32), 16000)}
+    folder = corpus_of(tmp_path / "folder", files, model, 16000, 1)
+    assert [os.path.basename(r.path) for r in folder.recordings] == ["a.wav", "b.wav"]
+    x = codec.encode(torch.from_numpy(np.resize(chord, 32000).astype(np.float32))[None])
+    with torch.no_grad():
+        _, stats = model(x, codec.encode(torch.from_numpy(long_target[:32000].astype(np.float32))[None]), folder.material)
+    chunks = stats["runs2"][0, 2:-2, 0] - 3 * x.shape[2]  # corpus frames; the chunks clear of the clip's edges
+    places = [folder.locate(int(p)) for p in chunks]
+    assert all(os.path.basename(r.path) == "b.wav" and 3 * 16000 <= frame * D < 4 * 16000 for r, frame in places), places
+
+    song = data.demo_piece(9, 6.0, 16000).astype(np.float32)
+    mine = corpus_of(tmp_path / "mine", {"song.wav": (song, 16000)}, model, 16000, 1, clip=song)
+    assert mine.clip_frame == R + 2
+    for start in (0, 16000, 32000):
+        x = codec.encode(torch.from_numpy(song[start : start + 32000])[None])
+        at = replace(mine.material, clip_frame=mine.material.clip_frame + start // D)
+        with torch.no_grad():
+            _, stats = model(x, x, at)
+        for name in ("runs1", "runs2"):
+            n_sources = 2 if name == "runs1" else 3
+            frames = stats[name][0, :, 0] - n_sources * x.shape[2] - (R + 2)  # in the song
+            own_moment = start // D + torch.arange(len(frames)) * R
+            assert (frames - own_moment).abs().min() >= shift, (start, name)
+
+
+def test_generate_refuses_bad_input_and_an_interrupt_leaves_no_file(tmp_path, tiny_checkpoint):
+    import signal
+    import soundfile as sf
+    song = data.demo_piece(1, 1.0, 44100)
+    sf.write(tmp_path / "in.wav", song, 44100)
+    sf.write(tmp_path / "low.wav", data.demo_piece(1, 1.0, 4000), 4000)  # below the tiny model's 8 kHz
+    sf.write(tmp_path / "six.wav", np.stack([song] * 6, axis=1), 44100)
+    (tmp_path / "empty_corpus").mkdir()
+    (tmp_path / "empty_corpus" / "notes.txt").write_text("not audio")
+    cases = [("in.wav", "empty_corpus", "out.wav", ["no usable audio", "empty_corpus"]),
+             ("low.wav", "in.wav", "out.wav", ["4000 Hz", "below the model's 8000 Hz"]),
+             ("six.wav", "in.wav", "out.wav", ["6 channels", "mono or stereo"]),
+             ("in.wav", "in.wav", "missing/out.wav", ["does not exist", "missing"])]
+    for input_name, target, out, messages in cases:
+        result = subprocess.run(generate_command(tmp_path, tiny_checkpoint, tmp_path / input_name, tmp_path / target,
+                                                 tmp_path / out), capture_output=True, text=True, cwd=HERE)
+        assert result.returncode != 0 and all(m in result.stderr for m in messages), (input_name, result.stderr)
+        assert not os.path.exists(tmp_path / out)
+    sf.write(tmp_path / "long.wav", np.stack([data.demo_piece(2, 60.0, 44100)] * 2, axis=1), 44100)
+    command = generate_command(tmp_path, tiny_checkpoint, tmp_path / "long.wav", tmp_path / "in.wav", tmp_path / "o.flac")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE)
+    seen = ""
+    while "generating:" not in seen:
+        seen += process.stderr.read(1)
+        assert process.poll() is None, seen
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "interrupted: nothing written to" in stderr, stderr
+    assert sorted(os.listdir(tmp_path)) == sorted(["in.wav", "low.wav", "six.wav", "empty_corpus", "cache", "long.wav"])
 
 
 # -----------------------------------------------------------------------------

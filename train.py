@@ -148,7 +148,7 @@ def load_pairs(hp, process):
     tracks = data.run_tracks(hp, process.log)
     if process.distributed and hp["data_dir"] and process.master:
         dist.barrier()
-    segment = int(round(hp["segment_seconds"] * hp["sample_rate"]))
+    segment = data.seconds_to_samples(hp["segment_seconds"], hp["sample_rate"])
     train_tracks, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
     train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
     val_set = data.PairDataset(val_tracks, segment)

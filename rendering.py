@@ -1,0 +1,150 @@
+"""
+Generation: the model chooses at its own rate, window by window, and what it chose is
+rendered again from the original audio at the input's rate, in every channel.
+
+The pointer head makes every output sample a copy of a source sample, and every other
+term of a stage is linear: stage 1 is scale1 * (gain1 * copies1 + (input + target) / 2),
+stage 2 is scale2 * (gain2 * copies2 + final_residual * (input + stage 1 + target) / 3).
+So the full-rate output is those same sums of full-rate audio, with the runs, scale
+factors and crossfades of the model-rate pass (the crossfades evaluated between the
+model's samples). Downmixed and resampled to the model's rate, it matches the model's own
+output (test_model.py states by how much).
+
+Windows of about the trained segment length overlap by half; each is heard over its
+central half, joined to the next by the runs' own crossfade at a run boundary (share()).
+"""
+
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model import MDCTCodec, run_window
+
+
+def window_size(segment_samples, frame_dim, chunk_frames):
+    """The trained segment length, rounded to a whole number of four runs: every window then
+    starts on a run of the ones before it, and its central half is whole runs."""
+    quad = 4 * frame_dim * chunk_frames
+    return max(quad, int(round(segment_samples / quad)) * quad)
+
+
+def window_starts(length, size):
+    """Starts of windows of `size`, hop size/2, whose central halves cover [0, length); one
+    window at 0 for an input no longer than a window."""
+    return [0] if length <= size else list(range(-size // 2, length, size // 2))
+
+
+def share(position, size, single, frame_dim):
+    """A window's weight at `position` model samples from its start: 1 over its central
+    half and 0 outside, the two joined by the runs' own crossfade at run boundaries. The
+    shares of overlapping windows sum to 1. Blending whole windows by Hann crossfades
+    instead mixes two different mosaics everywhere: their power sums to only 0.75 of
+    either on average, 3 dB less midway (measured: the output's RMS 0.88x the level
+    rule's). # like position"""
+    if single:
+        return np.ones_like(position)
+    quarter = size // 4
+    return run_window(torch.from_numpy(position - (quarter - frame_dim)), frame_dim, 2 * quarter // frame_dim).numpy()
+
+
+def span(audio, begin, n):
+    """audio[begin : begin + n], zero outside. # (n, ...)"""
+    out = np.zeros((n, *audio.shape[1:]), np.float32)
+    lo, hi = max(begin, 0), min(begin + n, len(audio))
+    if hi > lo:
+        out[lo - begin : hi - begin] = audio[lo:hi]
+    return out
+
+
+def span_at(audio, position, n, margin=256):
+    """audio at samples position, position + 1, ... where position may fall between samples:
+    band-limited (FFT) interpolation over a margin either side. At 44.1 kHz a run's place,
+    a multiple of 8 ms, falls up to 0.4 samples off the grid: rounding it put the render
+    30 dB from the model's output; interpolating, 60 dB (test_model.py). # (n, ...)"""
+    whole = int(np.floor(position))
+    fraction = position - whole
+    if fraction < 1e-9:
+        return span(audio, whole, n)
+    piece = span(audio, whole - margin, n + 2 * margin)
+    advance = np.exp(2j * np.pi * np.fft.rfftfreq(len(piece)) * fraction).reshape(-1, *[1] * (piece.ndim - 1))
+    return np.fft.irfft(np.fft.rfft(piece, axis=0) * advance, len(piece), axis=0)[margin : margin + n].astype(np.float32)
+
+
+class Generator:
+    """Turns an input into a new piece made of a corpus's audio: generate() does the whole
+    input, with a progress bar and the real-time factor at the end."""
+
+    def __init__(self, model, corpus, segment_samples):
+        self.model, self.corpus = model.eval(), corpus
+        config = model.config
+        self.D, self.R = config.frame_dim, config.chunk_frames
+        self.codec = MDCTCodec(config.frame_dim)
+        self.size = window_size(segment_samples, config.frame_dim, config.chunk_frames)
+        self.ratio = corpus.out_rate / config.sample_rate
+
+    @torch.no_grad()
+    def generate(self, in_model, in_full, progress=True):
+        """in_model: (n,) mono at the model's rate; in_full: (N, channels) at the output's rate.
+        -> (output like in_full, the model-rate output (n,), every window's (scale1, scale2) (W, 2))"""
+        size, ratio = self.size, self.ratio
+        starts = window_starts(len(in_model), size)
+        tgt_model = self.corpus.looped(len(in_model))
+        tgt_full = self.corpus.looped(len(in_model), ratio)[: len(in_full)]
+        offset = int(np.ceil(ratio * size))  # the first window starts up to half a window before sample 0
+        out_model = np.zeros(len(in_model) + 2 * size, np.float32)
+        out_full = np.zeros((len(in_full) + 3 * offset, in_full.shape[1]), np.float32)
+        scales, began = [], time.perf_counter()
+        for start in tqdm(starts, desc="generating", unit="window", disable=not progress, dynamic_ncols=True):
+            x_in = self.codec.encode(torch.from_numpy(span(in_model, start, size))[None])
+            x_tgt = self.codec.encode(torch.from_numpy(span(tgt_model, start, size))[None])
+            material = self.corpus.material
+            if material.clip_frame is not None:  # where this window lies in the input's own recording
+                material = replace(material, clip_frame=material.clip_frame + start // self.D)
+            frames, stats = self.model(x_in, x_tgt, material)
+            single = len(starts) == 1
+            out_model[size + start : 2 * size + start] += share(np.arange(size, dtype=np.float64), size, single, self.D) * self.codec.decode(frames, size)[0].numpy()
+            first = int(np.ceil(ratio * start))  # the window's first sample at the output's rate
+            n = int(np.ceil(ratio * (start + size))) - first
+            at = np.arange(first, first + n) / ratio - start  # (n,) where each output sample lies, in model samples
+            rendered = self.render(stats, span(in_full, first, n), span(tgt_full, first, n), at, x_in.shape[2])
+            out_full[offset + first : offset + first + n] += share(at, size, single, self.D)[:, None] * rendered
+            scales.append((stats["scale1"].item(), stats["scale2"].item()))
+        self.seconds = time.perf_counter() - began
+        return out_full[offset : offset + len(in_full)], out_model[size : size + len(in_model)], np.array(scales)
+
+    def render(self, stats, in_full, tgt_full, at, T):
+        """One window's output at the output's rate: the stages' sums (module docstring) of
+        full-rate audio, with the model-rate pass's runs and scale factors. # (n, channels)"""
+        stage1, stage2 = self.model.stage1, self.model.stage2
+        sources = [in_full, tgt_full]
+        copies = self.copies(stats["runs1"][0, :, 0].tolist(), sources, at, T)
+        out1 = stats["scale1"].item() * (stage1.gain * copies + stage1.residual_weight * (in_full + tgt_full) / 2)
+        sources = [in_full, out1, tgt_full]
+        copies = self.copies(stats["runs2"][0, :, 0].tolist(), sources, at, T)
+        mean = (in_full + out1 + tgt_full) / 3
+        return stats["scale2"].item() * (stage2.gain * copies + stage2.residual_weight * mean)
+
+    def copies(self, runs, sources, at, T):
+        """The head's chosen runs, each copied from full-rate audio at its place, with the
+        head's crossfade (run_window) between the model's samples. runs: one per chunk,
+        numbered as PointerHead.forward numbers them. # (n, channels)"""
+        D, R, ratio = self.D, self.R, self.ratio
+        n = len(at)
+        out = np.zeros((n, sources[0].shape[1]), np.float32)
+        for chunk, run in enumerate(runs):
+            begin = chunk * R * D - D  # the chunk's crossfade in begins here, in the window's model samples
+            inside = np.flatnonzero((at > begin - 1) & (at < begin + (R + 2) * D))
+            if len(inside) == 0:
+                continue
+            weight = run_window(torch.from_numpy(at[inside] - begin), D, R).numpy()[:, None]
+            source, start = divmod(run, T)
+            if source < len(sources):  # a run of the window's own sources
+                piece = span_at(sources[source], inside[0] + ratio * (start - chunk * R) * D, len(inside))
+            else:  # a run of the corpus: its first sample's place in its recording, at the output's rate
+                recording, frame = self.corpus.locate(run - len(sources) * T)
+                piece = span_at(recording.full_audio, ratio * (at[inside[0]] + (frame - chunk * R) * D), len(inside))
+            out[inside] += weight * piece
+        return out
