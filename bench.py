@@ -5,6 +5,7 @@ Training-step speed and memory of our cascade against a plain reference.
     python bench.py --compile  # also ours under torch.compile, with its compile time
     python bench.py --quick    # fewer steps, for a smoke test
     python bench.py --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
+    python bench.py --generation           # instead: generate.py's speed and memory on 44.1 kHz stereo songs
 
 The reference is the same architecture written the way the original research
 code was: nn.TransformerEncoder layers, float32. Both run train.py's own step
@@ -26,12 +27,14 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import asdict
 
 import numpy as np
 import soundfile as sf
 import torch
 import torch.nn as nn
 
+import checkpointing
 import data
 import training
 from model import Cascade, CascadeConfig, MDCTCodec
@@ -239,20 +242,26 @@ def write_collection(folder, minutes, file_minutes, sample_rate=44100):
         sf.write(os.path.join(folder, f"song_{i:03d}.flac"), np.stack([left, right], axis=1), sample_rate)
 
 
-def train_peak_memory(data_dir, work_dir):
-    """Run one epoch of train.py (defaults) on data_dir, the cache built on the way; its peak
-    resident set in bytes, its wall time and its last step line. The peak is the child's own
-    VmHWM, read as it exits: rusage's maxrss would also count the parent it was forked from."""
+def peak_memory_run(script, *args):
+    """Run script with args; its peak resident set in bytes, its wall time and its stdout.
+    The peak is the child's own VmHWM, read as it exits: rusage's maxrss would also count
+    the parent it was forked from."""
     code = ("import atexit, runpy, sys, bench; atexit.register(lambda: print('VmHWM', bench.vm_kib('VmHWM'))); "
-            "sys.argv[0] = 'train.py'; runpy.run_path('train.py', run_name='__main__')")
+            f"sys.argv[0] = {script!r}; runpy.run_path({script!r}, run_name='__main__')")
     t0 = time.time()
-    result = subprocess.run([sys.executable, "-c", code, f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
-                             f"--cache_dir={work_dir}/cache", "--epochs=1"], cwd=HERE, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=HERE, capture_output=True, text=True)
     if result.returncode:
-        raise SystemExit(f"train.py failed on {data_dir}:\n{result.stderr[-3000:]}")
-    lines = result.stdout.splitlines()
-    steps = next(line for line in reversed(lines) if line.startswith("step ")).split(" | ")[0]
-    return int(lines[-1].split()[1]) * 1024, time.time() - t0, steps
+        raise SystemExit(f"{script} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return int(result.stdout.splitlines()[-1].split()[1]) * 1024, time.time() - t0, result.stdout
+
+
+def train_peak_memory(data_dir, work_dir):
+    """One epoch of train.py (defaults) on data_dir, the cache built on the way: its peak
+    resident set in bytes, its wall time and its last step line."""
+    peak, seconds, stdout = peak_memory_run("train.py", f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
+                                            f"--cache_dir={work_dir}/cache", "--epochs=1")
+    steps = next(line for line in reversed(stdout.splitlines()) if line.startswith("step ")).split(" | ")[0]
+    return peak, seconds, steps
 
 
 def collection_memory(hours):
@@ -269,6 +278,34 @@ def collection_memory(hours):
 
 
 # -----------------------------------------------------------------------------
+# generation
+
+
+def generation_speed():
+    """generate.py on 44.1 kHz stereo FLAC songs made here, with the default model untrained
+    (training changes no cost): a 3-minute song, 5 minutes against 5, and 5 minutes against a
+    1-hour folder, the first run building the caches and the second using them."""
+    print(f"generate.py, default model, 44.1 kHz stereo FLAC; {torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = CascadeConfig()
+        ckpt = os.path.join(tmp, "untrained.pth")
+        checkpointing.save({"format": checkpointing.FORMAT, "model_config": asdict(config), "epoch": 0,
+                            "model": Cascade(config).state_dict(),
+                            "hyperparameters": {"sample_rate": config.sample_rate, "segment_seconds": 2.0}}, ckpt)
+        for name, minutes in (("song3", 3), ("song5", 5), ("target5", 5), ("corpus", 60)):
+            write_collection(os.path.join(tmp, name), minutes, min(minutes, 10))
+        runs = [("3 min song, 3 min target", "song3", "song5"), ("5 min song, 5 min target", "song5", "target5"),
+                ("5 min song, 1 h folder (caches built)", "song5", "corpus"), ("5 min song, 1 h folder (cached)", "song5", "corpus")]
+        for what, song, target in runs:
+            song_path = os.path.join(tmp, song, "song_000.flac")
+            target_path = os.path.join(tmp, target) if target == "corpus" else os.path.join(tmp, target, "song_000.flac")
+            peak, wall, stdout = peak_memory_run("generate.py", "--ckpt", ckpt, "--input", song_path, "--target", target_path,
+                                                 "--out", os.path.join(tmp, "out.flac"), f"--cache_dir={tmp}/cache")
+            factor = next(line for line in stdout.splitlines() if "real-time factor" in line)
+            print(f"{what:<40} peak {peak / 2**20:6.0f} MiB, {wall:6.1f} s wall; generating: {factor}", flush=True)
+
+
+# -----------------------------------------------------------------------------
 
 
 def main(argv):
@@ -277,7 +314,11 @@ def main(argv):
     parser.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
     parser.add_argument("--collection_hours", type=float, help="measure train.py's peak memory on this many hours "
                         "of generated music against a few minutes, instead of the step benchmark")
+    parser.add_argument("--generation", action="store_true", help="measure generate.py's speed and memory on songs "
+                        "and a 1-hour corpus, instead of the step benchmark")
     args = parser.parse_args(argv)
+    if args.generation:
+        return generation_speed()
     if args.collection_hours:
         return collection_memory(args.collection_hours)
     quick, compiled = args.quick, args.compile

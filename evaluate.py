@@ -6,6 +6,7 @@ built from the same pairs: content against the input, timbre against the target,
     python evaluate.py --ckpt ... --data_dir=~/music      # other music than the run's own validation files
     python evaluate.py --ckpt ... --csv=eval.csv          # also eval.csv, eval.paired.csv and eval.pairs.csv
     python evaluate.py --ckpt ... --audio=DIR --audio_pairs=3,20  # also those pairs' audio, every system's
+    python evaluate.py --ckpt ... --html=DIR              # also a listening page: DIR/index.html, 8 pairs
     python evaluate.py --input a.wav --target b.wav --output out.wav   # e.g. what generate.py wrote
 
 Every system and reference is made from the same pair, at the same level:
@@ -27,6 +28,7 @@ import re
 import sys
 
 import numpy as np
+import soundfile as sf
 import torch
 import torch.nn.functional as F
 
@@ -34,6 +36,7 @@ import baselines
 import checkpointing
 import comparison
 import data
+import listening
 import quality
 import verdict
 from model import Cascade, CascadeConfig, MDCTCodec
@@ -45,6 +48,7 @@ QUALITY = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "dist_tgt":
            "grid_onsets": False}
 TRAINED, UNTRAINED = "trained model", "untrained model"
 COMPARED = (UNTRAINED, "random runs", "Let it Bee", "50/50 mix")  # the paired table's baselines
+PAGE_CLIPS = ("input", "target", TRAINED, *COMPARED)  # a listening page's columns
 
 
 def medians(rows):
@@ -110,7 +114,20 @@ def write_audio(folder, index, systems, sample_rate):
         checkpointing.write_wav(os.path.join(folder, f"pair{index}_{slug}.wav"), audio, sample_rate)
 
 
-def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_pairs=()):
+def page_rows(kept, rows, rate):
+    """The listening page's rows: each kept pair's input, target and the systems it compares."""
+    page = []
+    for index, systems in sorted(kept.items()):
+        clips = [(name, systems[name], rate, rows[name][index] if name in rows else None,
+                  verdict.verdict(rows[name][index]) if name in rows else None) for name in PAGE_CLIPS]
+        page.append((f"pair {index}", clips))
+    return page
+
+
+def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
+    """The metrics of every system on the checkpoint's validation pairs ({name: [metrics of
+    each pair]}), the model's rate, and the input, target and every system's audio of the
+    pairs numbered in `keep` ({pair: {name: (N,)}})."""
     try:
         state = checkpointing.load(path)
         model = checkpointing.model_from(state).eval()
@@ -126,15 +143,15 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_p
     if len(pairs) == 0:
         raise SystemExit("no validation pairs: the validation files are shorter than two segments")
     rng = np.random.default_rng(seed)
-    keep = np.sort(rng.permutation(len(pairs))[:max_pairs])
-    pairs.pairs = [pairs.pairs[i] for i in keep]
+    sample = np.sort(rng.permutation(len(pairs))[:max_pairs])
+    pairs.pairs = [pairs.pairs[i] for i in sample]
     torch.manual_seed(seed)
     untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
     trained_out, material = outputs(model, codec, pairs, hp["batch_size"])
     untrained_out, untrained_material = outputs(untrained, codec, pairs, hp["batch_size"])
     grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
-    rows = {}
+    rows, kept = {}, {}
     for index in range(len(pairs)):
         x_in, x_tgt = (a.numpy() for a in pairs[index])
         track = pairs.pairs[index][0]
@@ -144,8 +161,8 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_p
                    "random runs": baselines.random_runs(x_in, x_tgt, model.config, rng),
                    "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
                    **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
-        if audio_dir and index in audio_pairs:
-            write_audio(audio_dir, index, {"input": x_in, "target": x_tgt, **systems}, rate)
+        if index in keep:
+            kept[index] = {"input": x_in, "target": x_tgt, **systems}
         for name, metrics in judged(systems, x_in, x_tgt, rate, grid_seconds).items():
             rows.setdefault(name, []).append(metrics)
     print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
@@ -153,7 +170,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, audio_dir=None, audio_p
     for name, shares in ((TRAINED, material), (UNTRAINED, untrained_material)):
         if shares:
             print(material_line(name, shares))
-    return rows
+    return rows, rate, kept
 
 
 def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
@@ -169,8 +186,22 @@ def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
     references = baselines.references(x_in, x_tgt, rng.standard_normal(n), sample_rate, rng)
     del references["another file"]  # there is no other file here
     print(f"{output_path} against input {input_path} and target {target_path}, at {sample_rate} Hz")
-    return {name: [metrics] for name, metrics in judged({"output": out, **references}, x_in, x_tgt, sample_rate,
+    rows = {name: [metrics] for name, metrics in judged({"output": out, **references}, x_in, x_tgt, sample_rate,
                                                          grid_seconds).items()}
+    return rows, references["50/50 mix"]
+
+
+def files_page(input_path, target_path, output_path, rows, mix, sample_rate):
+    """The listening page's row for one output file: the three files as they are (generate.py's
+    full rate), and the 50/50 mix at the rate they were judged at."""
+    clips = []
+    for name, path in (("input", input_path), ("target", target_path), ("output", output_path)):
+        audio, rate = sf.read(path, dtype="float32")
+        judged_row = rows.get(name)
+        clips.append((name, audio, rate, judged_row[0] if judged_row else None,
+                      verdict.verdict(judged_row[0]) if judged_row else None))
+    clips.append(("50/50 mix", mix, sample_rate, rows["50/50 mix"][0], verdict.verdict(rows["50/50 mix"][0])))
+    return [(os.path.basename(output_path), clips)]
 
 
 def write_summary_csv(summary, path):
@@ -199,6 +230,9 @@ def main(argv):
     parser.add_argument("--audio", help="with --ckpt: write the --audio_pairs' input, target and every system's "
                                         "output to this folder as WAV (then: python plot.py --compare FOLDER)")
     parser.add_argument("--audio_pairs", default="0,1", help="with --audio: comma-separated pair numbers")
+    parser.add_argument("--html", help="also write a listening page to this folder: index.html with every clip's "
+                                       "player and spectrogram, the verdicts, metrics and tables (open it from disk)")
+    parser.add_argument("--html_pairs", type=int, default=8, help="with --html and --ckpt: the page's first N pairs")
     parser.add_argument("--input", help="with --target and --output: judge one output file")
     parser.add_argument("--target")
     parser.add_argument("--output")
@@ -214,18 +248,31 @@ def main(argv):
         audio_pairs = {int(i) for i in args.audio_pairs.split(",")}
     except ValueError:
         parser.error(f"--audio_pairs={args.audio_pairs!r} must be comma-separated pair numbers, e.g. 3,20")
+    if args.html_pairs < 1:
+        parser.error(f"--html_pairs={args.html_pairs} must be at least 1")
     if args.ckpt:
-        rows = evaluate_checkpoint(args.ckpt, args.data_dir, args.pairs, args.seed, args.audio, audio_pairs)
+        keep = (audio_pairs if args.audio else set()) | (set(range(args.html_pairs)) if args.html else set())
+        rows, rate, kept = evaluate_checkpoint(args.ckpt, args.data_dir, args.pairs, args.seed, keep)
+        for index in audio_pairs if args.audio else ():
+            if index in kept:
+                write_audio(args.audio, index, kept[index], rate)
+        page = page_rows(kept, rows, rate) if args.html else None
+        title = f"{os.path.basename(args.ckpt)}: {len(kept)} validation pairs"
     elif args.input and args.target and args.output:
-        rows = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
+        rows, mix = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
+        page = files_page(args.input, args.target, args.output, rows, mix, args.sample_rate) if args.html else None
+        title = f"{os.path.basename(args.output)} against its input and target"
     else:
         parser.error("give --ckpt, or all three of --input, --target and --output")
     n_pairs = len(next(iter(rows.values())))
     summary = medians(rows)
-    print(tables(summary, n_pairs))
+    text = tables(summary, n_pairs)
     paired = comparison.compare(rows, TRAINED, COMPARED, QUALITY, args.seed) if TRAINED in rows else None
     if paired:
-        print("\n" + comparison.text(paired, TRAINED))
+        text += "\n\n" + comparison.text(paired, TRAINED)
+    print(text)
+    if page:
+        print(f"listening page: {listening.write_page(args.html, title, page, text)}")
     if args.csv:
         stem = args.csv.removesuffix(".csv")
         write_summary_csv(summary, args.csv)

@@ -364,10 +364,10 @@ class PointerHead(nn.Module):
             scores = torch.cat([scores, self.material_scores(queries, sought, own, material)], dim=2)
         if self.continuity:
             scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
+        if not self.training:  # the softmax's argmax, without its exponentials over every run of a long material
+            best = scores.argmax(dim=-1, keepdim=True)
+            return torch.ones_like(best, dtype=scores.dtype), best
         soft = scores.softmax(dim=-1)
-        if not self.training:
-            best = soft.argmax(dim=-1, keepdim=True)
-            return torch.ones_like(best, dtype=soft.dtype), best
         # the tail of the softmax carries ~10% of its weight (measured): leaving it out saves
         # copying every run of the clip, and the normaliser still passes gradient to every score
         weights, runs = soft.topk(min(self.candidates, scores.shape[2]), dim=-1)

@@ -785,10 +785,14 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
 
     # the blend evaluation judges generate.py's output file, and the checkpoint's validation pairs
     evaluate = [sys.executable, os.path.join(HERE, "evaluate.py")]
+    html = ["--html", str(tmp_path / "file_page")] if importlib.util.find_spec("matplotlib") else []
     result = subprocess.run(evaluate + ["--input", str(tmp_path / "in.wav"), "--target", str(tmp_path / "tgt.flac"),
-                                        "--output", str(tmp_path / "out.wav"), "--sample_rate=8000"],
+                                        "--output", str(tmp_path / "out.wav"), "--sample_rate=8000", *html],
                             capture_output=True, text=True, cwd=HERE)
     assert result.returncode == 0, result.stderr
+    if html and os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):  # generate.py's full-rate output plays
+        problems, n_audio, _ = page_problems(tmp_path / "file_page" / "index.html", tmp_path / "file_page.png")
+        assert problems == [] and n_audio == 4, problems
     rows = table_rows(result.stdout)
     assert list(rows) == ["output", "copy of input", "copy of target", "50/50 mix", "target delayed 250 ms", "white noise",
                           "noise, target spectrum", "noise, target spectrum+envelope"], result.stdout
@@ -815,15 +819,18 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
     with open(tmp_path / "eval.pairs.csv") as f:
         per_pair = list(csv.DictReader(f))
     assert len(per_pair) == 3 * len(table_rows(result.stdout)) and {r["row"] for r in per_pair} >= set(systems)
+    import generate as generate_script
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(open(ckpt, "rb").read()[:5000])
     foreign = tmp_path / "foreign.pth"
     torch.save({"weights": torch.zeros(3)}, foreign)
     for bad, message in ((tmp_path / "missing.pth", "no such file"), (truncated, "not a readable checkpoint"),
                          (foreign, "not a checkpoint of this project")):
-        # both scripts read checkpoints through checkpointing.load: evaluate.py once is enough
-        for command in [generate + ["--ckpt", str(bad)]] + [evaluate + ["--ckpt", str(bad)]] * (bad == truncated):
-            result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
+        with pytest.raises(SystemExit) as refused:  # in this process: the message is SystemExit's, the exit status 1
+            generate_script.main(generate[2:] + ["--ckpt", str(bad)])
+        assert str(bad) in str(refused.value.code) and message in str(refused.value.code), refused.value.code
+        if bad == truncated:  # both scripts read checkpoints through checkpointing.load: evaluate.py once is enough
+            result = subprocess.run(evaluate + ["--ckpt", str(bad)], capture_output=True, text=True, cwd=HERE)
             assert result.returncode != 0 and str(bad) in result.stderr and message in result.stderr, result.stderr
 
 
@@ -925,10 +932,12 @@ def test_generate_refuses_bad_input_and_an_interrupt_leaves_no_file(tmp_path, ti
              ("low.wav", "in.wav", "out.wav", ["4000 Hz", "below the model's 8000 Hz"]),
              ("six.wav", "in.wav", "out.wav", ["6 channels", "mono or stereo"]),
              ("in.wav", "in.wav", "missing/out.wav", ["does not exist", "missing"])]
-    for input_name, target, out, messages in cases:
-        result = subprocess.run(generate_command(tmp_path, tiny_checkpoint, tmp_path / input_name, tmp_path / target,
-                                                 tmp_path / out), capture_output=True, text=True, cwd=HERE)
-        assert result.returncode != 0 and all(m in result.stderr for m in messages), (input_name, result.stderr)
+    import generate
+    for input_name, target, out, messages in cases:  # in this process: SystemExit carries the message (exit status 1)
+        with pytest.raises(SystemExit) as refused:
+            generate.main(generate_command(tmp_path, tiny_checkpoint, tmp_path / input_name, tmp_path / target,
+                                           tmp_path / out)[2:])
+        assert all(m in str(refused.value.code) for m in messages), (input_name, refused.value.code)
         assert not os.path.exists(tmp_path / out)
     sf.write(tmp_path / "long.wav", np.stack([data.demo_piece(2, 60.0, 44100)] * 2, axis=1), 44100)
     command = generate_command(tmp_path, tiny_checkpoint, tmp_path / "long.wav", tmp_path / "in.wav", tmp_path / "o.flac")
@@ -941,6 +950,83 @@ def test_generate_refuses_bad_input_and_an_interrupt_leaves_no_file(tmp_path, ti
     _, stderr = process.communicate(timeout=60)
     assert process.returncode != 0 and "interrupted: nothing written to" in stderr, stderr
     assert sorted(os.listdir(tmp_path)) == sorted(["in.wav", "low.wav", "six.wav", "empty_corpus", "cache", "long.wav"])
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian's chromium and chromium-driver
+
+
+def skip_without_a_browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")
+            and importlib.util.find_spec("matplotlib")):
+        pytest.skip("the listening page is tested in headless Chromium: apt-get install chromium chromium-driver; "
+                    "pip install selenium==4.38.0 matplotlib==3.11.2 (.ci/run does)")
+
+
+def page_problems(page, screenshot):
+    """Open the page from disk in headless Chromium and list what is wrong with it: an <audio>
+    whose metadata did not load or whose duration is not its file's, an image that did not
+    decode, an error on the console. Writes a screenshot either way."""
+    import soundfile as sf
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1700,1100"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get("file://" + os.path.abspath(page))
+        state = ("return [...document.querySelectorAll('audio')].map(a => "
+                 "[a.getAttribute('src'), a.readyState, a.duration, a.error ? a.error.code : 0])")
+        deadline = time.time() + 30
+        audio = driver.execute_script(state)
+        while not all(ready >= 1 or error for _, ready, _, error in audio) and time.time() < deadline:
+            time.sleep(0.1)
+            audio = driver.execute_script(state)
+        images = driver.execute_script("return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
+        console = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        driver.save_screenshot(str(screenshot))
+    finally:
+        driver.quit()
+    folder, problems = os.path.dirname(page), []
+    for src, ready, duration, error in audio:
+        path = os.path.join(folder, src)
+        expected = sf.info(path).duration if os.path.exists(path) else None
+        if ready < 1 or error or expected is None or abs(duration - expected) > 0.01:
+            problems.append(f"audio {src}: readyState {ready}, error {error}, duration {duration} (file: {expected})")
+    problems += [f"image {src} did not decode" for src, complete, width in images if not (complete and width > 0)]
+    return problems + [f"console: {message}" for message in console], len(audio), len(images)
+
+
+def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_path, tiny_checkpoint):
+    skip_without_a_browser()
+    import listening
+    page = tmp_path / "page"
+    result = subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), "--ckpt", tiny_checkpoint, "--pairs=3",
+                             f"--html={page}", "--html_pairs=2"], capture_output=True, text=True, cwd=HERE)
+    assert result.returncode == 0, result.stderr
+    problems, n_audio, n_images = page_problems(page / "index.html", tmp_path / "shot.png")
+    assert problems == [] and n_audio == n_images == 2 * 7, problems
+    assert png_size(tmp_path / "shot.png")[0] > 0
+    text = (page / "index.html").read_text()
+    assert "http" not in text.replace("http-equiv", "") and "<script" not in text  # nothing from outside, no script
+    assert all(name in text for name in ("trained model", "untrained model", "Let it Bee", "random runs", "50/50 mix",
+                                         "paired:", "blend"))
+    broken = tmp_path / "broken"
+    shutil.copytree(page, broken)
+    os.remove(broken / "pair1_Let_it_Bee.png")
+    os.rename(broken / "pair0_target.wav", broken / "moved.wav")
+    problems, _, _ = page_problems(broken / "index.html", tmp_path / "broken.png")
+    assert any("pair0_target.wav" in p for p in problems) and any("pair1_Let_it_Bee.png" in p for p in problems), problems
+
+    # 8 pairs of seven 2 s clips at 16 kHz, music-like: the page stays under 20 MB
+    rng = np.random.default_rng(0)
+    rows = [(f"pair {i}", [(f"clip {j}", data.demo_piece(10 * i + j, 2.0, 16000) + 0.01 * rng.standard_normal(32000),
+                            16000, None, None) for j in range(7)]) for i in range(8)]
+    listening.write_page(str(tmp_path / "big"), "size", rows, "tables")
+    size = sum(os.path.getsize(tmp_path / "big" / name) for name in os.listdir(tmp_path / "big"))
+    assert size < 20 * 2**20, size
 
 
 # -----------------------------------------------------------------------------

@@ -1,0 +1,123 @@
+"""
+What a person hears and sees of an evaluation: spectrograms, and the listening page.
+
+The page (evaluate.py --html DIR) is one static index.html with its audio and images
+beside it, as mosaicing and style-transfer papers ship their examples: a row per pair,
+a column per clip (input, target, the trained output and each baseline), each an audio
+player above its spectrogram, all spectrograms on one frequency and dB scale, and the
+clip's verdict and metrics below. It needs no server, no network and no script.
+
+Sizes: 16-bit WAV is 2 bytes a sample a channel (64 KB for 2 s at 16 kHz mono), and a
+spectrogram PNG about 55 KB for 2 s: 8 pairs of 7 clips of 2 s came to 6.6 MB (README:
+how it grows).
+"""
+
+import html
+import os
+import re
+
+import numpy as np
+import soundfile as sf
+
+WINDOW_SECONDS, HOP_SECONDS = 0.032, 0.008  # the same time and frequency resolution at every rate
+DB_RANGE = 80.0  # every image spans the page's loudest bin down to this far below it
+PIXELS_PER_SECOND = 1 / HOP_SECONDS  # one column a hop
+SHOWN = ("chroma_in", "onset_f_in", "mfcc_tgt", "dist_tgt", "extra_onsets")  # metrics under each clip
+
+
+def spectrogram_db(audio, rate):
+    """Magnitude in dB, 32 ms Hann windows every 8 ms: bins are rate/n_fft ~ 31 Hz apart at any
+    rate, so clips at different rates share one frequency scale. # (n_bins, n_frames), bin 0 at 0 Hz"""
+    size, hop = int(round(WINDOW_SECONDS * rate)), int(round(HOP_SECONDS * rate))
+    audio = np.pad(np.asarray(audio, dtype=np.float64), (0, max(0, size - len(audio))))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, size)[::hop] * np.hanning(size)
+    return 20 * np.log10(np.abs(np.fft.rfft(frames)).T + 1e-6)
+
+
+def slug(name):
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+def write_images(spectrograms, paths):
+    """Every spectrogram as a PNG on one scale: frequency up to the highest rate's Nyquist (bins a
+    lower rate lacks stay at the floor), dB from the loudest bin of all down DB_RANGE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = max(s.max() for s in spectrograms)
+    height = max(len(s) for s in spectrograms)
+    for spectrogram, path in zip(spectrograms, paths):
+        padded = np.pad(spectrogram, ((0, height - len(spectrogram)), (0, 0)), constant_values=top - DB_RANGE)
+        plt.imsave(path, padded[::2], cmap="magma", vmin=top - DB_RANGE, vmax=top, origin="lower")
+
+
+def metrics_text(metrics, verdict_name):
+    parts = [f"<b>{html.escape(verdict_name)}</b>"] + [f"{k} {metrics[k]:.{0 if abs(metrics[k]) >= 100 else 2}f}"
+                                                        for k in SHOWN if k in metrics]
+    return " · ".join(parts)
+
+
+def write_page(folder, title, rows, tables_text, notes=""):
+    """rows: [(row title, [(clip name, audio (N,) or (N, C), rate, metrics or None, verdict or None)])].
+    Writes folder/index.html, one WAV and one PNG per clip; returns the page's path."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SystemExit("--html draws spectrograms with matplotlib: pip install matplotlib==3.11.2") from None
+    os.makedirs(folder, exist_ok=True)
+    spectrograms, images, cells = [], [], []
+    for index, (row_title, clips) in enumerate(rows):
+        row = []
+        for name, audio, rate, metrics, verdict_name in clips:
+            stem = f"pair{index}_{slug(name)}"
+            peak = max(1.0, float(np.abs(audio).max()) / 0.999)  # never clip; the level as heard is kept otherwise
+            sf.write(os.path.join(folder, stem + ".wav"), audio / peak, rate, subtype="PCM_16")
+            mono = audio if audio.ndim == 1 else audio.mean(axis=1)
+            spectrograms.append(spectrogram_db(mono, rate))
+            images.append(os.path.join(folder, stem + ".png"))
+            below = metrics_text(metrics, verdict_name) if metrics is not None else ""
+            row.append(f'<td><div class="name">{html.escape(name)}</div>'
+                       f'<audio controls preload="metadata" src="{stem}.wav"></audio>'
+                       f'<img src="{stem}.png" alt="spectrogram of {html.escape(name)}" '
+                       f'width="{round(len(mono) / rate * PIXELS_PER_SECOND)}">'
+                       f'<div class="metrics">{below}</div></td>')
+        cells.append(f'<tr><th>{html.escape(row_title)}</th>{"".join(row)}</tr>')
+    write_images(spectrograms, images)
+    page = PAGE.format(title=html.escape(title), notes=notes, tables=html.escape(tables_text), rows="\n".join(cells))
+    path = os.path.join(folder, "index.html")
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        f.write(page)
+    os.replace(partial, path)
+    return path
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 14px system-ui, sans-serif; margin: 1em; background: #fafafa; color: #222; }}
+table.pairs {{ border-collapse: collapse; }}
+table.pairs td, table.pairs th {{ border: 1px solid #ddd; padding: 4px; vertical-align: top; background: #fff; }}
+table.pairs th {{ writing-mode: vertical-rl; transform: rotate(180deg); font-weight: normal; color: #555; }}
+.name {{ font-weight: bold; margin-bottom: 2px; }}
+audio {{ width: 100%; min-width: 200px; display: block; }}
+img {{ display: block; height: 128px; image-rendering: auto; }}
+.metrics {{ font-size: 12px; color: #444; max-width: 260px; }}
+pre {{ font-size: 12px; background: #fff; border: 1px solid #ddd; padding: 8px; overflow-x: auto; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<p>Each row is one pair: its input and target, then what each system made of them. Every spectrogram
+shares one frequency scale (0 Hz at the bottom) and one dB scale (the page's loudest bin down 80 dB).
+Under each clip: its verdict, chroma and onset F against the input (higher: closer), MFCC Fréchet and
+average-spectrum distance to the target (lower: closer), extra onsets per second (lower: fewer seams).
+{notes}</p>
+<table class="pairs">
+{rows}
+</table>
+<h2>The evaluation</h2>
+<pre>{tables}</pre>
+</body></html>
+"""
