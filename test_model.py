@@ -425,10 +425,10 @@ def np_finite(a):
     return bool(np.isfinite(a).all())
 
 
-def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path):
+def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path, capsys):
     assert run_train(tmp_path, "--epochs=1").returncode == 0
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
-    result = run_train(tmp_path, "--epochs=1")
+    result = in_process("train", tiny_train(tmp_path, "--epochs=1")[1:], capsys)
     assert result.returncode != 0 and "--resume=auto" in result.stderr
     assert {p: sha1(p) for p in checkpointing.files(tmp_path)} == before
 
@@ -463,8 +463,8 @@ def test_overrides_are_type_checked_and_unknown_names_rejected():
         training.parse_overrides(["epochs=3"], train.HYPERPARAMETERS)
 
 
-def test_bad_override_exits_non_zero_before_training(tmp_path):
-    result = run_train(tmp_path, "--batch_size=0")
+def test_bad_override_exits_non_zero_before_training(tmp_path, capsys):
+    result = in_process("train", tiny_train(tmp_path, "--batch_size=0")[1:], capsys)
     assert result.returncode != 0 and "--batch_size=0 must be > 0" in result.stderr
     assert not checkpointing.files(tmp_path)
 
@@ -767,28 +767,42 @@ def generate_command(tmp_path, ckpt, input_path, target, out):
             "--target", str(target), "--out", str(out), f"--cache_dir={tmp_path / 'cache'}"]
 
 
-def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tmp_path, tiny_checkpoint):
+def in_process(script, argv, capsys):
+    """A script's main(argv) run in this process, whose imports are paid once (torch and
+    torch._dynamo, which AdamW imports, cost 3.5 s a process): its exit code, stdout and
+    stderr, as the shell would see them (a SystemExit message goes to stderr, code 1)."""
+    import types
+    try:
+        importlib.import_module(script).main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) or e.code is None else 1
+        if not isinstance(e.code, int) and e.code is not None:
+            print(e.code, file=sys.stderr)
+    captured = capsys.readouterr()
+    return types.SimpleNamespace(returncode=code or 0, stdout=captured.out, stderr=captured.err)
+
+
+def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tmp_path, tiny_checkpoint, capsys):
     import soundfile as sf
     ckpt = tiny_checkpoint
     n = int(2.5 * 0.25 * 44100)  # 2.5 segments, at another rate than the model's
     sf.write(tmp_path / "in.wav", np.stack([data.demo_piece(1, n / 44100, 44100)] * 2, axis=1), 44100)
     sf.write(tmp_path / "tgt.flac", data.demo_piece(2, 0.4, 22050), 22050)
-    generate = generate_command(tmp_path, ckpt, tmp_path / "in.wav", tmp_path / "tgt.flac", tmp_path / "out.wav")
-    result = subprocess.run(generate, capture_output=True, text=True, cwd=HERE)
+    generate = generate_command(tmp_path, ckpt, tmp_path / "in.wav", tmp_path / "tgt.flac", tmp_path / "out.wav")[2:]
+    result = in_process("generate", generate, capsys)
     assert result.returncode == 0, result.stderr
     out, rate = sf.read(tmp_path / "out.wav")
     assert rate == 44100 and out.shape == (n, 2) and np.abs(out).max() <= 1.0  # the input's rate, channels and length
     assert "correlation output->input" in result.stdout and "blend verdict    " in result.stdout
     assert "level rule" in result.stdout and "real-time factor" in result.stdout
     assert "generating: 100%" in result.stderr and "decoding the target" in result.stderr  # the progress bars
-    generate = generate[:2] + generate[4:]  # without --ckpt
+    generate = generate[2:]  # without --ckpt
 
     # the blend evaluation judges generate.py's output file, and the checkpoint's validation pairs
-    evaluate = [sys.executable, os.path.join(HERE, "evaluate.py")]
     html = ["--html", str(tmp_path / "file_page")] if importlib.util.find_spec("matplotlib") else []
-    result = subprocess.run(evaluate + ["--input", str(tmp_path / "in.wav"), "--target", str(tmp_path / "tgt.flac"),
-                                        "--output", str(tmp_path / "out.wav"), "--sample_rate=8000", *html],
-                            capture_output=True, text=True, cwd=HERE)
+    result = in_process("evaluate", ["--input", str(tmp_path / "in.wav"), "--target", str(tmp_path / "tgt.flac"),
+                                     "--output", str(tmp_path / "out.wav"), "--sample_rate=8000", *html], capsys)
     assert result.returncode == 0, result.stderr
     if html and os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):  # generate.py's full-rate output plays
         problems, n_audio, _ = page_problems(tmp_path / "file_page" / "index.html", tmp_path / "file_page.png")
@@ -797,17 +811,15 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
     assert list(rows) == ["output", "copy of input", "copy of target", "50/50 mix", "target delayed 250 ms", "white noise",
                           "noise, target spectrum", "noise, target spectrum+envelope"], result.stdout
     assert rows["copy of input"][:4] == ["0%", "100%", "0%", "0%"] and rows["white noise"][:4] == ["0%", "0%", "100%", "0%"]
-    result = subprocess.run(evaluate + ["--ckpt", ckpt, "--pairs=3", f"--csv={tmp_path / 'eval.csv'}",
-                                        f"--audio={tmp_path / 'audio'}", "--audio_pairs=0,2"],
-                            capture_output=True, text=True, cwd=HERE)
+    result = in_process("evaluate", ["--ckpt", ckpt, "--pairs=3", f"--csv={tmp_path / 'eval.csv'}",
+                                     f"--audio={tmp_path / 'audio'}", "--audio_pairs=0,2"], capsys)
     assert result.returncode == 0 and "3 pairs;" in result.stdout and result.stderr == "", result.stderr
     written = sorted(os.listdir(tmp_path / "audio"))
     assert {f"pair{i}_{name}.wav" for i in (0, 2) for name in ("input", "target", "trained_model", "Let_it_Bee",
                                                                 "50_50_mix")} <= set(written)
     assert not any(name.startswith("pair1_") for name in written)
     if importlib.util.find_spec("matplotlib"):
-        plotted = subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), "--compare", str(tmp_path / "audio")],
-                                 capture_output=True, text=True, cwd=HERE)
+        plotted = in_process("plot", ["--compare", str(tmp_path / "audio")], capsys)
         assert plotted.returncode == 0 and png_size(tmp_path / "audio" / "spectrograms.png")[1] > 0, plotted.stderr
     systems = ["trained model", "untrained model", "random runs", "Let it Bee"]
     assert list(table_rows(result.stdout))[:4] == systems and "another file" in table_rows(result.stdout)
@@ -819,18 +831,15 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
     with open(tmp_path / "eval.pairs.csv") as f:
         per_pair = list(csv.DictReader(f))
     assert len(per_pair) == 3 * len(table_rows(result.stdout)) and {r["row"] for r in per_pair} >= set(systems)
-    import generate as generate_script
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(open(ckpt, "rb").read()[:5000])
     foreign = tmp_path / "foreign.pth"
     torch.save({"weights": torch.zeros(3)}, foreign)
     for bad, message in ((tmp_path / "missing.pth", "no such file"), (truncated, "not a readable checkpoint"),
                          (foreign, "not a checkpoint of this project")):
-        with pytest.raises(SystemExit) as refused:  # in this process: the message is SystemExit's, the exit status 1
-            generate_script.main(generate[2:] + ["--ckpt", str(bad)])
-        assert str(bad) in str(refused.value.code) and message in str(refused.value.code), refused.value.code
-        if bad == truncated:  # both scripts read checkpoints through checkpointing.load: evaluate.py once is enough
-            result = subprocess.run(evaluate + ["--ckpt", str(bad)], capture_output=True, text=True, cwd=HERE)
+        # both scripts read checkpoints through checkpointing.load: evaluate.py once is enough
+        for script, argv in [("generate", generate + ["--ckpt", str(bad)])] + [("evaluate", ["--ckpt", str(bad)])] * (bad == truncated):
+            result = in_process(script, argv, capsys)
             assert result.returncode != 0 and str(bad) in result.stderr and message in result.stderr, result.stderr
 
 
@@ -999,12 +1008,11 @@ def page_problems(page, screenshot):
     return problems + [f"console: {message}" for message in console], len(audio), len(images)
 
 
-def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_path, tiny_checkpoint):
+def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_path, tiny_checkpoint, capsys):
     skip_without_a_browser()
     import listening
     page = tmp_path / "page"
-    result = subprocess.run([sys.executable, os.path.join(HERE, "evaluate.py"), "--ckpt", tiny_checkpoint, "--pairs=3",
-                             f"--html={page}", "--html_pairs=2"], capture_output=True, text=True, cwd=HERE)
+    result = in_process("evaluate", ["--ckpt", tiny_checkpoint, "--pairs=3", f"--html={page}", "--html_pairs=2"], capsys)
     assert result.returncode == 0, result.stderr
     problems, n_audio, n_images = page_problems(page / "index.html", tmp_path / "shot.png")
     assert problems == [] and n_audio == n_images == 2 * 7, problems
@@ -1125,7 +1133,7 @@ def newest_of(paths):
     return max(paths, key=checkpointing.step_of)
 
 
-def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path):
+def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path, capsys):
     assert run_train(tmp_path, "--epochs=1").returncode == 0
     good = newest(tmp_path)
     truncated, foreign = tmp_path / "epoch_9_step_999.pth", tmp_path / "epoch_8_step_998.pth"
@@ -1137,22 +1145,22 @@ def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path):
     assert f"warning: skipping {foreign} is a torch file but not a checkpoint" in result.stdout
     assert f"resumed from {good}" in result.stdout
     assert truncated.exists() and foreign.exists(), "nothing of the user's is deleted"
-    for bad in (truncated, foreign):
-        result = run_train(tmp_path, f"--resume={bad}")
+    for bad in (truncated, foreign):  # refusals, in this process (in_process)
+        result = in_process("train", tiny_train(tmp_path, f"--resume={bad}")[1:], capsys)
         assert result.returncode != 0 and f"--resume: {bad}" in result.stderr
-    result = run_train(tmp_path, "--resume=auto", "--frame_dim=32", "--n_layer=2")
+    result = in_process("train", tiny_train(tmp_path, "--resume=auto", "--frame_dim=32", "--n_layer=2")[1:], capsys)
     assert result.returncode != 0
     assert "frame_dim (checkpoint 16, requested 32)" in result.stderr and "n_layer (checkpoint 1, requested 2)" in result.stderr
 
 
 @pytest.mark.parametrize("where", ["file", "unwritable"])
-def test_an_unusable_out_dir_fails_before_the_first_step(tmp_path, where):
+def test_an_unusable_out_dir_fails_before_the_first_step(tmp_path, where, capsys):
     if where == "file":
         out_dir = tmp_path / "checkpoints"
         out_dir.write_text("not a folder")
     else:
         out_dir = "/proc/cascade_checkpoints"  # not writable even for root
-    result = run_train(out_dir)
+    result = in_process("train", tiny_train(out_dir)[1:], capsys)
     assert result.returncode != 0 and str(out_dir) in result.stderr and "--out_dir" in result.stderr
     assert "step 1/" not in result.stdout
 
@@ -1181,10 +1189,10 @@ def test_bad_sample_values_are_caught_when_reading_and_silence_trains(tmp_path):
     assert "nan" not in " ".join(line for line in result.stdout.splitlines() if line.startswith("step ")).lower()
 
 
-def test_a_second_run_on_the_same_folder_refuses_and_a_dead_run_does_not_block(tmp_path):
+def test_a_second_run_on_the_same_folder_refuses_and_a_dead_run_does_not_block(tmp_path, capsys):
     first = start_train(tmp_path, "--epochs=50")
     wait_for_line(first, "step 1/")
-    second = run_train(tmp_path, "--resume=auto")
+    second = in_process("train", tiny_train(tmp_path, "--resume=auto")[1:], capsys)
     assert second.returncode != 0 and f"another run (pid {first.pid}) is training into {tmp_path}" in second.stderr
     first.kill()
     first.communicate()
@@ -1204,11 +1212,11 @@ def png_size(path):
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
-def test_plot_writes_the_health_figure_and_spectrograms(tmp_path):
+def test_plot_writes_the_health_figure_and_spectrograms(tmp_path, capsys):
     pytest.importorskip("matplotlib", reason="matplotlib is optional; CI installs it")
     import plot
     assert run_train(tmp_path, "--epochs=2").returncode == 0
-    result = subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), str(tmp_path)], capture_output=True, text=True, cwd=HERE)
+    result = in_process("plot", [str(tmp_path)], capsys)
     assert result.returncode == 0, result.stderr
     w, h = plot.FIGURE_INCHES
     assert png_size(tmp_path / "run_health.png") == (w * plot.DPI, h * plot.DPI)
@@ -1420,15 +1428,14 @@ def test_bench_and_stability_run_what_train_py_runs():
 # experiments.py
 
 
-def test_experiments_thresholds_prints_every_reference_and_rejects_unknown_variants():
-    experiments = [sys.executable, os.path.join(HERE, "experiments.py")]
-    result = subprocess.run(experiments + ["--thresholds", "--pairs=4"], capture_output=True, text=True, cwd=HERE, timeout=120)
+def test_experiments_thresholds_prints_every_reference_and_rejects_unknown_variants(capsys):
+    result = in_process("experiments", ["--thresholds", "--pairs=4"], capsys)
     assert result.returncode == 0, result.stderr
     verdicts = {line[:32].strip(): line.rsplit("  ", 1)[-1] for line in result.stdout.splitlines() if line.endswith("unrelated")}
     assert verdicts["copy of input"] == verdicts["50/50 mix"] == "0 blend, 4 copy, 0 hiss, 0 unrelated"
     assert verdicts["white noise"] == verdicts["noise, target spectrum+envelope"] == "0 blend, 0 copy, 4 hiss, 0 unrelated"
     assert {"random runs", "Let it Bee", "another file"} <= set(verdicts)
-    result = subprocess.run(experiments + ["--variants=ours,bogus"], capture_output=True, text=True, cwd=HERE)
+    result = in_process("experiments", ["--variants=ours,bogus"], capsys)
     assert result.returncode != 0 and "unknown variants bogus" in result.stderr
 
 
@@ -1475,10 +1482,9 @@ def test_stability_a_near_silent_target_gives_the_seeds_scalar_signature_and_fix
     assert not stability.scalars_signature([("stage2.proj.weight", 3.0), ("rms_scale_logs.1", 2.9), ("rms_input_weights.1", 2.9)])
 
 
-def test_stability_quick_mode_prints_every_condition_and_claim(tmp_path):
+def test_stability_quick_mode_prints_every_condition_and_claim(tmp_path, capsys):
     import stability
-    result = subprocess.run([sys.executable, os.path.join(HERE, "stability.py"), "--steps=2", f"--out_dir={tmp_path}"],
-                            capture_output=True, text=True, cwd=HERE, timeout=120)
+    result = in_process("stability", ["--steps=2", f"--out_dir={tmp_path}"], capsys)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert sum(line.startswith("== ") for line in lines) == len(stability.QUICK)
@@ -1487,7 +1493,7 @@ def test_stability_quick_mode_prints_every_condition_and_claim(tmp_path):
     with open(tmp_path / "stability_records.csv") as f:
         assert len(f.read().splitlines()) == 1 + 2 * 2 * len(stability.QUICK)
     for bad, message in (("--steps=many", "--steps='many'"), ("--conditions=latent,loud", "unknown conditions loud")):
-        result = subprocess.run([sys.executable, os.path.join(HERE, "stability.py"), bad], capture_output=True, text=True)
+        result = in_process("stability", [bad], capsys)
         assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
