@@ -92,7 +92,8 @@ class Corpus:
 
     def laid_out(self, tracks, n_samples, cache_dir):
         """The recordings' model-rate audio at their places, as one more cache file. # (n_samples,)"""
-        key = hashlib.sha1("|".join(t.cache_path for t in tracks).encode()).hexdigest()
+        layout = f"{self.frame_dim}|{self.chunk_frames}|" + "|".join(t.cache_path for t in tracks)
+        key = hashlib.sha1(layout.encode()).hexdigest()
         path = os.path.join(cache_dir, f"corpus_{key}.f32")
         if not os.path.exists(path) or os.path.getsize(path) != 4 * n_samples:
             partial = f"{path}.{os.getpid()}.tmp"

@@ -1,11 +1,12 @@
 """
-Audio for training: the built-in demo music, and the user's own folders.
+Audio in: the built-in demo music, and the user's own files and folders.
 
-Both end as a list of tracks (mono float32 at the model's rate) cut into
-consecutive segments; pair k is (segment k as input, segment k+1 as target).
-A user's files are decoded, mixed to mono and resampled once into a cache of
-raw float32 files; training then reads only the two segments it needs, so
-memory does not grow with the size of the collection.
+For training, both end as a list of tracks (mono float32 at the model's rate)
+cut into consecutive segments; pair k is (segment k as input, segment k+1 as
+target). A user's files are decoded, mixed to mono and resampled once into a
+cache of raw float32 files; training then reads only the two segments it
+needs, so memory does not grow with the size of the collection. Generation
+(corpus.py) decodes the same way, also at the output's rate and channels.
 """
 
 import hashlib

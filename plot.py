@@ -24,6 +24,7 @@ import soundfile as sf
 
 import checkpointing
 import health_report
+import listening
 
 FIGURE_INCHES, DPI = (12, 10), 100  # run_health.png is 1200 x 1000 pixels
 SPECTROGRAM_INCHES = (15, 4)  # spectrograms_epoch_N.png is 1500 x 400 pixels
@@ -100,11 +101,6 @@ def plot_health(rows, grad_clip, path):
 COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee", "random_runs")
 
 
-def spectrogram_db(audio):
-    frames = np.lib.stride_tricks.sliding_window_view(audio, 512)[::128] * np.hanning(512)
-    return 20 * np.log10(np.abs(np.fft.rfft(frames)).T + 1e-6)
-
-
 def plot_comparison(folder):
     """Every pair's clips that evaluate.py --audio wrote, one row each; returns the written path."""
     import matplotlib.pyplot as plt
@@ -117,7 +113,7 @@ def plot_comparison(folder):
                              sharey=True, squeeze=False)
     for row, pair in zip(axes, pairs):
         clips = [(name, *sf.read(os.path.join(folder, f"pair{pair}_{name}.wav"), dtype="float32")) for name in COMPARED]
-        spectrograms = [spectrogram_db(audio) for _, audio, _ in clips]
+        spectrograms = [listening.spectrogram_db(audio, rate) for _, audio, rate in clips]
         top = max(s.max() for s in spectrograms)
         for ax, (name, audio, rate), spectrogram in zip(row, clips, spectrograms):
             ax.imshow(spectrogram, origin="lower", aspect="auto", vmin=top - 80, vmax=top,
@@ -142,7 +138,7 @@ def plot_spectrograms(folder, path_pattern):
     clips = []
     for name in ("input", "target", "output"):
         audio, rate = sf.read(os.path.join(folder, "samples", f"epoch_{epoch}_{name}.wav"), dtype="float32")
-        clips.append((name, spectrogram_db(audio), len(audio) / rate, rate))
+        clips.append((name, listening.spectrogram_db(audio, rate), len(audio) / rate, rate))
     top = max(c[1].max() for c in clips)
     fig, axes = plt.subplots(1, 3, figsize=SPECTROGRAM_INCHES, dpi=DPI, sharey=True)
     for ax, (name, spectrogram, seconds, rate) in zip(axes, clips):
