@@ -75,19 +75,21 @@ class Corpus:
                 warn(path, f"too short: {track.n_samples / self.rate:.3f} s, a run needs {shortest / self.rate:.3f} s")
             elif track is not None:
                 usable.append((path, track))
+        full_rate = data.cached_tracks([p for p, _ in usable], out_rate, cache_dir, warn, channels,
+                                       what=f"decoding the target at {out_rate} Hz")
+        usable = [(path, track, full) for (path, track), full in zip(usable, full_rate) if full is not None]
         if not usable:
             why = "; ".join(sorted(set(reasons.values()))) if reasons else "it holds no files"
             raise SystemExit(f"--target {target}: no usable audio ({why}). Give a WAV/FLAC/OGG/MP3/AIFF file, "
                              f"or a folder holding at least one, of at least {shortest / self.rate:.2f} s")
-        full_rate = data.cached_tracks([p for p, _ in usable], out_rate, cache_dir, warn, channels,
-                                       what=f"decoding the target at {out_rate} Hz")
         gap = R + 2  # frames of silence between recordings: more than a run and its crossfades
         self.recordings, frame = [], gap
-        for (path, track), full in zip(usable, full_rate):
+        for path, track, full in usable:
             self.recordings.append(Recording(path, frame, track.n_samples, memmap(full.cache_path, channels)))
             frame += -(-track.n_samples // D) + 1 + gap
-        self.audio = self.laid_out([t for _, t in usable], frame * D, cache_dir)
-        self.clip_frame = self.find(clip_audio, [t for _, t in usable]) if clip_audio is not None else None
+        tracks = [track for _, track, _ in usable]
+        self.audio = self.laid_out(tracks, frame * D, cache_dir)
+        self.clip_frame = self.find(clip_audio, tracks) if clip_audio is not None else None
         self.material = self.describe(head)
 
     def laid_out(self, tracks, n_samples, cache_dir):

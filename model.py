@@ -20,7 +20,9 @@ of the target's own audio (of any source's, with pointer_corpus="all"), taken
 from at least 0.5 s away in time, chosen to match what the input plays then in
 band levels and pitch classes, and favoured where it carries on the previous
 run; so the output is made of the target's material: it can neither invent
-noise nor copy a moment onto itself. The seed's head, a Linear(C -> D)
+noise nor copy a moment onto itself. In generation a Material, a whole song or
+folder described the same way, stands in for the clip's target as what is copied.
+The seed's head, a Linear(C -> D)
 per frame after a LayerNorm of every frame, is kept as head="linear" with
 frame_norm=True; it makes noise (README, experiments.py).
 
@@ -103,31 +105,6 @@ class CascadeConfig:
             raise ValueError(f"pointer_sharpness={self.pointer_sharpness} must be > 0")
         if not self.rms_floor > 0.0:
             raise ValueError(f"rms_floor={self.rms_floor} must be > 0")
-
-
-@dataclass
-class Material:
-    """Recordings beyond the clip for the pointer heads to copy instead of the clip's own
-    target (generation draws on a whole song or folder): P runs at the model's rate, each
-    described as PointerHead describes a clip's, and at the clip's level (at_level) just
-    as exactly: band levels carry a floor that is not scale-free."""
-    audio: torch.Tensor  # (N,) mono; run p's samples start at p*D, a hop of crossfade either side
-    power: torch.Tensor  # (P+R-1, n_bands) the band power of every frame
-    chroma: torch.Tensor  # (P, 12) each run's pitch classes, a unit vector
-    allowed: torch.Tensor  # (P,) bool: the run and both its crossfades lie inside one recording
-    # (1,) long: the frame of the material where the clip's own recording is at the clip's
-    # frame 0 (the copy guard keeps min_shift frames from it), or None: the clip is not in it
-    clip_frame: torch.Tensor | None = None
-    gain: torch.Tensor | None = None  # (1,): what Cascade multiplied the clip by; set by at_level, with
-    levels: torch.Tensor | None = None  # (P+R-1, n_bands) log10 band power at that gain, and
-    level_norms: torch.Tensor | None = None  # (P,) squared levels summed over each run's R frames
-
-    def at_level(self, gain, chunk_frames):
-        """This material as the clip sees it after Cascade's level normalisation."""
-        levels = band_levels(self.power * gain.pow(2))
-        squared = F.pad(levels.pow(2).sum(dim=1).cumsum(0), (1, 0))
-        norms = squared[chunk_frames:] - squared[:-chunk_frames]  # (P,)
-        return replace(self, gain=gain, levels=levels, level_norms=norms)
 
 
 # -----------------------------------------------------------------------------
@@ -274,6 +251,31 @@ def run_window(position, D, R):
     sin^2 + cos^2 = 1 where two runs meet. # same shape as position"""
     fade_in = torch.sin(0.5 * math.pi * ((position + 0.5) / (2 * D)).clamp(0, 1)).pow(2)
     return fade_in * torch.cos(0.5 * math.pi * ((position - R * D + 0.5) / (2 * D)).clamp(0, 1)).pow(2)
+
+
+@dataclass
+class Material:
+    """Recordings beyond the clip for the pointer heads to copy instead of the clip's own
+    target (generation draws on a whole song or folder): P runs at the model's rate, each
+    described as PointerHead describes a clip's, and at the clip's level (at_level) just
+    as exactly: band levels carry a floor that is not scale-free."""
+    audio: torch.Tensor  # (N,) mono; run p's samples start at p*D, a hop of crossfade either side
+    power: torch.Tensor  # (P+R-1, n_bands) the band power of every frame
+    chroma: torch.Tensor  # (P, 12) each run's pitch classes, a unit vector
+    allowed: torch.Tensor  # (P,) bool: the run and both its crossfades lie inside one recording
+    # (1,) long: the frame of the material where the clip's own recording is at the clip's
+    # frame 0 (the copy guard keeps min_shift frames from it), or None: the clip is not in it
+    clip_frame: torch.Tensor | None = None
+    gain: torch.Tensor | None = None  # (1,): what Cascade multiplied the clip by; set by at_level, with
+    levels: torch.Tensor | None = None  # (P+R-1, n_bands) log10 band power at that gain, and
+    level_norms: torch.Tensor | None = None  # (P,) squared levels summed over each run's R frames
+
+    def at_level(self, gain, chunk_frames):
+        """This material as the clip sees it after Cascade's level normalisation."""
+        levels = band_levels(self.power * gain.pow(2))
+        squared = F.pad(levels.pow(2).sum(dim=1).cumsum(0), (1, 0))
+        norms = squared[chunk_frames:] - squared[:-chunk_frames]  # (P,)
+        return replace(self, gain=gain, levels=levels, level_norms=norms)
 
 
 class PointerHead(nn.Module):

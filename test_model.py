@@ -707,6 +707,7 @@ def test_a_mixed_folder_trains_and_names_exactly_the_bad_files(tmp_path):
     assert sorted(w.split(": ")[1].removeprefix("skipping ") for w in warnings) == sorted(bad), warnings
     assert "skipped 3 of 9 files" in result.stdout
     assert "train: 5 files" in result.stdout and "val: 1 files" in result.stdout and "step 1/" in result.stdout
+    assert f"decoding {tmp_path / 'music'}" in result.stderr  # the cache build's progress bar
     assert {p: sha1(p) for p in good + bad} == before, "the user's files are only ever read"
     again = run_train(tmp_path / "ck2", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1")
     assert again.returncode == 0 and again.stdout.count("warning: skipping") == 3  # from the cache now
