@@ -99,12 +99,16 @@ class Corpus:
         path = os.path.join(cache_dir, f"corpus_{key}.f32")
         if not os.path.exists(path) or os.path.getsize(path) != 4 * n_samples:
             partial = f"{path}.{os.getpid()}.tmp"
-            with open(partial, "wb") as f:
-                f.truncate(4 * n_samples)  # zeros: the gaps
-                for recording, track in zip(self.recordings, tracks):
-                    f.seek(4 * recording.first_frame * self.frame_dim)
-                    f.write(memmap(track.cache_path).tobytes())
-            os.replace(partial, path)
+            try:
+                with open(partial, "wb") as f:
+                    f.truncate(4 * n_samples)  # zeros: the gaps
+                    for recording, track in zip(self.recordings, tracks):
+                        f.seek(4 * recording.first_frame * self.frame_dim)
+                        f.write(memmap(track.cache_path).tobytes())
+                os.replace(partial, path)
+            finally:
+                if os.path.exists(partial):
+                    os.remove(partial)
         return memmap(path)
 
     def find(self, clip_audio, tracks):

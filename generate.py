@@ -29,6 +29,7 @@ import health_report
 import rendering
 import verdict
 
+INTERRUPTED_EXIT = 130  # as train.py's, and the shell's for Ctrl-C
 MAX_CHANNELS = 2  # mono or stereo: the render keeps each channel; more would need a layout to keep
 
 
@@ -64,15 +65,21 @@ def input_audio(path, model_rate):
         raise SystemExit(f"cannot use --input {e}") from None
 
 
-def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
-    parser.add_argument("--input", required=True, help="the input song (any format libsndfile reads), mono or stereo")
-    parser.add_argument("--target", required=True, help="the target song, or a folder of them: the material")
-    parser.add_argument("--out", required=True, help="where to write the result (.wav, .flac, ...)")
-    parser.add_argument("--cache_dir", default=".cache/audio", help="where the target is decoded once, at both rates")
-    args = parser.parse_args(argv)
+def write_output(path, audio, rate, extension):
+    """Write to a hidden temporary file beside path, then rename: an interrupted or failed
+    write leaves no half-written file. # audio: (N, channels)"""
+    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.partial")
+    try:
+        sf.write(partial, audio[:, 0] if audio.shape[1] == 1 else audio, rate, format=extension)
+        os.replace(partial, path)
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
+        raise SystemExit(f"cannot write {path}: {e}") from None
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
+
+def generate(args):
     began = time.perf_counter()
     extension = output_format(args.out)
     try:
@@ -88,22 +95,11 @@ def main(argv):
     in_model, in_full, info = input_audio(args.input, rate)
     material = corpus.Corpus(args.target, model.stage1.pointer, rate, info.samplerate, info.channels, args.cache_dir, in_model)
     generator = rendering.Generator(model, material, checkpointing.segment_samples(state))
-    partial = os.path.join(os.path.dirname(os.path.abspath(args.out)), f".{os.path.basename(args.out)}.{os.getpid()}.partial")
-    try:
-        out, out_model, scales = generator.generate(in_model, in_full)
-        peak = float(np.abs(out).max())
-        if peak > 1.0:  # the health report below judges the output before this
-            print(f"output peaked at {peak:.3f}; turned down by {20 * np.log10(peak / 0.999):.1f} dB instead of clipping")
-        out = out / max(1.0, peak / 0.999)
-        sf.write(partial, out[:, 0] if info.channels == 1 else out, info.samplerate, format=extension)
-        os.replace(partial, args.out)
-    except KeyboardInterrupt:
-        raise SystemExit(f"interrupted: nothing written to {args.out}") from None
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
-        raise SystemExit(f"cannot write {args.out}: {e}") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    out, out_model, scales = generator.generate(in_model, in_full)
+    peak = float(np.abs(out).max())
+    if peak > 1.0:  # the health report below judges the output before this
+        print(f"output peaked at {peak:.3f}; turned down by {20 * np.log10(peak / 0.999):.1f} dB instead of clipping")
+    write_output(args.out, out / max(1.0, peak / 0.999), info.samplerate, extension)
 
     seconds = len(in_model) / rate
     tgt_model = material.looped(len(in_model))
@@ -119,6 +115,21 @@ def main(argv):
     took = time.perf_counter() - began
     print(f"took {took:.1f} s for {seconds:.1f} s of audio, reading and writing included: real-time factor "
           f"{took / seconds:.3f} ({seconds / took:.1f}x faster than real time)")
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
+    parser.add_argument("--input", required=True, help="the input song (any format libsndfile reads), mono or stereo")
+    parser.add_argument("--target", required=True, help="the target song, or a folder of them: the material")
+    parser.add_argument("--out", required=True, help="where to write the result (.wav, .flac, ...)")
+    parser.add_argument("--cache_dir", default=".cache/audio", help="where the target is decoded once, at both rates")
+    args = parser.parse_args(argv)
+    try:
+        generate(args)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing written to {args.out}", file=sys.stderr)
+        raise SystemExit(INTERRUPTED_EXIT) from None
 
 
 if __name__ == "__main__":
