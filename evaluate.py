@@ -35,6 +35,7 @@ import torch.nn.functional as F
 import baselines
 import checkpointing
 import comparison
+import corpus
 import data
 import listening
 import quality
@@ -174,8 +175,12 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
 
 
 def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
+    """The metrics of one output file (and of the references made of its input and target):
+    {name: [metrics]}, and the target as judged (a folder's files one after another,
+    looped to the output's length, as generate.py's transformers hear it)."""
     try:
-        x_in, x_tgt, out = (data.read_audio(p, sample_rate) for p in (input_path, target_path, output_path))
+        x_in, out = (data.read_audio(p, sample_rate) for p in (input_path, output_path))
+        x_tgt = np.concatenate([data.read_audio(p, sample_rate) for p in corpus.audio_paths(target_path)])
     except ValueError as e:
         raise SystemExit(f"cannot use {e}") from None
     n = len(out)
@@ -188,19 +193,21 @@ def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
     print(f"{output_path} against input {input_path} and target {target_path}, at {sample_rate} Hz")
     rows = {name: [metrics] for name, metrics in judged({"output": out, **references}, x_in, x_tgt, sample_rate,
                                                          grid_seconds).items()}
-    return rows, references["50/50 mix"]
+    return rows, x_tgt, references["50/50 mix"]
 
 
-def files_page(input_path, target_path, output_path, rows, mix, sample_rate):
-    """The listening page's row for one output file: the three files as they are (generate.py's
-    full rate), and the 50/50 mix at the rate they were judged at."""
-    clips = []
-    for name, path in (("input", input_path), ("target", target_path), ("output", output_path)):
-        audio, rate = sf.read(path, dtype="float32")
-        judged_row = rows.get(name)
-        clips.append((name, audio, rate, judged_row[0] if judged_row else None,
-                      verdict.verdict(judged_row[0]) if judged_row else None))
-    clips.append(("50/50 mix", mix, sample_rate, rows["50/50 mix"][0], verdict.verdict(rows["50/50 mix"][0])))
+def files_page(input_path, target_path, output_path, rows, x_tgt, mix, sample_rate):
+    """The listening page's row for one output file: the input, output and a target file as
+    they are (generate.py's full rate; a target folder as judged), and the 50/50 mix at the
+    rate they were judged at."""
+    def as_is(path):  # -> (audio, rate)
+        return sf.read(path, dtype="float32")
+
+    target = (x_tgt, sample_rate) if os.path.isdir(target_path) else as_is(target_path)
+    output, mixed = rows["output"][0], rows["50/50 mix"][0]
+    clips = [("input", *as_is(input_path), None, None), ("target", *target, None, None),
+             ("output", *as_is(output_path), output, verdict.verdict(output)),
+             ("50/50 mix", mix, sample_rate, mixed, verdict.verdict(mixed))]
     return [(os.path.basename(output_path), clips)]
 
 
@@ -234,7 +241,7 @@ def main(argv):
                                        "player and spectrogram, the verdicts, metrics and tables (open it from disk)")
     parser.add_argument("--html_pairs", type=int, default=8, help="with --html and --ckpt: the page's first N pairs")
     parser.add_argument("--input", help="with --target and --output: judge one output file")
-    parser.add_argument("--target")
+    parser.add_argument("--target", help="with --output: the target file, or the folder generate.py drew on")
     parser.add_argument("--output")
     parser.add_argument("--sample_rate", type=int, default=CascadeConfig.sample_rate,
                         help="with --output: the rate to judge at (the model's default)")
@@ -259,8 +266,8 @@ def main(argv):
         page = page_rows(kept, rows, rate) if args.html else None
         title = f"{os.path.basename(args.ckpt)}: {len(kept)} validation pairs"
     elif args.input and args.target and args.output:
-        rows, mix = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
-        page = files_page(args.input, args.target, args.output, rows, mix, args.sample_rate) if args.html else None
+        rows, x_tgt, mix = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
+        page = files_page(args.input, args.target, args.output, rows, x_tgt, mix, args.sample_rate) if args.html else None
         title = f"{os.path.basename(args.output)} against its input and target"
     else:
         parser.error("give --ckpt, or all three of --input, --target and --output")

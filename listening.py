@@ -7,9 +7,9 @@ a column per clip (input, target, the trained output and each baseline), each an
 player above its spectrogram, all spectrograms on one frequency and dB scale, and the
 clip's verdict and metrics below. It needs no server, no network and no script.
 
-Sizes: 16-bit WAV is 2 bytes a sample a channel (64 KB for 2 s at 16 kHz mono), and a
-spectrogram PNG about 55 KB for 2 s: 8 pairs of 7 clips of 2 s came to 6.6 MB (README:
-how it grows).
+Sizes: audio is 16-bit FLAC, which every browser plays (about half of WAV's 2 bytes a
+sample a channel), and a spectrogram PNG about 55 KB for 2 s, at most MAX_COLUMNS wide
+(README: how the page grows).
 """
 
 import html
@@ -21,7 +21,9 @@ import soundfile as sf
 
 WINDOW_SECONDS, HOP_SECONDS = 0.032, 0.008  # the same time and frequency resolution at every rate
 DB_RANGE = 80.0  # every image spans the page's loudest bin down to this far below it
-PIXELS_PER_SECOND = 1 / HOP_SECONDS  # one column a hop
+PIXELS_PER_SECOND = 1 / HOP_SECONDS  # one column a hop, up to
+MAX_COLUMNS = 1000  # beyond 8 s, neighbouring columns are merged (their maximum): a song's image stays small
+SHOWN_WIDTH = 500  # pixels a long clip's spectrogram is shown at, so a row of songs fits a screen
 SHOWN = ("chroma_in", "onset_f_in", "mfcc_tgt", "dist_tgt", "extra_onsets")  # metrics under each clip
 
 
@@ -49,6 +51,10 @@ def write_images(spectrograms, paths):
     top = max(s.max() for s in spectrograms)
     height = max(len(s) for s in spectrograms)
     for spectrogram, path in zip(spectrograms, paths):
+        merge = -(-spectrogram.shape[1] // MAX_COLUMNS)
+        if merge > 1:
+            columns = np.pad(spectrogram, ((0, 0), (0, -spectrogram.shape[1] % merge)), constant_values=top - DB_RANGE)
+            spectrogram = columns.reshape(len(columns), -1, merge).max(axis=2)
         padded = np.pad(spectrogram, ((0, height - len(spectrogram)), (0, 0)), constant_values=top - DB_RANGE)
         plt.imsave(path, padded[::2], cmap="magma", vmin=top - DB_RANGE, vmax=top, origin="lower")
 
@@ -61,7 +67,7 @@ def metrics_text(metrics, verdict_name):
 
 def write_page(folder, title, rows, tables_text, notes=""):
     """rows: [(row title, [(clip name, audio (N,) or (N, C), rate, metrics or None, verdict or None)])].
-    Writes folder/index.html, one WAV and one PNG per clip; returns the page's path."""
+    Writes folder/index.html, one FLAC and one PNG per clip; returns the page's path."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -73,15 +79,15 @@ def write_page(folder, title, rows, tables_text, notes=""):
         for name, audio, rate, metrics, verdict_name in clips:
             stem = f"pair{index}_{slug(name)}"
             peak = max(1.0, float(np.abs(audio).max()) / 0.999)  # never clip; the level as heard is kept otherwise
-            sf.write(os.path.join(folder, stem + ".wav"), audio / peak, rate, subtype="PCM_16")
+            sf.write(os.path.join(folder, stem + ".flac"), audio / peak, rate, subtype="PCM_16")
             mono = audio if audio.ndim == 1 else audio.mean(axis=1)
             spectrograms.append(spectrogram_db(mono, rate))
             images.append(os.path.join(folder, stem + ".png"))
             below = metrics_text(metrics, verdict_name) if metrics is not None else ""
             row.append(f'<td><div class="name">{html.escape(name)}</div>'
-                       f'<audio controls preload="metadata" src="{stem}.wav"></audio>'
+                       f'<audio controls preload="metadata" src="{stem}.flac"></audio>'
                        f'<img src="{stem}.png" alt="spectrogram of {html.escape(name)}" '
-                       f'width="{round(len(mono) / rate * PIXELS_PER_SECOND)}">'
+                       f'width="{min(round(len(mono) / rate * PIXELS_PER_SECOND), SHOWN_WIDTH)}">'
                        f'<div class="metrics">{below}</div></td>')
         cells.append(f'<tr><th>{html.escape(row_title)}</th>{"".join(row)}</tr>')
     write_images(spectrograms, images)

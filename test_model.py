@@ -1025,9 +1025,9 @@ def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_pat
     broken = tmp_path / "broken"
     shutil.copytree(page, broken)
     os.remove(broken / "pair1_Let_it_Bee.png")
-    os.rename(broken / "pair0_target.wav", broken / "moved.wav")
+    os.rename(broken / "pair0_target.flac", broken / "moved.flac")
     problems, _, _ = page_problems(broken / "index.html", tmp_path / "broken.png")
-    assert any("pair0_target.wav" in p for p in problems) and any("pair1_Let_it_Bee.png" in p for p in problems), problems
+    assert any("pair0_target.flac" in p for p in problems) and any("pair1_Let_it_Bee.png" in p for p in problems), problems
 
     # 8 pairs of seven 2 s clips at 16 kHz, music-like: the page stays under 20 MB
     rng = np.random.default_rng(0)
