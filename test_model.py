@@ -808,6 +808,11 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
     if html and os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):  # generate.py's full-rate output plays
         problems, n_audio, _ = page_problems(tmp_path / "file_page" / "index.html", tmp_path / "file_page.png")
         assert problems == [] and n_audio == 4, problems
+    (tmp_path / "corpus").mkdir()
+    shutil.copy(tmp_path / "tgt.flac", tmp_path / "corpus" / "tgt.flac")  # generate.py's target may be a folder
+    folder = in_process("evaluate", ["--input", str(tmp_path / "in.wav"), "--target", str(tmp_path / "corpus"),
+                                     "--output", str(tmp_path / "out.wav"), "--sample_rate=8000"], capsys)
+    assert folder.returncode == 0 and table_rows(folder.stdout) == table_rows(result.stdout), folder.stderr
     rows = table_rows(result.stdout)
     assert list(rows) == ["output", "copy of input", "copy of target", "50/50 mix", "target delayed 250 ms", "white noise",
                           "noise, target spectrum", "noise, target spectrum+envelope"], result.stdout
