@@ -389,8 +389,29 @@ def sha1(path):
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def test_smoke_run_writes_checkpoint_samples_and_metrics(tmp_path):
-    result = run_train(tmp_path)
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch tiny run, shared: a test that changes a run works on a copy (copy_of)."""
+    folder = tmp_path_factory.mktemp("one_epoch")
+    result = run_train(folder, "--epochs=1")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture(scope="module")
+def two_epoch_run(tmp_path_factory):
+    """The tiny run as run_train makes it (two epochs), and what it printed; shared likewise."""
+    folder = tmp_path_factory.mktemp("two_epochs")
+    return folder, run_train(folder)
+
+
+def copy_of(run, folder):
+    shutil.copytree(run, folder, dirs_exist_ok=True)
+    return folder
+
+
+def test_smoke_run_writes_checkpoint_samples_and_metrics(two_epoch_run):
+    tmp_path, result = two_epoch_run
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     step_lines = [line for line in lines if line.startswith("step ")]
@@ -425,16 +446,16 @@ def np_finite(a):
     return bool(np.isfinite(a).all())
 
 
-def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path, capsys):
-    assert run_train(tmp_path, "--epochs=1").returncode == 0
+def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path, capsys, one_epoch_run):
+    copy_of(one_epoch_run, tmp_path)
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     result = in_process("train", tiny_train(tmp_path, "--epochs=1")[1:], capsys)
     assert result.returncode != 0 and "--resume=auto" in result.stderr
     assert {p: sha1(p) for p in checkpointing.files(tmp_path)} == before
 
 
-def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path):
-    assert run_train(tmp_path, "--epochs=1").returncode == 0
+def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path, one_epoch_run):
+    copy_of(one_epoch_run, tmp_path)
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     steps = checkpointing.load(checkpointing.files(tmp_path)[0])["step"]
     result = run_train(tmp_path, "--resume=auto", env={train.TEST_NAN_STEP: str(steps + 2)})
@@ -756,11 +777,9 @@ def table_rows(stdout):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """One epoch of the tiny run (8 kHz model), shared by the generation tests."""
-    folder = tmp_path_factory.mktemp("tiny_ck")
-    assert run_train(folder, "--epochs=1").returncode == 0
-    return checkpointing.files(folder)[0]
+def tiny_checkpoint(one_epoch_run):
+    """The one-epoch tiny run's checkpoint (an 8 kHz model), read by the generation tests."""
+    return checkpointing.files(one_epoch_run)[0]
 
 
 def generate_command(tmp_path, ckpt, input_path, target, out):
@@ -1063,12 +1082,11 @@ def newest(folder):
     return checkpointing.files(folder)[0]
 
 
-def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path):
-    assert run_train(tmp_path / "straight", "--epochs=2").returncode == 0
-    assert run_train(tmp_path / "split", "--epochs=1").returncode == 0
-    result = run_train(tmp_path / "split", "--epochs=2", "--resume=auto")
+def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path, one_epoch_run, two_epoch_run):
+    split = copy_of(one_epoch_run, tmp_path / "split")  # epoch 1 of the two-epoch run's exact config
+    result = run_train(split, "--epochs=2", "--resume=auto")
     assert result.returncode == 0 and "resumed from" in result.stdout
-    assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "split"))
+    assert same_training_state(newest(two_epoch_run[0]), newest(split))
 
 
 def start_train(out_dir, *args, env=None):
@@ -1139,8 +1157,8 @@ def newest_of(paths):
     return max(paths, key=checkpointing.step_of)
 
 
-def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path, capsys):
-    assert run_train(tmp_path, "--epochs=1").returncode == 0
+def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path, capsys, one_epoch_run):
+    copy_of(one_epoch_run, tmp_path)
     good = newest(tmp_path)
     truncated, foreign = tmp_path / "epoch_9_step_999.pth", tmp_path / "epoch_8_step_998.pth"
     truncated.write_bytes(open(good, "rb").read()[:3000])
@@ -1218,10 +1236,10 @@ def png_size(path):
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
 
 
-def test_plot_writes_the_health_figure_and_spectrograms(tmp_path, capsys):
+def test_plot_writes_the_health_figure_and_spectrograms(tmp_path, capsys, two_epoch_run):
     pytest.importorskip("matplotlib", reason="matplotlib is optional; CI installs it")
     import plot
-    assert run_train(tmp_path, "--epochs=2").returncode == 0
+    copy_of(two_epoch_run[0], tmp_path)
     result = in_process("plot", [str(tmp_path)], capsys)
     assert result.returncode == 0, result.stderr
     w, h = plot.FIGURE_INCHES
