@@ -24,7 +24,6 @@ where the trained model is better).
 import argparse
 import csv
 import os
-import re
 import sys
 
 import numpy as np
@@ -111,8 +110,7 @@ def write_audio(folder, index, systems, sample_rate):
     """One pair's input, target and every system's output as DIR/pair<index>_<name>.wav (plot.py --compare)."""
     os.makedirs(folder, exist_ok=True)
     for name, audio in systems.items():
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
-        checkpointing.write_wav(os.path.join(folder, f"pair{index}_{slug}.wav"), audio, sample_rate)
+        checkpointing.write_wav(os.path.join(folder, f"pair{index}_{listening.slug(name)}.wav"), audio, sample_rate)
 
 
 def page_rows(kept, rows, rate):
