@@ -34,18 +34,11 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 
-import checkpointing
-import data
-import training
-from model import Cascade, CascadeConfig, MDCTCodec
+from lib import checkpointing, data, hyperparameters, objective, training
+from model import Cascade, MDCTCodec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# train.py's defaults for everything the timed step depends on (a test checks that they agree);
-# the model is CascadeConfig's defaults, which are train.py's too
-STEP = {"batch_size": 8, "lr": 1e-4, "weight_decay": 0.01, "grad_clip": 1.0, "top_k": 5,
-        "rms_floor": 1e-6, "follow_weight": 1.0, "sound_weight": 1.0, "harmony_weight": 0.0, "onsets_weight": 0.0,
-        "copy_weight": 1.0, "copy_margin": 0.3,
-        "novelty_weight": 0.0, "recon_weight": 0.0}
+HYPERPARAMETERS = hyperparameters.of_script(os.path.join(HERE, "train.py"))  # what the timed step runs with
 
 REFERENCE_DROPOUT = 0.1  # the seed's: ours trains without dropout, which the blend evaluation showed does not hurt
 CONFIGS = {"default (2 s)": 2.0, "long (16 s)": 16.0}  # segment seconds, at train.py's sample rate and batch size
@@ -122,7 +115,8 @@ def make_step(models, hp, dtype, device, B, T):
     """train.py's own training step (training.train_step: forward, objective, backward, the NaN
     abort, clipping, AdamW) on a fixed random batch; returns a callable."""
     model, train_model = models
-    optimizer = training.optimizer_for(model, hp)
+    optimizer = training.optimizer_for(model, hp["lr"], hp["weight_decay"])
+    weights, step_config = hyperparameters.section(objective.LossWeights, hp), hyperparameters.section(training.StepConfig, hp)
     codec = MDCTCodec(model.config.frame_dim).to(device)
     process = training.Process(0, 1, device, device, dtype)
     g = torch.Generator().manual_seed(0)
@@ -130,7 +124,7 @@ def make_step(models, hp, dtype, device, B, T):
     x_tgt = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
 
     def step():
-        training.train_step(model, train_model, optimizer, codec, x_in, x_tgt, hp, process, 1, None)
+        training.train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, 1, None)
         sync(device)
     return step
 
@@ -200,7 +194,8 @@ def peak_memory_child(impl, seconds, device):
     """Memory a training step adds at its peak, measured in a fresh process after one
     warm-up step (which compiles, and allocates AdamW's moments): on CPU the peak
     resident set above the resident set between steps."""
-    hp, config = STEP, CascadeConfig()
+    hp = HYPERPARAMETERS
+    config = hyperparameters.model_config(hp)
     T = data.seconds_to_samples(seconds, config.sample_rate) // config.frame_dim + 1
     step = make_step(build(impl, config, device), hp, impl[1], device, hp["batch_size"], T)
     step()
@@ -287,11 +282,10 @@ def generation_speed():
     1-hour folder, the first run building the caches and the second using them."""
     print(f"generate.py, default model, 44.1 kHz stereo FLAC; {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        config = CascadeConfig()
+        config = hyperparameters.model_config(HYPERPARAMETERS)
         ckpt = os.path.join(tmp, "untrained.pth")
         checkpointing.save({"format": checkpointing.FORMAT, "model_config": asdict(config), "epoch": 0,
-                            "model": Cascade(config).state_dict(),
-                            "hyperparameters": {"sample_rate": config.sample_rate, "segment_seconds": 2.0}}, ckpt)
+                            "model": Cascade(config).state_dict(), "hyperparameters": HYPERPARAMETERS}, ckpt)
         for name, minutes in (("song3", 3), ("song5", 5), ("target5", 5), ("corpus", 60)):
             write_collection(os.path.join(tmp, name), minutes, min(minutes, 10))
         runs = [("3 min song, 3 min target", "song3", "song5"), ("5 min song, 5 min target", "song5", "target5"),
@@ -327,8 +321,8 @@ def main(argv):
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fast = "bfloat16" if training.fast_bfloat16(device) else "float32"
-    hp, config = STEP, CascadeConfig()
-    B = hp["batch_size"]
+    hp = HYPERPARAMETERS
+    config, B = hyperparameters.model_config(hp), hp["batch_size"]
     peaks = {"float32": matmul_peak(torch.float32, device), "bfloat16": matmul_peak(torch.bfloat16, device)}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?") \
         if os.path.exists("/proc/cpuinfo") else "?"

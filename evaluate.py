@@ -31,14 +31,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-import baselines
-import checkpointing
-import comparison
-import corpus
-import data
-import listening
-import quality
-import verdict
+from lib import baselines, checkpointing, comparison, corpus, data, hyperparameters, listening, quality, verdict
 from model import Cascade, CascadeConfig, MDCTCodec
 
 TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix",
@@ -136,7 +129,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
     if data_dir:
         hp["data_dir"] = data_dir
     rate, segment = model.config.sample_rate, checkpointing.segment_samples(state)
-    tracks = data.run_tracks(hp)
+    tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp))
     _, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
     pairs = data.PairDataset(val_tracks, segment)
     if len(pairs) == 0:

@@ -26,11 +26,7 @@ import time
 
 import numpy as np
 
-import baselines
-import checkpointing
-import data
-import verdict
-from model import CascadeConfig
+from lib import baselines, checkpointing, data, hyperparameters, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the seed's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
@@ -113,11 +109,10 @@ def thresholds(music_dir, n_pairs, seed):
     """The verdict's metrics of every reference, and of the mosaics made from the pair with no
     training, over many pairs of every file (train and validation alike): the ranges
     verdict.py's thresholds are read from."""
-    config = CascadeConfig()
-    hp = {"data_dir": music_dir, "demo_pieces": 24, "demo_seconds": 24.0, "sample_rate": config.sample_rate, "seed": 1337,
-          "segment_seconds": 2.0, "cache_dir": ".cache/audio"}
-    rate, segment = config.sample_rate, data.seconds_to_samples(hp["segment_seconds"], config.sample_rate)
-    tracks = data.run_tracks(hp)
+    hp = {**hyperparameters.of_script(os.path.join(HERE, "train.py")), "data_dir": music_dir}
+    config, source = hyperparameters.model_config(hp), hyperparameters.section(data.DataConfig, hp)
+    rate, segment = config.sample_rate, data.seconds_to_samples(source.segment_seconds, config.sample_rate)
+    tracks = data.run_tracks(source)
     pairs = data.PairDataset(tracks, segment)
     rng = np.random.default_rng(seed)
     rows = {}

@@ -22,12 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-import checkpointing
-import corpus
-import data
-import health_report
-import rendering
-import verdict
+from lib import checkpointing, corpus, data, health_report, rendering, verdict
 
 INTERRUPTED_EXIT = 130  # as train.py's, and the shell's for Ctrl-C
 MAX_CHANNELS = 2  # mono or stereo: the render keeps each channel; more would need a layout to keep

@@ -22,9 +22,7 @@ import sys
 import numpy as np
 import soundfile as sf
 
-import checkpointing
-import health_report
-import listening
+from lib import checkpointing, health_report, listening
 
 FIGURE_INCHES, DPI = (12, 10), 100  # run_health.png is 1200 x 1000 pixels
 SPECTROGRAM_INCHES = (15, 4)  # spectrograms_epoch_N.png is 1500 x 400 pixels

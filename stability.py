@@ -7,7 +7,7 @@ condition by condition, in both designs, and which single measure prevents it.
     python stability.py --conditions=silent_clip --steps=100 --seconds=16   # any conditions, budget, clip length
 
 Every run trains the seed's network (a linear head after per-frame LayerNorms, 1 layer
-a stage) on the seed's loss mix (seed_objective: reconstruction, an envelope-correlation
+a stage) on the seed's loss mix (original_objective: reconstruction, an envelope-correlation
 penalty, novelty) in float32, first *bare*: correlations without a floor, no clipping,
 no NaN abort. Both designs run bare on every condition:
   learnable  the pre-fix design: per stage, learnable a, b, s (rms_input_weights,
@@ -27,16 +27,13 @@ import os
 import statistics
 import sys
 import time
-from dataclasses import asdict
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-import data
-import objective
-import training
-from model import Cascade, CascadeConfig, MDCTCodec, combined_rms, rms
+from lib import data, hyperparameters, objective, training
+from model import Cascade, MDCTCodec, combined_rms, rms
 
 SCALAR_NAMES = ("rms_input_weights", "rms_target_weights", "rms_scale_logs")
 
@@ -73,13 +70,13 @@ class PreFix(FixedRaw):
 DESIGNS = {"learnable": PreFix, "fixed": Cascade}
 MEASURES = ("fixed scaling", "floored correlation", "clipping", "NaN abort")
 FIRST_ATTENTION_INPUT = "blocks.0.attn.in_proj.weight"  # a stage's first attention layer's input projection
-# The seed's network and the training setup of its runs: a linear head after per-frame
-# LayerNorms (1 layer a stage: more steps fit the budget), train.py's rate, optimizer and clipping.
-# Its loss mix as we read the seed's description: novelty 0.85 (its weight), reconstruction
-# 0.02 (remedy A's weight) and an envelope-correlation penalty at the remaining 0.15.
-SEED = {**asdict(CascadeConfig(head="linear", frame_norm=True, n_layer=1)), "seed": 1337,
-        "weight_decay": 0.01, "grad_clip": 1.0, "batch_size": 4,
-        "recon_weight": 0.02, "envelope_weight": 0.15, "novelty_weight": 0.85}
+HERE = os.path.dirname(os.path.abspath(__file__))
+# train.py's hyperparameters (its seed, weight decay and clipping) with the original network: a
+# linear head after per-frame LayerNorms (1 layer a stage: more steps fit the budget). Its loss
+# mix as we read the original description: novelty 0.85 (its weight), reconstruction 0.02
+# (remedy A's weight) and an envelope-correlation penalty at the remaining 0.15.
+ORIGINAL = {**hyperparameters.of_script(os.path.join(HERE, "train.py")), "head": "linear", "frame_norm": True,
+            "n_layer": 1, "batch_size": 4, "recon_weight": 0.02, "envelope_weight": 0.15, "novelty_weight": 0.85}
 LATENT_LEVEL = 5.7  # RMS of the encoder latents the seed trained on
 AUDIO_LEVEL = 0.06  # RMS of the demo music's MDCT frames, about -24 dBFS
 ODD_EVERY = 50  # a silent or constant clip is one input in every this many batches, as one file in a collection
@@ -102,7 +99,7 @@ BATCH_KINDS = {
 }
 
 
-def seed_objective(out, x_in, x_tgt, hp, correlation_floor):
+def original_objective(out, x_in, x_tgt, hp, correlation_floor):
     """The seed's loss mix on (B, D, T) frames, in float32; correlation_floor 0 is the seed's own Pearson.
 
     recon     relative squared error to the target (depends on the output's scale)
@@ -156,21 +153,21 @@ def named(top):
     return ", ".join(f"{name} {norm:.3g}" for name, norm in top)
 
 
-def run(design, measure, condition, batches_, hp, steps, writer):
+def train_condition(design, measure, condition, batches_, hp, steps, writer):
     """Train one design under one condition with at most one measure on; returns what happened."""
     level, lr, kind = CONDITIONS[condition]
     floor = hp["rms_floor"]
     correlation_floor = floor if measure == "floored correlation" else 0.0
     max_norm = hp["grad_clip"] if measure == "clipping" else math.inf
     torch.manual_seed(hp["seed"])
-    model = (FixedRaw if measure == "fixed scaling" else DESIGNS[design])(training.model_config(hp))
-    optimizer = training.optimizer_for(model, {**hp, "lr": lr})
+    model = (FixedRaw if measure == "fixed scaling" else DESIGNS[design])(hyperparameters.model_config(hp))
+    optimizer = training.optimizer_for(model, lr, hp["weight_decay"])
     r = {"condition": condition, "design": design, "measure": measure or "bare", "first_nonfinite": None,
          "weights": "finite", "norms": [], "ratios": [], "peak": (0.0, 0, []), "spike": (0.0, 0, [])}
     for step in range(1, steps + 1):
         x_in, x_tgt = condition_batch(*batches_[(step - 1) % len(batches_)], level, kind, step, floor)
         out, stats = model(x_in, x_tgt)
-        loss, terms = seed_objective(out, x_in, x_tgt, hp, correlation_floor)
+        loss, terms = original_objective(out, x_in, x_tgt, hp, correlation_floor)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         per_param = training.gradient_norms(model)
@@ -308,7 +305,7 @@ def main(argv):
     steps = options["steps"] or (3000 if options["full"] else 200)
     if steps < 1 or options["seconds"] <= 0:
         raise SystemExit(f"--steps={steps} and --seconds={options['seconds']} must be positive")
-    hp = SEED
+    hp = ORIGINAL
     conditions = options["conditions"].split(",") if options["conditions"] else list(CONDITIONS if options["full"] else QUICK)
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown:
@@ -327,11 +324,11 @@ def main(argv):
                   f"{steps} steps of {hp['batch_size']} x {options['seconds']:g} s", flush=True)
             runs = []
             for design in DESIGNS:
-                runs.append(run(design, None, condition, batches_, hp, steps, writer))
+                runs.append(train_condition(design, None, condition, batches_, hp, steps, writer))
                 print(row_line(runs[-1]), flush=True)
                 if runs[-1]["first_nonfinite"]:
                     for measure in [m for m in MEASURES if not (design == "fixed" and m == "fixed scaling")]:
-                        runs.append(run(design, measure, condition, batches_, hp, steps, writer))
+                        runs.append(train_condition(design, measure, condition, batches_, hp, steps, writer))
                         print(row_line(runs[-1]), flush=True)
             results[condition] = runs
     print("\n" + "\n".join(summary(results)))

@@ -25,46 +25,25 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-import checkpointing
-import data
-import health_report
-import training
+from lib import checkpointing, data, health_report, hyperparameters, objective, training
 from model import Cascade, CascadeConfig, MDCTCodec
 
 # ----------------------------------------------------------------------------- hyperparameters
 # data
 data_dir = ""  # a folder of your audio (searched recursively); "" = the built-in demo music
-sample_rate = 16000  # the model's rate; user audio is resampled to it
 segment_seconds = 2.0  # length of one clip of a pair
 val_fraction = 0.15  # share of files (or demo pieces) held out for validation
 shuffle_targets = False  # True: pair each input with a segment of another file
 demo_pieces = 24  # demo: synthetic songs generated, train + validation
 demo_seconds = 24.0  # demo: length of each song
 cache_dir = ".cache/audio"  # user audio decoded once to the model's rate
-# model
-frame_dim = 128  # D, MDCT bins per frame
-n_layer = 2  # per stage
-n_head = 4
-dropout = 0.0  # on residual branches (0.1: 22% slower steps, no better blends)
-final_residual = 0.1  # stage-2 residual weight (0.2-0.3 was the seed's remedy for constant output)
-head = "pointer"  # pointer: every 128 ms is a run of a source's audio, chosen by attention; linear: the seed's head
-chunk_frames = 16  # pointer: frames per copied run (128 ms at 16 kHz)
-min_shift_frames = 63  # pointer: runs come from at least this far in time (0.5 s at 16 kHz)
-pointer_bands = 16  # pointer: log-spaced bands that describe a run
-pointer_sharpness = 10.0  # pointer: how sharply the choice prefers the nearest run
-pointer_candidates = 8  # pointer: training mixes this many best runs per chunk
-pointer_straight_through = False  # pointer: True copies the best run in training too, with the mix's gradient
-pointer_corpus = "target"  # pointer: copy the target alone ("target"), or every source a stage sees ("all")
-pointer_chroma = 1.0  # pointer: weight of pitch classes beside band levels in the choice
-pointer_continuity = 2.0  # pointer: how strongly a chunk favours continuing the previous chunk's run
-pointer_seek = False  # pointer: True lets the transformer shift the band levels sought (it drifted: README)
-frame_norm = False  # True: LayerNorm every frame (the seed's design; erases the envelope)
-rms_floor = 1e-6  # RMS below this (-120 dBFS) counts as silence
+# model: every field of CascadeConfig (model.py, with its defaults and what each does) is a
+# hyperparameter too: set one here (n_layer = 4) or on the command line (--n_layer=4)
 # loss
 follow_weight = 1.0  # the output's band levels follow the input's, frame by frame
 sound_weight = 1.0  # the output's average spectrum is the target's: its instruments and key
-harmony_weight = 0.0  # the output's pitch classes are the input's, frame by frame (1: no better, README)
-onsets_weight = 0.0  # the output's notes start where the input's do, by spectral flux (1: no better, README)
+harmony_weight = 0.0  # the output's pitch classes are the input's, frame by frame (docs/LOG.md: no better at 1)
+onsets_weight = 0.0  # the output's notes start where the input's do, by spectral flux (docs/LOG.md: no better at 1)
 copy_weight = 1.0  # hinge on the output's waveform correlation with either source, at any lag within 0.5 s
 copy_margin = 0.3  # correlation the copy term allows
 novelty_weight = 0.0  # the seed's term: squared lag-0 correlation with input and target (seed default 0.85)
@@ -84,19 +63,17 @@ log_interval = 10  # steps between "top grads" lines
 top_k = 5  # parameters listed in "top grads"
 device = "auto"  # auto, cpu, cuda
 dtype = "auto"  # float32, bfloat16 (autocast; RMS, losses and AdamW stay float32), or auto: bfloat16 where matmuls are fast in it
-compile = False  # torch.compile the model: for GPUs; slower on a 2-core CPU after a 30 s compile (bench.py --compile)
+compile = False  # torch.compile the model: for GPUs; on a small CPU the compile costs more than it saves (bench.py --compile)
 # -----------------------------------------------------------------------------
-HYPERPARAMETERS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
-
-TEST_NAN_STEP = "CASCADE_TEST_NAN_STEP"  # tests only: poison one gradient at this step
+HYPERPARAMETERS = hyperparameters.of_script(__file__)  # the block above, after CascadeConfig's fields
 
 
 def main(argv):
     # ------------------------------------------------------------------ setup
-    hp = training.parse_overrides(argv, HYPERPARAMETERS)
-    training.check_values(hp)
-    config = training.model_config(hp)
-    process = training.start_process(hp)
+    hp = hyperparameters.parse_overrides(argv, HYPERPARAMETERS)
+    hyperparameters.check_values(hp)
+    config = hyperparameters.model_config(hp)
+    process = training.start_process(hp["device"], hp["dtype"])
     log = process.log
     lock = checkpointing.claim_out_dir(hp["out_dir"], hp["resume"]) if process.master else None
     resumed_from, state = checkpointing.to_resume(hp["resume"], hp["out_dir"], config, log)
@@ -116,10 +93,11 @@ def main(argv):
     # ------------------------------------------------------------------ model
     codec = MDCTCodec(config.frame_dim).to(process.device)
     model = Cascade(config).to(process.device)
-    optimizer = training.optimizer_for(model, hp)
+    optimizer = training.optimizer_for(model, hp["lr"], hp["weight_decay"])
     step, start_epoch, start_batch = 0, 0, 0
     if state is not None:
-        step, start_epoch, start_batch = training.restore(state, model, optimizer, hp, process, steps_per_epoch)
+        step, start_epoch, start_batch = training.restore(state, model, optimizer, process, steps_per_epoch,
+                                                            hp["batch_size"] * process.world, hp["seed"])
         log(f"resumed from {resumed_from} at step {step}")
     train_model = model  # what the step runs; checkpoints and the NaN report use the plain model
     if hp["compile"]:
@@ -133,8 +111,10 @@ def main(argv):
         f"{process.world} rank(s) = {hp['batch_size'] * process.world} pairs per step; {steps_per_epoch} steps/epoch, "
         f"{total_steps} steps, device {process.device}, {process.dtype}")
     metrics = checkpointing.MetricsFile(os.path.join(hp["out_dir"], "metrics.csv"), step) if process.master else None
-    run = Run(hp, config, process, codec, model, train_model, optimizer, train_set, val_set, sampler, metrics, step,
-              resumed_from)
+    weights = hyperparameters.section(objective.LossWeights, hp)
+    step_config = hyperparameters.section(training.StepConfig, hp)
+    run = Run(hp, config, weights, step_config, process, codec, model, train_model, optimizer, train_set, val_set,
+              sampler, metrics, step, resumed_from)
     loop(run, start_epoch, start_batch, steps_per_epoch, total_steps)
     process.finish(0)
     if lock:
@@ -145,7 +125,7 @@ def load_pairs(hp, process):
     """The run's training and validation pairs (rank 0 decodes user audio into the cache first)."""
     if process.distributed and hp["data_dir"] and not process.master:
         dist.barrier()  # the others wait, then read the cache rank 0 wrote
-    tracks = data.run_tracks(hp, process.log)
+    tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp), process.log)
     if process.distributed and hp["data_dir"] and process.master:
         dist.barrier()
     segment = data.seconds_to_samples(hp["segment_seconds"], hp["sample_rate"])
@@ -162,6 +142,8 @@ class Run:
     """What the loop works with, and where it stands."""
     hp: dict
     config: CascadeConfig
+    weights: objective.LossWeights
+    step_config: training.StepConfig
     process: training.Process
     codec: MDCTCodec
     model: Cascade
@@ -188,10 +170,10 @@ def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
             t0 = time.time()
             batch = run.train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]])
             x_in, x_tgt = (run.codec.encode(a.to(process.device)) for a in batch)
-            poison = poison_one_gradient if os.environ.get(TEST_NAN_STEP) == str(run.step + 1) else None
             try:
                 loss, terms, grad_norm = training.train_step(run.model, run.train_model, run.optimizer, run.codec, x_in,
-                                                             x_tgt, hp, process, run.step + 1, run.newest, poison)
+                                                             x_tgt, run.weights, run.step_config, process, run.step + 1,
+                                                             run.newest)
             except training.NonFiniteError as e:
                 if process.master:
                     run.metrics.write(kind="nan_abort", epoch=epoch + 1, step=run.step + 1, loss=e.loss,
@@ -223,7 +205,7 @@ def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
 def end_of_epoch(run, epoch, grad_norms, eta):
     """Validation and the health report, a checkpoint, the metrics row and the samples."""
     hp, process = run.hp, run.process
-    health, sample = training.validate(run.model, run.codec, run.val_set, hp, process)
+    health, sample = training.validate(run.model, run.codec, run.val_set, run.weights, hp["batch_size"], process)
     lines, warnings = health_report.health_lines(health, grad_norms)
     process.log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
                 f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)
@@ -236,11 +218,6 @@ def end_of_epoch(run, epoch, grad_norms, eta):
                           **{k: v for k, v in health.items() if k in checkpointing.MetricsFile.COLUMNS})
         checkpointing.write_samples(os.path.join(hp["out_dir"], "samples"), epoch + 1, sample, hp["sample_rate"])
     process.log(f"saved {path}")
-
-
-def poison_one_gradient(model):
-    """Tests only (TEST_NAN_STEP): a NaN in one gradient, for the NaN abort to catch."""
-    model.stage2.blocks[0].linear2.weight.grad[0, 0] = float("nan")
 
 
 def save(run, name, epoch, epoch_step, health):

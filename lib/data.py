@@ -214,16 +214,17 @@ def decoded_blocks(path, sample_rate, channels=1):
 DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # what decoded_blocks raises on a bad file
 
 
-def read_audio(path, sample_rate, channels=1):
-    """A whole file as float32 at sample_rate, mono (N,) or (N, channels); ValueError naming
-    the file if unusable."""
+def read_audio(path, sample_rate, channels=None):
+    """A whole file as float32 at sample_rate: mixed to mono (N,) by default, or (N, channels)
+    for any channel count, 1 included; ValueError naming the file if unusable."""
     try:
-        audio = np.concatenate([np.zeros((0, channels), np.float32), *(b for b, _ in decoded_blocks(path, sample_rate, channels))])
+        blocks = (b for b, _ in decoded_blocks(path, sample_rate, channels or 1))
+        audio = np.concatenate([np.zeros((0, channels or 1), np.float32), *blocks])
     except DECODE_ERRORS as e:
         raise ValueError(f"{path}: {str(e).strip() or type(e).__name__}") from None
     if len(audio) == 0:
         raise ValueError(f"{path}: holds no samples")
-    return audio[:, 0] if channels == 1 else audio
+    return audio[:, 0] if channels is None else audio
 
 
 def cache_file(path, sample_rate, cache_dir, warn, channels=1, progress=None):
@@ -308,15 +309,27 @@ def folder_tracks(folder, sample_rate, segment_samples, cache_dir, log=print):
     return tracks
 
 
-def run_tracks(hp, log=print):
-    """The tracks a run with hyperparameters hp trains and validates on: the demo music,
-    or every usable file of hp["data_dir"] (at least two: validation needs a file of its own)."""
-    if not hp["data_dir"]:
-        return demo_tracks(hp["demo_pieces"], hp["demo_seconds"], hp["sample_rate"], hp["seed"])
-    segment = seconds_to_samples(hp["segment_seconds"], hp["sample_rate"])
-    tracks = folder_tracks(hp["data_dir"], hp["sample_rate"], segment, hp["cache_dir"], log)
+@dataclass
+class DataConfig:
+    """Where a run's audio comes from; train.py's block sets every field."""
+    data_dir: str  # a folder of the user's audio, or "" for the demo music
+    sample_rate: int  # the model's
+    segment_seconds: float  # one clip of a pair
+    demo_pieces: int
+    demo_seconds: float
+    cache_dir: str  # where user audio is decoded to, once
+    seed: int  # of the demo music, and of the split into training and validation files
+
+
+def run_tracks(config, log=print):
+    """The tracks a run trains and validates on: the demo music, or every usable file of
+    config.data_dir (at least two: validation needs a file of its own)."""
+    if not config.data_dir:
+        return demo_tracks(config.demo_pieces, config.demo_seconds, config.sample_rate, config.seed)
+    segment = seconds_to_samples(config.segment_seconds, config.sample_rate)
+    tracks = folder_tracks(config.data_dir, config.sample_rate, segment, config.cache_dir, log)
     if len(tracks) < 2:
-        raise SystemExit(f"{hp['data_dir']} has one usable file; validation needs a file of its own, add another")
+        raise SystemExit(f"{config.data_dir} has one usable file; validation needs a file of its own, add another")
     return tracks
 
 

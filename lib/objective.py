@@ -2,12 +2,14 @@
 The training objective: differentiable torch terms on the decoded audio of a batch.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from model import pitch_class_filter
-from verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
+from .verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
 
 CHROMA_FFT, CHROMA_HOP = 2048, 512  # quality.py's chroma windows (a test checks); importing it would load librosa
 
@@ -77,7 +79,20 @@ def pitch_classes(audio, sample_rate):
     return F.normalize((bank @ power).transpose(1, 2), dim=-1)
 
 
-def objective(out, x_in, x_tgt, codec, hp):
+@dataclass
+class LossWeights:
+    """How much each term of objective() counts; train.py's block sets every field."""
+    follow_weight: float
+    sound_weight: float
+    harmony_weight: float
+    onsets_weight: float
+    copy_weight: float
+    copy_margin: float  # correlation the copy term allows
+    novelty_weight: float
+    recon_weight: float
+
+
+def objective(out, x_in, x_tgt, codec, weights, config):
     """Total loss and each named term, all on (B, D, T) frames.
 
     follow   the output's band levels, frame by frame, are the input's: its rhythm,
@@ -91,14 +106,16 @@ def objective(out, x_in, x_tgt, codec, hp):
              +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
     novelty  the seed's term: squared Pearson correlation with input and target at lag 0
     recon    the seed's term: relative squared error to the target
+
+    weights: LossWeights; config: the model's CascadeConfig (its rate and RMS floor).
     """
-    floor, rate = hp["rms_floor"], hp["sample_rate"]
+    floor, rate = config.rms_floor, config.sample_rate
     a_out, a_in, a_tgt = codec.decode(out), codec.decode(x_in), codec.decode(x_tgt)
     bands = band_matrix(rate)
     levels_out, levels_in = band_levels(a_out, bands), band_levels(a_in, bands)
     flux_in = onset_strength(levels_in)
     max_lag = min(int(MAX_LAG_SECONDS * rate), a_out.shape[1] - 1)
-    copy = sum((lag_correlation(a_out, a, max_lag, floor) - hp["copy_margin"]).clamp_min(0) for a in (a_in, a_tgt))
+    copy = sum((lag_correlation(a_out, a, max_lag, floor) - weights.copy_margin).clamp_min(0) for a in (a_in, a_tgt))
     error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
     terms = {
         "follow": (levels_out - levels_in).abs().mean() / 10,
@@ -109,5 +126,5 @@ def objective(out, x_in, x_tgt, codec, hp):
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
     }
-    total = sum(hp[name + "_weight"] * value for name, value in terms.items())
+    total = sum(getattr(weights, name + "_weight") * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}

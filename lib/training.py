@@ -1,72 +1,21 @@
 """
-What every script that trains shares: hyperparameters from the command line, the
-process (device, dtype, ranks under torchrun), the training step with the NaN abort
-and clipping, resuming, and validation. train.py is the loop around these;
+What every script that trains shares: the process (device, dtype, ranks under
+torchrun), the training step with the NaN abort and clipping, resuming, and validation. train.py is the loop around these;
 bench.py times the same train_step, stability.py reruns it under other conditions.
 """
 
 import math
 import os
 import signal
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-import health_report
-import objective
-import verdict
-from model import CascadeConfig
+from . import health_report, objective, verdict
 
 NAN_ABORT_EXIT = 3
-
-# -----------------------------------------------------------------------------
-# hyperparameters from the command line
-
-
-def parse_overrides(argv, defaults):
-    """--name=value for any hyperparameter, typed like its default."""
-    hp = dict(defaults)
-    for arg in argv:
-        name, eq, text = arg.removeprefix("--").partition("=")
-        if not arg.startswith("--") or not eq:
-            raise SystemExit(f"cannot read argument {arg!r}: write hyperparameters as --name=value")
-        if name not in hp:
-            raise SystemExit(f"unknown hyperparameter {name!r}; valid names: {', '.join(sorted(hp))}")
-        kind = type(defaults[name])
-        try:
-            if kind is bool:
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                hp[name] = text.lower() in ("true", "1")
-            else:
-                hp[name] = kind(text)
-        except ValueError:
-            raise SystemExit(f"--{name}={text}: expected {kind.__name__} like the default {defaults[name]!r}") from None
-    return hp
-
-
-def check_values(hp):
-    positive = ["sample_rate", "segment_seconds", "demo_pieces", "demo_seconds", "frame_dim", "n_layer", "n_head",
-                "lr", "grad_clip", "batch_size", "epochs", "keep_checkpoints", "log_interval", "top_k"]
-    for name in positive:
-        if not hp[name] > 0:
-            raise SystemExit(f"--{name}={hp[name]} must be > 0")
-    if not 0 < hp["val_fraction"] < 1:
-        raise SystemExit(f"--val_fraction={hp['val_fraction']} must be between 0 and 1")
-    if hp["dtype"] not in ("auto", "float32", "bfloat16"):
-        raise SystemExit(f"--dtype={hp['dtype']} must be auto, float32 or bfloat16")
-    if hp["device"] not in ("auto", "cpu", "cuda"):
-        raise SystemExit(f"--device={hp['device']} must be auto, cpu or cuda")
-
-
-def model_config(hp):
-    try:
-        return CascadeConfig(**{f.name: hp[f.name] for f in fields(CascadeConfig)})
-    except ValueError as e:
-        raise SystemExit(f"bad model hyperparameters: {e}") from None
-
 
 # -----------------------------------------------------------------------------
 # the process: device, dtype, ranks
@@ -122,9 +71,10 @@ class Process:
             raise SystemExit(code)
 
 
-def start_process(hp):
-    """The Process for hp's device and dtype; joins the process group when started by torchrun."""
-    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if hp["device"] == "auto" else hp["device"]
+def start_process(device, dtype):
+    """The Process for a device (auto, cpu, cuda) and dtype (auto, float32, bfloat16); joins the
+    process group when started by torchrun."""
+    device_type = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if device_type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device=cuda but no CUDA device is available; use --device=cpu")
     device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device_type == "cuda" else "cpu"
@@ -132,7 +82,7 @@ def start_process(hp):
         torch.cuda.set_device(device)
     if "RANK" in os.environ:  # started by torchrun
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    dtype = hp["dtype"] if hp["dtype"] != "auto" else "bfloat16" if fast_bfloat16(device_type) else "float32"
+    dtype = dtype if dtype != "auto" else "bfloat16" if fast_bfloat16(device_type) else "float32"
     return Process(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), device_type, device, dtype)
 
 
@@ -242,26 +192,30 @@ def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_ch
     return loss, terms, mean_norm
 
 
-def optimizer_for(model, hp):
-    """AdamW, fused: one kernel for all parameters instead of a loop over them (2.2 against
-    11.2 ms a step for the default model on a 2-core CPU, measured)."""
-    return torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"], fused=True)
+def optimizer_for(model, lr, weight_decay):
+    """AdamW, fused: one kernel for all parameters instead of a loop over them (bench.py times it)."""
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
 
 
-def train_step(model, train_model, optimizer, codec, x_in, x_tgt, hp, process, step, newest_checkpoint,
-               after_backward=None):
+@dataclass
+class StepConfig:
+    """What a training step needs besides the model and the batch; train.py's block sets every field."""
+    grad_clip: float  # max-norm of the total gradient
+    top_k: int  # parameters the NaN report lists
+
+
+def train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, step, newest_checkpoint):
     """One optimizer step on a batch of frames: forward (train_model: compiled or DDP-wrapped),
-    the objective, backward, the NaN abort, clipping, AdamW. Returns the loss, its terms and the
-    pre-clip gradient norm, averaged over ranks; raises NonFiniteError instead of stepping."""
+    the objective (objective.LossWeights), backward, the NaN abort, clipping, AdamW. Returns the
+    loss, its terms and the pre-clip gradient norm, averaged over ranks; raises NonFiniteError
+    instead of stepping."""
     with process.autocast():
         out, _ = train_model(x_in, x_tgt)
-    loss, terms = objective.objective(out, x_in, x_tgt, codec, hp)
+    loss, terms = objective.objective(out, x_in, x_tgt, codec, weights, model.config)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    if after_backward:
-        after_backward(model)
-    loss, terms, grad_norm = clip_gradients(model, hp["grad_clip"], step, loss.item(), terms, lambda: model(x_in, x_tgt),
-                                            hp["top_k"], newest_checkpoint, process.mean)
+    loss, terms, grad_norm = clip_gradients(model, step_config.grad_clip, step, loss.item(), terms,
+                                            lambda: model(x_in, x_tgt), step_config.top_k, newest_checkpoint, process.mean)
     optimizer.step()
     return loss, terms, grad_norm
 
@@ -279,13 +233,15 @@ def resume_position(state, steps_per_epoch, global_batch):
     return epoch, -(-done * saved_batch // global_batch)
 
 
-def restore(state, model, optimizer, hp, process, steps_per_epoch):
-    """Weights, optimizer and this rank's RNG from a checkpoint; returns (step, epoch, batch) to go on from."""
+def restore(state, model, optimizer, process, steps_per_epoch, global_batch, seed):
+    """Weights, optimizer and this rank's RNG from a checkpoint; the optimizer keeps the lr and
+    weight decay it was built with (this run's). Returns (step, epoch, batch) to go on from."""
+    hyperparameters = [{k: group[k] for k in ("lr", "weight_decay")} for group in optimizer.param_groups]
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    for group in optimizer.param_groups:
-        group["lr"], group["weight_decay"] = hp["lr"], hp["weight_decay"]
-    step, global_batch = state["step"], hp["batch_size"] * process.world
+    for group, values in zip(optimizer.param_groups, hyperparameters):
+        group.update(values)
+    step = state["step"]
     epoch, batch = resume_position(state, steps_per_epoch, global_batch)
     rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # one-process checkpoints before DDP
     if len(rngs) == process.world:
@@ -293,7 +249,7 @@ def restore(state, model, optimizer, hp, process, steps_per_epoch):
         if process.device_type == "cuda" and rngs[process.rank]["cuda"] is not None:
             torch.cuda.set_rng_state(rngs[process.rank]["cuda"])
     else:
-        torch.manual_seed(int(np.random.SeedSequence([hp["seed"], step, process.rank]).generate_state(1)[0]))
+        torch.manual_seed(int(np.random.SeedSequence([seed, step, process.rank]).generate_state(1)[0]))
         process.log(f"the checkpoint comes from {len(rngs)} rank(s), this run has {process.world}: same weights and "
                     f"optimizer, new dropout streams; epoch {epoch + 1} continues after its first {batch * global_batch} pairs")
     return step, epoch, batch
@@ -310,26 +266,26 @@ def rng_state(process):
 
 
 @torch.no_grad()
-def validate(model, codec, val_set, hp, process):
+def validate(model, codec, val_set, weights, batch_size, process):
     """Validation loss, the health numbers and the blend verdict of every validation pair
     (each rank takes its share; sums are all-reduced, verdicts gathered); the fixed first
     pair's audio is returned for the envelope bars and the samples."""
     model.eval()
     names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
     sums, count, judged = [0.0] * len(names), 0, []
-    B, device = hp["batch_size"], process.device
+    B, device, config = batch_size, process.device, model.config
     for start in range(process.rank * B, len(val_set), process.world * B):
         in_audio, tgt_audio = val_set.batch(range(start, min(start + B, len(val_set))))
         x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
         with process.autocast():
             out, stats = model(x_in, x_tgt)
-        loss, _ = objective.objective(out, x_in, x_tgt, codec, hp)
+        loss, _ = objective.objective(out, x_in, x_tgt, codec, weights, config)
         per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
-                    **health_report.output_health(out, x_in, x_tgt, hp["rms_floor"])}
+                    **health_report.output_health(out, x_in, x_tgt, config.rms_floor)}
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
         count += len(out)
         out_audio = codec.decode(out, in_audio.shape[1]).cpu().numpy()
-        judged += [verdict.measure(o, i, t, hp["sample_rate"]) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
+        judged += [verdict.measure(o, i, t, config.sample_rate) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
     *sums, count = over_ranks([*sums, count], device)
     judged = [m for part in from_every_rank(judged) for m in part]
     in_audio, tgt_audio = val_set.batch([0])

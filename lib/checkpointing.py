@@ -9,18 +9,16 @@ file, synced and renamed, so a crash mid-save never harms an earlier one.
 
 import fcntl
 import os
-import time
 from dataclasses import asdict
 
 import numpy as np
 import soundfile as sf
 import torch
 
-import data
+from . import data
 from model import Cascade, CascadeConfig
 
 FORMAT = "cascade-checkpoint-v1"
-TEST_SAVE_DELAY = "CASCADE_TEST_SAVE_DELAY"  # tests only: seconds to stall mid-save, to be killed there
 # model config fields added after the first checkpoints were written, with the values those were
 # trained with: the seed's linear head, then the pointer head before its corpus, chroma, continuity
 # and optional seek
@@ -38,7 +36,6 @@ def save(state, path):
     with open(partial, "wb") as f:
         torch.save(state, f)
         f.flush()
-        time.sleep(float(os.environ.get(TEST_SAVE_DELAY, 0)))
         os.fsync(f.fileno())
     os.replace(partial, path)
 

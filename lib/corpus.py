@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import data
+from . import data
 from model import Material
 
 DESCRIBE_FRAMES = 1 << 14  # frames described at once (2 min at 16 kHz): bounds the working memory

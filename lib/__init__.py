@@ -1,0 +1,1 @@
+"""The modules the scripts share: data, training, generation and evaluation (README: Layout)."""

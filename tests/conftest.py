@@ -1,0 +1,35 @@
+"""Fixtures every test file shares: tiny training runs, trained once per session."""
+
+import pytest
+
+from helpers import run_train
+from lib import checkpointing
+
+
+@pytest.fixture(scope="session")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch tiny run, shared: a test that changes a run works on a copy (copy_of)."""
+    folder = tmp_path_factory.mktemp("one_epoch")
+    result = run_train(folder, "--epochs=1")
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture(scope="session")
+def two_epoch_run(tmp_path_factory):
+    """The tiny run as run_train makes it (two epochs), and what it printed; shared likewise."""
+    folder = tmp_path_factory.mktemp("two_epochs")
+    return folder, run_train(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(one_epoch_run):
+    """The one-epoch tiny run's checkpoint (an 8 kHz model), read by the generation tests."""
+    return checkpointing.files(one_epoch_run)[0]
+
+
+@pytest.fixture(scope="session")
+def four_epochs_straight(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("straight")
+    assert run_train(folder, "--epochs=4").returncode == 0
+    return folder

@@ -1,0 +1,69 @@
+"""evaluate.py: an output file against its input and target, and a checkpoint's validation pairs."""
+
+import csv
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from helpers import CHROMIUM, generate_command, in_process, page_problems, png_size, table_rows
+from lib import data
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, tiny_checkpoint):
+    """generate.py's output for a 44.1 kHz stereo song against a 22.05 kHz mono target: (folder, the paths)."""
+    import soundfile as sf
+    tmp_path = tmp_path_factory.mktemp("generated")
+    n = int(2.5 * 0.25 * 44100)
+    sf.write(tmp_path / "in.wav", np.stack([data.demo_piece(1, n / 44100, 44100)] * 2, axis=1), 44100)
+    sf.write(tmp_path / "tgt.flac", data.demo_piece(2, 0.4, 22050), 22050)
+    import generate
+    generate.main(generate_command(tmp_path, tiny_checkpoint, tmp_path / "in.wav", tmp_path / "tgt.flac",
+                                   tmp_path / "out.wav")[2:])
+    return tmp_path
+
+
+def test_evaluate_judges_a_file_against_its_input_and_target_file_or_folder(tmp_path, generated, capsys):
+    """The blend evaluation judges generate.py's output file, drawn on a file or a folder."""
+    html = ["--html", str(tmp_path / "file_page")] if importlib.util.find_spec("matplotlib") else []
+    files = ["--input", str(generated / "in.wav"), "--output", str(generated / "out.wav"), "--sample_rate=8000"]
+    result = in_process("evaluate", [*files, "--target", str(generated / "tgt.flac"), *html], capsys)
+    assert result.returncode == 0, result.stderr
+    if html and os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):  # generate.py's full-rate output plays
+        problems, n_audio, _ = page_problems(tmp_path / "file_page" / "index.html", tmp_path / "file_page.png")
+        assert problems == [] and n_audio == 4, problems
+    (tmp_path / "corpus").mkdir()
+    shutil.copy(generated / "tgt.flac", tmp_path / "corpus" / "tgt.flac")  # generate.py's target may be a folder
+    folder = in_process("evaluate", [*files, "--target", str(tmp_path / "corpus")], capsys)
+    assert folder.returncode == 0 and table_rows(folder.stdout) == table_rows(result.stdout), folder.stderr
+    rows = table_rows(result.stdout)
+    assert list(rows) == ["output", "copy of input", "copy of target", "50/50 mix", "target delayed 250 ms", "white noise",
+                          "noise, target spectrum", "noise, target spectrum+envelope"], result.stdout
+    assert rows["copy of input"][:4] == ["0%", "100%", "0%", "0%"] and rows["white noise"][:4] == ["0%", "0%", "100%", "0%"]
+
+
+def test_evaluate_judges_a_checkpoints_validation_pairs_and_writes_their_audio(tmp_path, tiny_checkpoint, capsys):
+    ckpt = tiny_checkpoint
+    result = in_process("evaluate", ["--ckpt", ckpt, "--pairs=3", f"--csv={tmp_path / 'eval.csv'}",
+                                     f"--audio={tmp_path / 'audio'}", "--audio_pairs=0,2"], capsys)
+    assert result.returncode == 0 and "3 pairs;" in result.stdout and result.stderr == "", result.stderr
+    written = sorted(os.listdir(tmp_path / "audio"))
+    assert {f"pair{i}_{name}.wav" for i in (0, 2) for name in ("input", "target", "trained_model", "Let_it_Bee",
+                                                                "50_50_mix")} <= set(written)
+    assert not any(name.startswith("pair1_") for name in written)
+    if importlib.util.find_spec("matplotlib"):
+        plotted = in_process("plot", ["--compare", str(tmp_path / "audio")], capsys)
+        assert plotted.returncode == 0 and png_size(tmp_path / "audio" / "spectrograms.png")[1] > 0, plotted.stderr
+    systems = ["trained model", "untrained model", "random runs", "Let it Bee"]
+    assert list(table_rows(result.stdout))[:4] == systems and "another file" in table_rows(result.stdout)
+    with open(tmp_path / "eval.paired.csv") as f:
+        paired = list(csv.DictReader(f))
+    assert {(r["metric"], r["baseline"]) for r in paired} == {(m, b) for m in ("chroma_in", "onset_f_in", "mfcc_tgt",
+                                                                             "dist_tgt", "extra_onsets", "grid_onsets")
+                                                            for b in ("untrained model", "random runs", "Let it Bee", "50/50 mix")}
+    with open(tmp_path / "eval.pairs.csv") as f:
+        per_pair = list(csv.DictReader(f))
+    assert len(per_pair) == 3 * len(table_rows(result.stdout)) and {r["row"] for r in per_pair} >= set(systems)

@@ -1,0 +1,57 @@
+"""lib/hyperparameters.py: train.py's block is the one source of every value, read where it is set."""
+
+import os
+from dataclasses import asdict
+
+import pytest
+
+from helpers import DEFAULTS, ROOT
+from lib import hyperparameters
+from model import CascadeConfig
+
+
+def test_overrides_are_type_checked_and_unknown_names_rejected():
+    assert hyperparameters.parse_overrides(["--lr=3e-4", "--epochs=2", "--shuffle_targets=true"], DEFAULTS) == {
+        **DEFAULTS, "lr": 3e-4, "epochs": 2, "shuffle_targets": True}
+    with pytest.raises(SystemExit, match="expected int"):
+        hyperparameters.parse_overrides(["--epochs=ten"], DEFAULTS)
+    with pytest.raises(SystemExit, match="expected bool"):
+        hyperparameters.parse_overrides(["--shuffle_targets=maybe"], DEFAULTS)
+    with pytest.raises(SystemExit, match="unknown hyperparameter 'learning_rate'.*valid names: .*lr"):
+        hyperparameters.parse_overrides(["--learning_rate=1e-3"], DEFAULTS)
+    with pytest.raises(SystemExit, match="--name=value"):
+        hyperparameters.parse_overrides(["epochs=3"], DEFAULTS)
+
+
+def test_the_block_is_read_where_it_is_written_and_the_model_fields_where_theirs_are(tmp_path):
+    """train.py's values come from its block alone and the model's from CascadeConfig alone:
+    an edit to either reaches every script that reads them (bench, stability, experiments),
+    and a value of the wrong kind is refused naming its line."""
+    assert hyperparameters.model_config(DEFAULTS) == CascadeConfig()
+    assert {k: DEFAULTS[k] for k in asdict(CascadeConfig())} == asdict(CascadeConfig())
+    with open(os.path.join(ROOT, "train.py")) as f:
+        text = f.read()
+    edited = tmp_path / "train.py"
+    edited.write_text(text.replace('\nlr = 1e-4\n', '\nlr = 3e-4\nn_layer = 4\n'))
+    read = hyperparameters.of_script(edited)
+    assert read == {**DEFAULTS, "lr": 3e-4, "n_layer": 4}
+    edited.write_text(text.replace('\nlr = 1e-4\n', '\nlr = [1e-4]\n'))
+    with pytest.raises(SystemExit, match="lr = \\[0.0001\\] must be a bool, int, float or str"):
+        hyperparameters.of_script(edited)
+    edited.write_text(text.replace('\nlr = 1e-4\n', '\nlr = 1e-4\nn_layer = "four"\n'))
+    with pytest.raises(SystemExit, match="n_layer = 'four' must be int like CascadeConfig's 2"):
+        hyperparameters.of_script(edited)
+    edited.write_text(text.replace('\nlr = 1e-4\n', '\nlr = 1e-4 +\n'))
+    with pytest.raises(SyntaxError) as error:
+        hyperparameters.of_script(edited)
+    assert error.value.lineno == text[: text.index("\nlr = 1e-4\n")].count("\n") + 2
+
+
+def test_no_script_keeps_a_copy_of_a_hyperparameter():
+    """The scripts that run train.py's step or data (bench, stability, experiments) take its values
+    from train.py's block: none writes its own."""
+    import bench
+    import stability
+    assert bench.HYPERPARAMETERS == DEFAULTS
+    changed = {"head", "frame_norm", "n_layer", "batch_size", "recon_weight", "envelope_weight", "novelty_weight"}
+    assert {k: v for k, v in stability.ORIGINAL.items() if k not in changed} == {k: v for k, v in DEFAULTS.items() if k not in changed}
