@@ -3,7 +3,8 @@ Training-step speed and memory of our cascade against a plain reference.
 
     python bench.py            # default config (2 s clips) and the 16 s config
     python bench.py --compile  # also ours under torch.compile, with its compile time
-    python bench.py --quick    # fewer steps, for a smoke test
+    python bench.py --quick    # fewer steps, only the trained clip length: a smoke test
+    python bench.py --n_layer=4 --batch_size=16   # the step of another config: any of train.py's --name=value
     python bench.py --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
     python bench.py --generation           # instead: generate.py's speed and memory on 44.1 kHz stereo songs
 
@@ -40,8 +41,8 @@ from model import Cascade, MDCTCodec
 HERE = os.path.dirname(os.path.abspath(__file__))
 HYPERPARAMETERS = hyperparameters.of_script(os.path.join(HERE, "train.py"))  # what the timed step runs with
 
-REFERENCE_DROPOUT = 0.1  # the seed's: ours trains without dropout, which the blend evaluation showed does not hurt
-CONFIGS = {"default (2 s)": 2.0, "long (16 s)": 16.0}  # segment seconds, at train.py's sample rate and batch size
+REFERENCE_DROPOUT = 0.1  # the original design's: ours trains without dropout, which the blend evaluation showed does not hurt
+LONG_SECONDS = 16.0  # the original design's clip length: a second row, where attention's memory shows
 
 
 class ReferenceCascade(Cascade):
@@ -162,13 +163,14 @@ def op_breakdown(step, ms_per_step, steps=3, top=10):
     return lines
 
 
-def train_run_rate(epochs=1):
-    """Steps per second of train.py itself, defaults, on the demo music: (median step ms from its
-    log lines, wall seconds of the whole run including data, validation and checkpoints, steps)."""
+def train_run_rate(overrides, epochs=1):
+    """Steps per second of train.py itself, with the benchmark's overrides, on the demo music: (median
+    step ms from its log lines, wall seconds of the whole run including data, validation and
+    checkpoints, steps)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        result = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), f"--out_dir={tmp}", f"--epochs={epochs}"],
-                                capture_output=True, text=True, cwd=HERE)
+        result = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *overrides, f"--out_dir={tmp}",
+                                 f"--epochs={epochs}"], capture_output=True, text=True, cwd=HERE)
         wall = time.time() - t0
     if result.returncode:
         raise SystemExit(f"train.py failed:\n{result.stderr[-3000:]}")
@@ -190,11 +192,10 @@ def impl_name(impl):
     return f"{kind} {dtype}" + " compiled" * compiled
 
 
-def peak_memory_child(impl, seconds, device):
+def peak_memory_child(impl, seconds, device, hp):
     """Memory a training step adds at its peak, measured in a fresh process after one
     warm-up step (which compiles, and allocates AdamW's moments): on CPU the peak
     resident set above the resident set between steps."""
-    hp = HYPERPARAMETERS
     config = hyperparameters.model_config(hp)
     T = data.seconds_to_samples(seconds, config.sample_rate) // config.frame_dim + 1
     step = make_step(build(impl, config, device), hp, impl[1], device, hp["batch_size"], T)
@@ -216,8 +217,8 @@ def vm_kib(field):
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
 
 
-def peak_memory(impl, seconds, device):
-    code = f"import bench; print(bench.peak_memory_child({impl!r}, {seconds!r}, {device!r}))"
+def peak_memory(impl, seconds, device, hp):
+    code = f"import bench; print(bench.peak_memory_child({impl!r}, {seconds!r}, {device!r}, {hp!r}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE)
     if result.returncode:
         raise RuntimeError(result.stderr)
@@ -250,24 +251,24 @@ def peak_memory_run(script, *args):
     return int(result.stdout.splitlines()[-1].split()[1]) * 1024, time.time() - t0, result.stdout
 
 
-def train_peak_memory(data_dir, work_dir):
-    """One epoch of train.py (defaults) on data_dir, the cache built on the way: its peak
+def train_peak_memory(data_dir, work_dir, overrides):
+    """One epoch of train.py (with the benchmark's overrides) on data_dir, the cache built on the way: its peak
     resident set in bytes, its wall time and its last step line."""
-    peak, seconds, stdout = peak_memory_run("train.py", f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
+    peak, seconds, stdout = peak_memory_run("train.py", *overrides, f"--data_dir={data_dir}", f"--out_dir={work_dir}/checkpoints",
                                             f"--cache_dir={work_dir}/cache", "--epochs=1")
     steps = next(line for line in reversed(stdout.splitlines()) if line.startswith("step ")).split(" | ")[0]
     return peak, seconds, steps
 
 
-def collection_memory(hours):
-    print(f"train.py peak memory (resident set, cache build + one epoch, default hyperparameters) "
+def collection_memory(hours, overrides):
+    print(f"train.py peak memory (resident set, cache build + one epoch, {' '.join(overrides) or 'defaults'}) "
           f"on 44.1 kHz stereo FLAC collections generated here; torch {torch.__version__}\n")
     with tempfile.TemporaryDirectory() as tmp:
         for minutes, file_minutes in ((6, 2), (60 * hours, 10)):
             folder = os.path.join(tmp, f"music_{minutes}")
             write_collection(folder, minutes, file_minutes)
             size = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
-            peak, seconds, steps = train_peak_memory(folder, os.path.join(tmp, f"run_{minutes}"))
+            peak, seconds, steps = train_peak_memory(folder, os.path.join(tmp, f"run_{minutes}"), overrides)
             print(f"{minutes / 60:6.2f} h of music ({len(os.listdir(folder))} files, {size / 2**20:6.0f} MiB FLAC): "
                   f"peak {peak / 2**20:6.0f} MiB, {steps}, {seconds / 60:.1f} min", flush=True)
 
@@ -276,16 +277,16 @@ def collection_memory(hours):
 # generation
 
 
-def generation_speed():
+def generation_speed(hp):
     """generate.py on 44.1 kHz stereo FLAC songs made here, with the default model untrained
     (training changes no cost): a 3-minute song, 5 minutes against 5, and 5 minutes against a
     1-hour folder, the first run building the caches and the second using them."""
     print(f"generate.py, default model, 44.1 kHz stereo FLAC; {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        config = hyperparameters.model_config(HYPERPARAMETERS)
+        config = hyperparameters.model_config(hp)
         ckpt = os.path.join(tmp, "untrained.pth")
         checkpointing.save({"format": checkpointing.FORMAT, "model_config": asdict(config), "epoch": 0,
-                            "model": Cascade(config).state_dict(), "hyperparameters": HYPERPARAMETERS}, ckpt)
+                            "model": Cascade(config).state_dict(), "hyperparameters": hp}, ckpt)
         for name, minutes in (("song3", 3), ("song5", 5), ("target5", 5), ("corpus", 60)):
             write_collection(os.path.join(tmp, name), minutes, min(minutes, 10))
         runs = [("3 min song, 3 min target", "song3", "song5"), ("5 min song, 5 min target", "song5", "target5"),
@@ -310,30 +311,32 @@ def main(argv):
                         "of generated music against a few minutes, instead of the step benchmark")
     parser.add_argument("--generation", action="store_true", help="measure generate.py's speed and memory on songs "
                         "and a 1-hour corpus, instead of the step benchmark")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)
+    hp = hyperparameters.parse_overrides(overrides, HYPERPARAMETERS)
     if args.generation:
-        return generation_speed()
+        return generation_speed(hp)
     if args.collection_hours:
-        return collection_memory(args.collection_hours)
+        return collection_memory(args.collection_hours, overrides)
     quick, compiled = args.quick, args.compile
     if compiled:
         torch.compiler.config.force_disable_caches = True  # time a cold compile: a user's first run pays it
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fast = "bfloat16" if training.fast_bfloat16(device) else "float32"
-    hp = HYPERPARAMETERS
     config, B = hyperparameters.model_config(hp), hp["batch_size"]
-    peaks = {"float32": matmul_peak(torch.float32, device), "bfloat16": matmul_peak(torch.bfloat16, device)}
+    # bfloat16's peak only where it is fast: emulated, a large bf16 product takes minutes and no row runs in it
+    peaks = {dtype: matmul_peak(getattr(torch, dtype), device) for dtype in {"float32", fast}}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?") \
         if os.path.exists("/proc/cpuinfo") else "?"
     machine = torch.cuda.get_device_name() if device == "cuda" else f"{cpu}, {torch.get_num_threads()} threads"
     print(f"machine: {machine}; torch {torch.__version__}")
-    print(f"measured matmul peak: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
+    print("measured matmul peak: " + ", ".join(f"{dtype} {peak / 1e9:.0f} GFLOP/s" for dtype, peak in sorted(peaks.items())))
     print(f"model: {config}; batch {B}; reference dropout {REFERENCE_DROPOUT}\n")
-    header = f"{'config':<14} {'impl':<22} {'ms/step':>8} {'frames/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>8} {'peak MiB':>9}"
+    header = f"{'config':<16} {'impl':<22} {'ms/step':>8} {'frames/s':>9} {'GFLOP/step':>10} {'GFLOP/s':>8} {'of peak':>8} {'peak MiB':>9}"
     print(header + "\n" + "-" * len(header))
     results = []
-    for name, seconds in (list(CONFIGS.items())[:1] if quick else CONFIGS.items()):
+    lengths = {f"trained ({hp['segment_seconds']:g} s)": hp["segment_seconds"], f"long ({LONG_SECONDS:g} s)": LONG_SECONDS}
+    for name, seconds in (list(lengths.items())[:1] if quick else lengths.items()):
         T = data.seconds_to_samples(seconds, config.sample_rate) // config.frame_dim + 1
         impls = [("ours", fast, False), ("reference", "float32", False)] + [("ours", fast, True)] * compiled
         steps, compile_s = {}, {}
@@ -356,29 +359,29 @@ def main(argv):
         for impl, ts in times.items():
             ms = statistics.median(ts) * 1000
             rate = flops / (ms / 1000)
-            memory = peak_memory(impl, seconds, device) / 2**20
+            memory = peak_memory(impl, seconds, device, hp) / 2**20
             r = rows[impl] = {"config": name, "impl": impl_name(impl), "ms": ms, "frames_per_s": B * T / (ms / 1000),
                               "gflop": flops / 1e9, "gflops": rate / 1e9, "of_peak": rate / peaks[impl[1]], "peak_mib": memory}
-            print(f"{name:<14} {r['impl']:<22} {ms:8.0f} {r['frames_per_s']:9.0f} {r['gflop']:10.1f} {r['gflops']:8.0f} "
+            print(f"{name:<16} {r['impl']:<22} {ms:8.0f} {r['frames_per_s']:9.0f} {r['gflop']:10.1f} {r['gflops']:8.0f} "
                   f"{r['of_peak']:8.1%} {memory:9.0f}")
         ours, reference = rows[impls[0]], rows[impls[1]]
         speedup = reference["ms"] / ours["ms"]
-        print(f"{name:<14} speed-up ours/reference: {speedup:.2f}x")
+        print(f"{name:<16} speed-up ours/reference: {speedup:.2f}x")
         checked, plain = nan_check_cost(build(impls[0], config, device), hp, fast, device, B, T)
-        print(f"{name:<14} NaN abort: clipping with the check {checked:.2f} ms, plain clip_grad_norm_ {plain:.2f} ms: "
+        print(f"{name:<16} NaN abort: clipping with the check {checked:.2f} ms, plain clip_grad_norm_ {plain:.2f} ms: "
               f"{(checked - plain) / ours['ms']:+.2%} of our step")
-        print(f"{name:<14} where our step's time goes (torch.profiler, self time):")
+        print(f"{name:<16} where our step's time goes (torch.profiler, self time):")
         print("\n".join(op_breakdown(steps[impls[0]], ours["ms"])))
         for impl, first_step_s in compile_s.items():
             saved_ms = ours["ms"] - rows[impl]["ms"]
             pays_off = f"pays off after {first_step_s * 1000 / saved_ms:.0f} steps" if saved_ms > 0 else "never pays off"
-            print(f"{name:<14} torch.compile: {ours['ms'] / rows[impl]['ms']:.2f}x the speed; first step "
+            print(f"{name:<16} torch.compile: {ours['ms'] / rows[impl]['ms']:.2f}x the speed; first step "
                   f"{first_step_s:.0f} s (compiling), {pays_off}")
         print()
         results += [{**r, "speedup": reference["ms"] / r["ms"]} for r in rows.values()]
     if not quick:
-        ms, wall, n = train_run_rate()
-        print(f"train.py, defaults, one epoch: {n} steps, median {ms:.0f} ms a step = {1000 / ms:.2f} steps/s; "
+        ms, wall, n = train_run_rate(overrides)
+        print(f"train.py, {' '.join(overrides) or 'defaults'}, one epoch: {n} steps, median {ms:.0f} ms a step = {1000 / ms:.2f} steps/s; "
               f"{wall:.0f} s wall with data, validation and checkpoint ({n / wall:.2f} steps/s end to end)\n")
     print(json.dumps(results))
 

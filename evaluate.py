@@ -11,7 +11,7 @@ built from the same pairs: content against the input, timbre against the target,
 
 Every system and reference is made from the same pair, at the same level:
   systems     the trained model, the same config with fresh weights (the untrained
-              pointer head: a nearest-neighbour mosaic), random runs with the head's
+              pointer head: a nearest-neighbour mosaic), random grains with the head's
               chunking and crossfades, Let it Bee (Driedger et al. 2015)
   references  copies, the 50/50 mix, a delayed copy, noises, a segment of another file
 
@@ -40,7 +40,7 @@ TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", 
 QUALITY = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "dist_tgt": False, "extra_onsets": False,
            "grid_onsets": False}
 TRAINED, UNTRAINED = "trained model", "untrained model"
-COMPARED = (UNTRAINED, "random runs", "Let it Bee", "50/50 mix")  # the paired table's baselines
+COMPARED = (UNTRAINED, "random grains", "Let it Bee", "50/50 mix")  # the paired table's baselines
 PAGE_CLIPS = ("input", "target", TRAINED, *COMPARED)  # a listening page's columns
 
 
@@ -74,15 +74,15 @@ def tables(summary, n_pairs):
 @torch.no_grad()
 def outputs(model, codec, pairs, batch_size):
     """The model's output for each pair of a PairDataset, and for a pointer head the share of
-    the final stage's runs taken from each of its sources. # -> list of (N,) numpy, (3,) or None"""
+    the final stage's grains taken from each of its sources. # -> list of (N,) numpy, (3,) or None"""
     result, counts = [], torch.zeros(3)
     for start in range(0, len(pairs), batch_size):
         x_in, x_tgt = pairs.batch(range(start, min(start + batch_size, len(pairs))))
         frames_in = codec.encode(x_in)
         out, stats = model(frames_in, codec.encode(x_tgt))
         result += list(codec.decode(out, x_in.shape[1]).numpy())
-        if "runs2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start
-            counts += F.one_hot(stats["runs2"].flatten() // frames_in.shape[2], 3).sum(dim=0)
+        if "grains2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start
+            counts += F.one_hot(stats["grains2"].flatten() // frames_in.shape[2], 3).sum(dim=0)
     return result, (counts / counts.sum()).tolist() if counts.sum() else None
 
 
@@ -94,9 +94,9 @@ def judged(systems, x_in, x_tgt, sample_rate, grid_seconds):
             for name, audio in systems.items()}
 
 
-def material_line(name, material):
-    return f"{name}: the final stage's runs come from " + ", ".join(
-        f"{share:.0%} {source}" for share, source in zip(material, ("the input", "stage 1's output", "the target")))
+def sources_line(name, shares):
+    return f"{name}: the final stage's grains come from " + ", ".join(
+        f"{share:.0%} {source}" for share, source in zip(shares, ("the input", "stage 1's output", "the target")))
 
 
 def write_audio(folder, index, systems, sample_rate):
@@ -140,8 +140,8 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
     torch.manual_seed(seed)
     untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
-    trained_out, material = outputs(model, codec, pairs, hp["batch_size"])
-    untrained_out, untrained_material = outputs(untrained, codec, pairs, hp["batch_size"])
+    trained_out, trained_sources = outputs(model, codec, pairs, hp["batch_size"])
+    untrained_out, untrained_sources = outputs(untrained, codec, pairs, hp["batch_size"])
     grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
     rows, kept = {}, {}
     for index in range(len(pairs)):
@@ -150,7 +150,7 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
         other = tracks[(tracks.index(val_tracks[track]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
         systems = {TRAINED: trained_out[index], UNTRAINED: untrained_out[index],
-                   "random runs": baselines.random_runs(x_in, x_tgt, model.config, rng),
+                   "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng),
                    "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
                    **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
         if index in keep:
@@ -159,9 +159,9 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
             rows.setdefault(name, []).append(metrics)
     print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
           f"{hp['data_dir'] or 'the demo music'}")
-    for name, shares in ((TRAINED, material), (UNTRAINED, untrained_material)):
+    for name, shares in ((TRAINED, trained_sources), (UNTRAINED, untrained_sources)):
         if shares:
-            print(material_line(name, shares))
+            print(sources_line(name, shares))
     return rows, rate, kept
 
 
@@ -236,7 +236,7 @@ def main(argv):
     parser.add_argument("--output")
     parser.add_argument("--sample_rate", type=int, default=CascadeConfig.sample_rate,
                         help="with --output: the rate to judge at (the model's default)")
-    parser.add_argument("--seed", type=int, default=0, help="the pair sample, noises, random runs and fresh weights")
+    parser.add_argument("--seed", type=int, default=0, help="the pair sample, noises, random grains and fresh weights")
     parser.add_argument("--csv", help="also write the verdict and quality medians to this CSV file, and beside it "
                                       "NAME.paired.csv (the paired comparison) and NAME.pairs.csv (every pair's metrics)")
     args = parser.parse_args(argv)

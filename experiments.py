@@ -1,10 +1,10 @@
 """
 The experiments behind the defaults, each one command.
 
-    python experiments.py --variants              # the seed's design and its three remedies, ours, and
+    python experiments.py --variants              # the original design and its three remedies, ours, and
                                                   # ours without each of its choices: 10 epochs and an
                                                   # evaluation each (~40 min)
-    python experiments.py --variants=seed,ours --epochs=3
+    python experiments.py --variants=original,ours --epochs=3
     python experiments.py --thresholds            # every reference's verdict metrics on many demo pairs
     python experiments.py --thresholds --music_dir=.cache/debian-music/metal/songs   # and on recorded music
     python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
@@ -29,16 +29,16 @@ import numpy as np
 from lib import baselines, checkpointing, data, hyperparameters, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# the seed's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
-SEED = ["--head=linear", "--frame_norm=True", "--dropout=0.1", "--novelty_weight=0.85", "--follow_weight=0",
+# the original design's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
+ORIGINAL = ["--head=linear", "--frame_norm=True", "--dropout=0.1", "--novelty_weight=0.85", "--follow_weight=0",
         "--sound_weight=0", "--copy_weight=0"]
-# the two objective terms the levers below were measured with (README: they went back to 0 after)
+# the two objective terms the levers below were measured with (docs/LOG.md: they went back to 0 after)
 HARMONY_ONSETS = ["--harmony_weight=1", "--onsets_weight=1"]
 VARIANTS = {
-    "seed": SEED,
-    "seed+A:recon_0.02": SEED + ["--recon_weight=0.02"],
-    "seed+B:final_residual_0.3": SEED + ["--final_residual=0.3"],
-    "seed+C:novelty_0.5": [a if not a.startswith("--novelty_weight") else "--novelty_weight=0.5" for a in SEED],
+    "original": ORIGINAL,
+    "original+A:recon_0.02": ORIGINAL + ["--recon_weight=0.02"],
+    "original+B:final_residual_0.3": ORIGINAL + ["--final_residual=0.3"],
+    "original+C:novelty_0.5": [a if not a.startswith("--novelty_weight") else "--novelty_weight=0.5" for a in ORIGINAL],
     "ours": [],
     "ours:linear_head": ["--head=linear"],
     "ours:frame_norm": ["--frame_norm=True"],
@@ -47,7 +47,7 @@ VARIANTS = {
     "ours:min_shift_0": ["--min_shift_frames=0"],
     "ours:untrained": ["--lr=1e-12"],  # the pointer's nearest-neighbour prior alone
     "ours:dropout_0.1": ["--dropout=0.1"],
-    # the levers of the choice and its training (README, "What each lever gave")
+    # the levers of the choice and its training (docs/LOG.md)
     "ours:harmony_onsets": HARMONY_ONSETS,
     "ours:straight_through": HARMONY_ONSETS + ["--pointer_straight_through=True"],
     "ours:seek": HARMONY_ONSETS + ["--pointer_seek=True"],
@@ -120,7 +120,7 @@ def thresholds(music_dir, n_pairs, seed):
         x_in, x_tgt = (a.numpy() for a in pairs[int(index)])
         other = tracks[(pairs.pairs[index][0] + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        made = {"random runs": baselines.random_runs(x_in, x_tgt, config, rng),
+        made = {"random grains": baselines.random_grains(x_in, x_tgt, config, rng),
                 "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=int(index)),
                 **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
         for name, audio in made.items():

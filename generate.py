@@ -5,7 +5,7 @@ Turn an input song into a new piece made of a target's audio, with a trained che
     python generate.py --ckpt checkpoints/epoch_10_step_270.pth --input song.wav --target ~/samples --out out.flac
 
 The model is rebuilt from the checkpoint alone. It chooses at its own rate (mono),
-window by window over the input, and every window may copy runs from anywhere in the
+window by window over the input, and every window may copy grains from anywhere in the
 target: a file, or every file of a folder as one corpus. What it chose is rendered from
 the original audio at the input's rate and channel count (rendering.py): 44.1 or 48 kHz
 stereo in, the same out, with the input's length; mono stays mono. A peak above full
@@ -84,12 +84,12 @@ def generate(args):
         raise SystemExit(f"--ckpt: {e}") from None
     config = model.config
     if config.head != "pointer":
-        raise SystemExit(f"--ckpt {args.ckpt} has the seed's linear head, which makes no runs to render: "
+        raise SystemExit(f"--ckpt {args.ckpt} has the original design's linear head, which makes no grains to render: "
                          f"train with --head=pointer")
     rate = config.sample_rate
     in_model, in_full, info = input_audio(args.input, rate)
-    material = corpus.Corpus(args.target, model.stage1.pointer, rate, info.samplerate, info.channels, args.cache_dir, in_model)
-    generator = rendering.Generator(model, material, checkpointing.segment_samples(state))
+    target = corpus.TargetFiles(args.target, model.stage1.pointer, rate, info.samplerate, info.channels, args.cache_dir, in_model)
+    generator = rendering.Generator(model, target, checkpointing.segment_samples(state))
     out, out_model, scales = generator.generate(in_model, in_full)
     peak = float(np.abs(out).max())
     if peak > 1.0:  # the health report below judges the output before this
@@ -97,7 +97,7 @@ def generate(args):
     write_output(args.out, out / max(1.0, peak / 0.999), info.samplerate, extension)
 
     seconds = len(in_model) / rate
-    tgt_model = material.looped(len(in_model))
+    tgt_model = target.looped(len(in_model))
     clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out_model, in_model, tgt_model))  # (B, 1, N)
     health = {**health_report.generation_health(scales, in_model, tgt_model, out_model, config.rms_floor),
               **{k: v.item() for k, v in health_report.output_health(*clips, config.rms_floor).items()},
@@ -105,7 +105,7 @@ def generate(args):
                                             (in_model, tgt_model, out_model))}
     lines, warnings = health_report.health_lines(health)
     print(f"wrote {args.out}: {len(out) / info.samplerate:.2f} s at {info.samplerate} Hz, {info.channels} channel(s), "
-          f"from {args.ckpt} (epoch {state['epoch']}) and {len(material.recordings)} target file(s); "
+          f"from {args.ckpt} (epoch {state['epoch']}) and {len(target.recordings)} target file(s); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))
     took = time.perf_counter() - began
     print(f"took {took:.1f} s for {seconds:.1f} s of audio, reading and writing included: real-time factor "
@@ -116,7 +116,7 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--ckpt", required=True, help="a checkpoint written by train.py")
     parser.add_argument("--input", required=True, help="the input song (any format libsndfile reads), mono or stereo")
-    parser.add_argument("--target", required=True, help="the target song, or a folder of them: the material")
+    parser.add_argument("--target", required=True, help="the target song, or a folder of them: the corpus")
     parser.add_argument("--out", required=True, help="where to write the result (.wav, .flac, ...)")
     parser.add_argument("--cache_dir", default=".cache/audio", help="where the target is decoded once, at both rates")
     args = parser.parse_args(argv)

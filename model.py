@@ -9,35 +9,32 @@ that turns audio into the frames it works on.
       -> multiply by the reference level again
 
 Fixed RMS scaling has no parameter: each stage's output is scaled to
-sqrt((rms(x_in)^2 + rms(x_tgt)^2) / 2). The learnable scalars it replaces
-received gradients 100-10,000x larger than the rest of the network and blew
-training up. Dividing by the shared reference level on entry makes the network
-level-equivariant, model(c*x, c*y) == c*model(x, y), and keeps every stage's
-scale factor near 1 whatever the loudness of the clips.
+sqrt((rms(x_in)^2 + rms(x_tgt)^2) / 2). The learnable scalars it replaces received
+gradients orders of magnitude larger than the rest of the network (docs/nan.md).
+Dividing by the shared reference level on entry makes the network level-equivariant,
+model(c*x, c*y) == c*model(x, y), and keeps every stage's scale factor near 1 whatever
+the loudness of the clips.
 
-The head is a pointer (PointerHead): every 128 ms of a stage's output is a run
-of the target's own audio (of any source's, with pointer_corpus="all"), taken
-from at least 0.5 s away in time, chosen to match what the input plays then in
-band levels and pitch classes, and favoured where it carries on the previous
-run; so the output is made of the target's material: it can neither invent
-noise nor copy a moment onto itself. In generation a Material, a whole song or
-folder described the same way, stands in for the clip's target as what is copied.
-The seed's head, a Linear(C -> D)
-per frame after a LayerNorm of every frame, is kept as head="linear" with
-frame_norm=True; it makes noise (README, experiments.py).
+The head is a pointer (PointerHead): every chunk of a stage's output is a grain, a
+copy of a stretch of the corpus's own audio (the target's by default), taken from at
+least min_shift_frames away in time, chosen to match what the input plays then in band
+levels and pitch classes, and favoured where it carries on the previous grain. So the
+output is made of the target's sounds: it can neither invent noise nor copy a moment
+onto itself. In generation a Corpus, a whole song or folder described the same way,
+stands in for the clip's target. The original design's head, a Linear(C -> D) per frame
+after a LayerNorm of every frame, is kept as head="linear" with frame_norm=True; it
+makes noise (docs/LOG.md).
 
 Blocks are our own pre-norm blocks: pre-norm keeps gradients well scaled through
-depth without warm-up tricks. Attention is plain matrix products up to 512
-frames (2-3x faster than the fused kernel on a CPU in bfloat16 at the default
-251), and F.scaled_dot_product_attention beyond, whose fused kernels never keep
-a (T, T) attention matrix for the backward pass, so memory grows linearly with
-clip length. They compute the same function as
-nn.TransformerEncoderLayer(norm_first=True, activation="gelu") and use its
-parameter layout, so weights copy across one to one. One difference, in
-training only: dropout (0 by default) acts on the residual branches but not on
-the attention weights, which would force the (T, T) matrix at every length:
-3.6x slower and quadratic in memory at 16 s clips on a CPU, measured. In eval
-mode the two are the same function.
+depth without warm-up tricks. Attention is plain matrix products up to
+MATRIX_ATTENTION_FRAMES (faster than the fused kernel on a CPU at the default clip
+length, docs/speed.md), and F.scaled_dot_product_attention beyond, whose fused kernels
+never keep a (T, T) attention matrix for the backward pass, so memory grows linearly
+with clip length. They compute the same function as
+nn.TransformerEncoderLayer(norm_first=True, activation="gelu") and use its parameter
+layout, so weights copy across one to one. One difference, in training only: dropout
+(0 by default) acts on the residual branches but not on the attention weights, which
+would force the (T, T) matrix at every length. In eval mode the two are the same function.
 """
 
 import math
@@ -55,25 +52,25 @@ class CascadeConfig:
     sample_rate: int = 16000  # of the audio the frames encode: the pointer reads pitch classes from it
     n_layer: int = 2  # transformer layers in each stage
     n_head: int = 4  # attention heads; must divide 2*D (stage 1) and 3*D (stage 2)
-    dropout: float = 0.0  # on residual branches; 0.1 trained 22% slower and made no better blends (README)
+    dropout: float = 0.0  # on residual branches; 0.1 made no better blends, only slower steps (docs/LOG.md)
     final_residual: float = 0.1  # stage-2 residual weight
-    # How a stage turns features into frames. "pointer": copies of runs of the
-    # sources' own audio (PointerHead). "linear": a Linear(C -> D) per frame, the seed's.
+    # How a stage turns features into frames. "pointer": grains of the corpus's own
+    # audio (PointerHead). "linear": a Linear(C -> D) per frame, the original design's.
     head: str = "pointer"
-    chunk_frames: int = 16  # pointer: frames per copied run; 16 = 128 ms at 16 kHz, long enough to carry a note
-    min_shift_frames: int = 63  # pointer: runs come from at least this far in time; 63 = 0.5 s at 16 kHz
-    pointer_bands: int = 16  # pointer: log-spaced bands that describe a run to the choice
+    chunk_frames: int = 16  # pointer: frames per grain; 16 = 128 ms at 16 kHz, long enough to carry a note
+    min_shift_frames: int = 63  # pointer: grains come from at least this far in time; 63 = 0.5 s at 16 kHz
+    pointer_bands: int = 16  # pointer: log-spaced bands that describe a grain to the choice
     pointer_sharpness: float = 10.0  # pointer: choice logits per (10 dB)^2 of mean squared band-level distance
-    pointer_candidates: int = 8  # pointer: training mixes this many best runs per chunk (eval copies the best)
-    pointer_straight_through: bool = False  # pointer: training copies the best run too, with the mix's gradient
-    # pointer: which sources a stage copies from. "target": the target alone, so every sound
-    # is the target's (stage 1's output is no corpus then: its 1.0x residual is half the input);
-    # "all": every source the stage sees, the input's own material from elsewhere in time too.
+    pointer_candidates: int = 8  # pointer: training mixes this many best grains per chunk (eval plays the best)
+    pointer_straight_through: bool = False  # pointer: training plays the best grain too, with the mix's gradient
+    # pointer: which sources form a stage's corpus. "target": the target alone, so every sound
+    # is the target's (stage 1's output is left out: its 1.0x residual is half the input);
+    # "all": every source the stage sees, the input's own audio from elsewhere in time too.
     pointer_corpus: str = "target"
     pointer_chroma: float = 1.0  # pointer: weight of the pitch-class distance beside the band levels' in the choice
-    pointer_continuity: float = 2.0  # pointer: distance a chunk forgives the run that continues the previous chunk's
+    pointer_continuity: float = 2.0  # pointer: distance a chunk forgives the grain that continues the previous chunk's
     pointer_seek: bool = False  # pointer: the transformer may also shift the band levels a chunk seeks
-    # LayerNorm every frame on entry and before the head (the seed's design): it
+    # LayerNorm every frame on entry and before the head (the original design): it
     # erases each frame's loudness, so the head cannot see the music's envelope.
     frame_norm: bool = False
     # Any RMS below this counts as this, in forward and backward, so silence
@@ -180,8 +177,8 @@ def sinusoidal_positions(T, C, device):
 
 
 # Up to this many frames, attention as plain matrix products (the (T, T) matrix kept for the
-# backward pass) runs 2-3x faster on a CPU in bfloat16 than the fused kernel (bench.py: 4.8 vs
-# 13.7 ms at 251 frames); beyond it the fused kernel keeps memory linear in clip length.
+# backward pass) is faster on a CPU than the fused kernel (docs/speed.md); beyond it the fused
+# kernel keeps memory linear in clip length.
 MATRIX_ATTENTION_FRAMES = 512
 
 
@@ -226,7 +223,7 @@ def band_index(frame_dim, n_bands):
 
 def pitch_class_filter(sample_rate, n_fft):
     """librosa.filters.chroma(sr=sample_rate, n_fft=n_fft, tuning=0.0), rebuilt with numpy
-    (a test checks they agree): the first call of librosa's costs 2.2 s of imports in every
+    (a test checks they agree): librosa's first call costs seconds of imports in every
     process that builds a model. Each FFT bin is a Gaussian bump around its pitch class,
     columns at unit norm, weighted towards the octaves around C5. # (12, n_fft//2 + 1)"""
     frequencies = np.arange(1, n_fft) * sample_rate / n_fft
@@ -239,63 +236,63 @@ def pitch_class_filter(sample_rate, n_fft):
     return torch.from_numpy(np.roll(weights, -3, axis=0)[:, : n_fft // 2 + 1]).float()  # rows from C, not A
 
 
-def band_levels(power):
-    """log10 band power with a -60 dB floor: the level a run is matched by. # like power"""
+def log_band_power(power):
+    """log10 band power with a -60 dB floor: the level a grain is matched by. # like power"""
     return torch.log10(power + 1e-6)
 
 
-def run_window(position, D, R):
-    """The weight of a copied run `position` samples (fractional too: a renderer at another
+def grain_window(position, D, R):
+    """The weight of a copied grain `position` samples (fractional too: a renderer at another
     rate) after its crossfade in begins, at the model's rate: a sin^2 fade in over 2D samples,
-    1, then a cos^2 fade out over the 2D samples where the next run, R*D later, fades in;
-    sin^2 + cos^2 = 1 where two runs meet. # same shape as position"""
+    1, then a cos^2 fade out over the 2D samples where the next grain, R*D later, fades in;
+    sin^2 + cos^2 = 1 where two grains meet. # same shape as position"""
     fade_in = torch.sin(0.5 * math.pi * ((position + 0.5) / (2 * D)).clamp(0, 1)).pow(2)
     return fade_in * torch.cos(0.5 * math.pi * ((position - R * D + 0.5) / (2 * D)).clamp(0, 1)).pow(2)
 
 
 @dataclass
-class Material:
-    """Recordings beyond the clip for the pointer heads to copy instead of the clip's own
-    target (generation draws on a whole song or folder): P runs at the model's rate, each
-    described as PointerHead describes a clip's, and at the clip's level (at_level) just
-    as exactly: band levels carry a floor that is not scale-free."""
-    audio: torch.Tensor  # (N,) mono; run p's samples start at p*D, a hop of crossfade either side
+class Corpus:
+    """Recordings beyond the clip for the pointer heads to take grains from instead of the
+    clip's own target (generation draws on a whole song or folder): P grains at the model's
+    rate, each described as PointerHead describes a clip's, and at the clip's level
+    (at_unit_level) just as exactly: band levels carry a floor that is not scale-free."""
+    audio: torch.Tensor  # (N,) mono; grain p's samples start at p*D, a hop of crossfade either side
     power: torch.Tensor  # (P+R-1, n_bands) the band power of every frame
-    chroma: torch.Tensor  # (P, 12) each run's pitch classes, a unit vector
-    allowed: torch.Tensor  # (P,) bool: the run and both its crossfades lie inside one recording
-    # (1,) long: the frame of the material where the clip's own recording is at the clip's
+    chroma: torch.Tensor  # (P, 12) each grain's pitch classes, a unit vector
+    allowed: torch.Tensor  # (P,) bool: the grain and both its crossfades lie inside one recording
+    # (1,) long: the frame of the corpus where the clip's own recording is at the clip's
     # frame 0 (the copy guard keeps min_shift frames from it), or None: the clip is not in it
     clip_frame: torch.Tensor | None = None
-    gain: torch.Tensor | None = None  # (1,): what Cascade multiplied the clip by; set by at_level, with
-    levels: torch.Tensor | None = None  # (P+R-1, n_bands) log10 band power at that gain, and
-    level_norms: torch.Tensor | None = None  # (P,) squared levels summed over each run's R frames
+    unit_factor: torch.Tensor | None = None  # (1,): what Cascade multiplied the clip by; set by at_unit_level, with
+    levels: torch.Tensor | None = None  # (P+R-1, n_bands) log10 band power at that factor, and
+    level_norms: torch.Tensor | None = None  # (P,) squared levels summed over each grain's R frames
 
-    def at_level(self, gain, chunk_frames):
-        """This material as the clip sees it after Cascade's level normalisation."""
-        levels = band_levels(self.power * gain.pow(2))
+    def at_unit_level(self, unit_factor, chunk_frames):
+        """This corpus as the clip sees it after Cascade's level normalisation."""
+        levels = log_band_power(self.power * unit_factor.pow(2))
         squared = F.pad(levels.pow(2).sum(dim=1).cumsum(0), (1, 0))
         norms = squared[chunk_frames:] - squared[:-chunk_frames]  # (P,)
-        return replace(self, gain=gain, levels=levels, level_norms=norms)
+        return replace(self, unit_factor=unit_factor, levels=levels, level_norms=norms)
 
 
 class PointerHead(nn.Module):
-    """Each chunk of R output frames is a copy of a run: R frames' worth of one source's
-    audio, starting at any frame at least min_shift frames from the chunk's own start.
+    """Each chunk of R output frames plays a grain: R frames' worth of one source's audio,
+    starting at any frame at least min_shift frames from the chunk's own start.
 
-    A run is described by its band levels, frame by frame, and by its pitch classes (the
-    chroma of its R * D samples). A chunk looks for the run nearest to what the input
+    A grain is described by its band levels, frame by frame, and by its pitch classes (the
+    chroma of its R * D samples). A chunk looks for the grain nearest to what the input
     plays during the chunk, moved by what the transformer adds: `prefer` favours some
-    runs over others, `carry` moves how much a chunk favours continuing the previous
-    chunk's run, and (pointer_seek) `seek` shifts the band levels sought. All start at
+    grains over others, `carry` moves how much a chunk favours continuing the previous
+    chunk's grain, and (pointer_seek) `seek` shifts the band levels sought. All start at
     zero, so an untrained head is a nearest-neighbour mosaic with a fixed preference for
     continuing.
 
-    Training plays the softmax mix of the `candidates` best runs, so gradients reach the
-    choice; eval copies the best run alone. With straight_through, training copies the
-    best run too and only its gradient is the mix's: the objective then judges exactly
-    what eval plays, but the gradient is a first-order guess at what a swap of 128 ms of
-    audio would do, and it trained no better (README). Runs are copied as audio and
-    joined by crossfades."""
+    Training plays the softmax mix of the `candidates` best grains, so gradients reach the
+    choice; eval plays the best grain alone. With straight_through, training plays the
+    best grain too and only its gradient is the mix's: the objective then judges exactly
+    what eval plays, but the gradient is a first-order guess at what a swap of a whole grain
+    would do, and it trained no better (docs/LOG.md). Grains are copied as audio and joined
+    by crossfades."""
 
     def __init__(self, d_model, n_sources, config):
         super().__init__()
@@ -307,10 +304,10 @@ class PointerHead(nn.Module):
         self.first_copied = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never copied
         self.codec = MDCTCodec(D)
         self.register_buffer("bands", F.one_hot(band_index(D, config.pointer_bands)).float(), persistent=False)
-        # the pitch-class filterbank of quality.py's chroma metric (librosa's), over one run's samples
+        # the pitch-class filterbank of quality.py's chroma metric (librosa's), over one grain's samples
         self.register_buffer("chroma_filter", pitch_class_filter(config.sample_rate, R * D), persistent=False)
         self.register_buffer("chroma_window", torch.hann_window(R * D), persistent=False)
-        self.register_buffer("window", run_window(torch.arange((R + 2) * D, dtype=torch.float64), D, R).float(), persistent=False)
+        self.register_buffer("window", grain_window(torch.arange((R + 2) * D, dtype=torch.float64), D, R).float(), persistent=False)
         self.prefer = nn.Linear(d_model, n_sources)
         if config.pointer_seek:
             self.seek = nn.Linear(d_model, config.pointer_bands * R)
@@ -320,117 +317,117 @@ class PointerHead(nn.Module):
             for parameter in (linear.parameters() if linear is not None else ()):
                 nn.init.zeros_(parameter)
 
-    def forward(self, x, sources, material=None):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
-        """-> the copied runs as frames (B, D, T), and which runs they are (B, n_chunks, k):
-        run source * T + start of the clip's sources, S * T + p of the material's run p."""
+    def forward(self, x, sources, corpus=None):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
+        """-> the played grains as frames (B, D, T), and which grains they are (B, n_chunks, k):
+        numbered source * T + start among the clip's sources, S * T + p for the corpus's grain p."""
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
-            weights, runs = self.choose(x.float(), sources, material)
-            return self.copy_runs(weights, runs, sources, material), runs
+            weights, grains = self.choose(x.float(), sources, corpus)
+            return self.play_grains(weights, grains, sources, corpus), grains
 
     def band_power(self, frames):
         """The power of every frame in each band. # (..., D, T) -> (..., T, n_bands)"""
         return frames.float().pow(2).transpose(-1, -2) @ self.bands
 
-    def choose(self, x, sources, material=None):
-        """The runs each chunk copies and their weights: in eval the best run with weight 1;
-        in training the `candidates` best, weighted by the softmax over all runs (straight
+    def choose(self, x, sources, corpus=None):
+        """The grains each chunk plays and their weights: in eval the best grain with weight 1;
+        in training the `candidates` best, weighted by the softmax over all grains (straight
         through: 1 for the best and 0 for the rest in the forward pass, the softmax's in
-        the backward pass). With a material, its runs stand in for the clip's target's.
-        Runs are numbered as forward() returns them. # each (B, n_chunks, k)"""
+        the backward pass). With a corpus, its grains stand in for the clip's target's.
+        Grains are numbered as forward() returns them. # each (B, n_chunks, k)"""
         B, T, C = x.shape
         S, R = self.n_sources, self.chunk_frames
         n_chunks = -(-T // R)
-        levels = band_levels(self.band_power(F.pad(torch.stack(sources, dim=1), (0, R - 1))))  # (B, S, T+R-1, n_bands)
-        keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every run's band levels, frame by frame
+        levels = log_band_power(self.band_power(F.pad(torch.stack(sources, dim=1), (0, R - 1))))  # (B, S, T+R-1, n_bands)
+        keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every grain's band levels, frame by frame
         own = (torch.arange(n_chunks, device=x.device) * R).clamp(max=T - 1)  # each chunk's own start
         chunk_features = F.pad(x, (0, 0, 0, n_chunks * R - T)).view(B, n_chunks, R, C).mean(dim=2)  # (B, n_chunks, C)
-        queries = keys[:, own]  # (B, n_chunks, n_bands*R): the input's runs at each chunk's own place
+        queries = keys[:, own]  # (B, n_chunks, n_bands*R): the input's band levels over each chunk
         if hasattr(self, "seek"):
             queries = queries + self.seek(chunk_features)
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
                     + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
         sought = None
         if self.chroma_weight:
-            with torch.no_grad():  # a description to match, as the band levels are; its gradient would cost 2x a step
-                sought = self.run_chroma(sources[0], own)  # (B, n_chunks, 12)
-                copied = torch.cat([self.run_chroma(s) for s in sources[self.first_copied :]], dim=1)  # (B, S'*T, 12)
+            with torch.no_grad():  # a description to match, as the band levels are; its gradient would double a step's cost
+                sought = self.grain_chroma(sources[0], own)  # (B, n_chunks, 12)
+                copied = torch.cat([self.grain_chroma(s) for s in sources[self.first_copied :]], dim=1)  # (B, S'*T, 12)
             # 1 - cosine is 0 for the same pitch classes and 1 for none shared: 10 of it weigh as a 10 dB miss.
-            # Runs outside the corpus are never copied: their distance is left uncomputed.
+            # Grains outside the corpus are never played: their distance is left uncomputed.
             distance = distance + self.chroma_weight * 10 * F.pad(1 - sought @ copied.transpose(1, 2), (self.first_copied * T, 0))
         scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
         allowed = self.allowed(T, x.device)
-        if material is not None:
-            allowed = allowed & (torch.arange(S * T, device=x.device) < (S - 1) * T)  # the clip's target: the material's now
+        if corpus is not None:
+            allowed = allowed & (torch.arange(S * T, device=x.device) < (S - 1) * T)  # the clip's target: the corpus's now
         scores = scores.masked_fill(~allowed, float("-inf"))
-        if material is not None:
-            scores = torch.cat([scores, self.material_scores(queries, sought, own, material)], dim=2)
+        if corpus is not None:
+            scores = torch.cat([scores, self.corpus_scores(queries, sought, own, corpus)], dim=2)
         if self.continuity:
             scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
-        if not self.training:  # the softmax's argmax, without its exponentials over every run of a long material
+        if not self.training:  # the softmax's argmax, without its exponentials over every grain of a long corpus
             best = scores.argmax(dim=-1, keepdim=True)
             return torch.ones_like(best, dtype=scores.dtype), best
         soft = scores.softmax(dim=-1)
-        # the tail of the softmax carries ~10% of its weight (measured): leaving it out saves
-        # copying every run of the clip, and the normaliser still passes gradient to every score
-        weights, runs = soft.topk(min(self.candidates, scores.shape[2]), dim=-1)
+        # leaving out the softmax's small tail saves copying every grain of the clip, and the
+        # normaliser still passes gradient to every score
+        weights, grains = soft.topk(min(self.candidates, scores.shape[2]), dim=-1)
         if not self.straight_through:
-            return weights, runs
-        best = F.one_hot(torch.zeros_like(runs[..., 0]), runs.shape[-1]).to(weights.dtype)
-        return best + weights - weights.detach(), runs
+            return weights, grains
+        best = F.one_hot(torch.zeros_like(grains[..., 0]), grains.shape[-1]).to(weights.dtype)
+        return best + weights - weights.detach(), grains
 
-    def material_scores(self, queries, sought, own, material):
-        """choose()'s scores for every run of the material, computed as a convolution so the
-        material may hold hours. Its runs get no learned preference: it has no features.
+    def corpus_scores(self, queries, sought, own, corpus):
+        """choose()'s scores for every grain of the corpus, computed as a convolution so the
+        corpus may hold hours. Its grains get no learned preference: it has no features.
         # (B, n_chunks, n_bands*R), (B, n_chunks, 12) or None -> (B, n_chunks, P)"""
         B, n_chunks, width = queries.shape
         kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, n_bands, R), the layout of the keys
-        cross = F.conv1d(material.levels.T[None].float(), kernels).view(B, n_chunks, -1)  # (B, n_chunks, P)
-        distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + material.level_norms) / width
+        cross = F.conv1d(corpus.levels.T[None].float(), kernels).view(B, n_chunks, -1)  # (B, n_chunks, P)
+        distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + corpus.level_norms) / width
         if sought is not None:
-            distance = distance + self.chroma_weight * 10 * (1 - sought @ material.chroma.T)
-        allowed = material.allowed.expand(B, n_chunks, -1)
-        if material.clip_frame is not None:  # the copy guard, against the clip's own recording in the material
-            moment = (material.clip_frame[:, None] + own)[..., None]  # (B, n_chunks, 1)
+            distance = distance + self.chroma_weight * 10 * (1 - sought @ corpus.chroma.T)
+        allowed = corpus.allowed.expand(B, n_chunks, -1)
+        if corpus.clip_frame is not None:  # the copy guard, against the clip's own recording in the corpus
+            moment = (corpus.clip_frame[:, None] + own)[..., None]  # (B, n_chunks, 1)
             far = (torch.arange(allowed.shape[2], device=queries.device) - moment).abs() >= self.min_shift
             allowed = torch.where((allowed & far).any(dim=2, keepdim=True), allowed & far, allowed)
         return (-self.sharpness * distance).masked_fill(~allowed, float("-inf"))
 
-    def run_chroma(self, frames, starts=None):
-        """The pitch classes of the runs of (B, D, T) frames that start at `starts` (all by
+    def grain_chroma(self, frames, starts=None):
+        """The pitch classes of the grains of (B, D, T) frames that start at `starts` (all by
         default). # (B, n_starts, 12)"""
         T, size = frames.shape[2], self.chunk_frames * self.codec.D
-        audio = F.pad(self.codec.decode(frames.float()), (0, size + self.codec.D))  # run t's samples start at t*D
-        runs = audio.unfold(-1, size, self.codec.D)[:, :T]  # (B, T, size)
-        return self.runs_chroma(runs if starts is None else runs[:, starts])
+        audio = F.pad(self.codec.decode(frames.float()), (0, size + self.codec.D))  # grain t's samples start at t*D
+        grains = audio.unfold(-1, size, self.codec.D)[:, :T]  # (B, T, size)
+        return self.grains_chroma(grains if starts is None else grains[:, starts])
 
-    def runs_chroma(self, runs):
-        """The chroma of each run's R * D samples, as a unit vector. # (..., R*D) -> (..., 12)"""
-        power = torch.fft.rfft(runs * self.chroma_window, dim=-1).abs().pow(2)  # (..., R*D/2+1)
+    def grains_chroma(self, grains):
+        """The chroma of each grain's R * D samples, as a unit vector. # (..., R*D) -> (..., 12)"""
+        power = torch.fft.rfft(grains * self.chroma_window, dim=-1).abs().pow(2)  # (..., R*D/2+1)
         return F.normalize(power @ self.chroma_filter.T, dim=-1)
 
     def continued(self, scores, bonus, T):
-        """Chunk by chunk, the run that carries on where the previous chunk's best run ends
+        """Chunk by chunk, the grain that carries on where the previous chunk's best grain ends
         (the next R frames of the same source) gains `bonus`: the Concatenator's prior for
-        continuing, which keeps notes whole across joins. # (B, n_chunks, runs), (B, n_chunks)"""
-        R, clip_runs = self.chunk_frames, self.n_sources * T
+        continuing, which keeps notes whole across joins. # (B, n_chunks, grains), (B, n_chunks)"""
+        R, clip_grains = self.chunk_frames, self.n_sources * T
         rows = [scores[:, 0]]
         for chunk in range(1, scores.shape[1]):
             previous = rows[-1].argmax(dim=-1)  # (B,)
             after = previous + R
-            # only where the run's source goes on that far; the material's recordings end in runs it never allows
-            goes_on = torch.where(previous < clip_runs, previous % T + R < T, after < scores.shape[2])
-            gain = bonus[:, chunk] * goes_on
-            rows.append(scores[:, chunk].scatter_add(1, after.clamp(max=scores.shape[2] - 1)[:, None], gain[:, None]))
+            # only where the grain's source goes on that far; the corpus's recordings end in grains it never allows
+            goes_on = torch.where(previous < clip_grains, previous % T + R < T, after < scores.shape[2])
+            added = bonus[:, chunk] * goes_on
+            rows.append(scores[:, chunk].scatter_add(1, after.clamp(max=scores.shape[2] - 1)[:, None], added[:, None]))
         return torch.stack(rows, dim=1)
 
     def allowed(self, T, device):
-        """Which runs each chunk may copy: a run must come from the corpus, fit in the clip
+        """Which grains each chunk may play: a grain must come from the corpus, fit in the clip
         with both its crossfades (a hop before it and after it: a fade into the clip's
-        zero padding would dip the level 3 dB at that join) and start at least min_shift
-        frames from the chunk's own start; in a clip too short for that, any run of the
+        zero padding would dip the level at that join) and start at least min_shift
+        frames from the chunk's own start; in a clip too short for that, any grain of the
         corpus that fits. # (n_chunks, S*T) bool"""
         R = self.chunk_frames
-        last = max(T - R - 2, 0)  # the decoded audio holds T - 1 hops; a run and its fade-out take R + 1
+        last = max(T - R - 2, 0)  # the decoded audio holds T - 1 hops; a grain and its fade-out take R + 1
         starts = torch.arange(-(-T // R), device=device) * R
         start = torch.arange(T, device=device).repeat(self.n_sources)  # (S*T,)
         source = torch.arange(self.n_sources, device=device).repeat_interleave(T)  # (S*T,)
@@ -438,25 +435,25 @@ class PointerHead(nn.Module):
         allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
         return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
-    def copy_runs(self, weights, runs, sources, material=None):
-        """The weighted chosen runs as audio, each chunk joined to the next by a crossfade,
+    def play_grains(self, weights, grains, sources, corpus=None):
+        """The weighted chosen grains as audio, each chunk joined to the next by a crossfade,
         encoded back to frames. Copying MDCT frames instead would leave each boundary's
-        time-domain aliasing uncancelled: a click every 128 ms. # (B, D, T)"""
-        B, n_chunks, k = runs.shape
+        time-domain aliasing uncancelled: a click at every join. # (B, D, T)"""
+        B, n_chunks, k = grains.shape
         S, (D, T), R, fade = self.n_sources, sources[0].shape[1:], self.chunk_frames, self.codec.D
-        size = R * D + 2 * fade  # a run's samples plus a crossfade on either side
+        size = R * D + 2 * fade  # a grain's samples plus a crossfade on either side
         audio = self.codec.decode(torch.stack(sources, dim=1).float().flatten(0, 1)).view(B, S, -1)  # (B, S, (T-1)*D)
-        audio = F.pad(audio, (fade, T * D + size - audio.shape[-1])).flatten(1)  # (B, S*L): run t starts at t*D
+        audio = F.pad(audio, (fade, T * D + size - audio.shape[-1])).flatten(1)  # (B, S*L): grain t starts at t*D
         length = audio.shape[1] // S
-        clip_runs = runs.clamp(max=S * T - 1)
-        first = (clip_runs // T) * length + (clip_runs % T) * D  # (B, n_chunks, k): index of each run's first sample
-        index = first[..., None] + torch.arange(size, device=runs.device)  # (B, n_chunks, k, size)
+        clip_grains = grains.clamp(max=S * T - 1)
+        first = (clip_grains // T) * length + (clip_grains % T) * D  # (B, n_chunks, k): index of each grain's first sample
+        index = first[..., None] + torch.arange(size, device=grains.device)  # (B, n_chunks, k, size)
         copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
-        if material is not None:
-            first = (runs - S * T) * D - fade  # in the material's audio
-            index = (first[..., None] + torch.arange(size, device=runs.device)).clamp(0, len(material.audio) - 1)
-            from_material = material.audio[index].float() * material.gain.view(B, 1, 1, 1)  # to the clip's unit level
-            copied = torch.where((runs < S * T)[..., None], copied, from_material)
+        if corpus is not None:
+            first = (grains - S * T) * D - fade  # in the corpus's audio
+            index = (first[..., None] + torch.arange(size, device=grains.device)).clamp(0, len(corpus.audio) - 1)
+            from_corpus = corpus.audio[index].float() * corpus.unit_factor.view(B, 1, 1, 1)  # to the clip's unit level
+            copied = torch.where((grains < S * T)[..., None], copied, from_corpus)
         y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
         out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
         return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
@@ -473,31 +470,31 @@ class Stage(nn.Module):
         self.blocks = nn.ModuleList(Block(d_model, config.n_head, config.dropout) for _ in range(config.n_layer))
         self.norm_out = nn.LayerNorm(d_model) if config.frame_norm else nn.Identity()
         # Sources enter at unit scale, so their mean has RMS ~sqrt(1/n_sources). With
-        # this gain on the head's output, head + residual has RMS ~1, and every stage's
+        # this fixed gain on the head's output, head + residual has RMS ~1, and every stage's
         # scale factor is ~1 (no 'RMS collapse' of a weakly weighted stage).
-        self.gain = math.sqrt(max(1.0 - residual_weight**2 / n_sources, 0.1))
+        self.head_gain = math.sqrt(max(1.0 - residual_weight**2 / n_sources, 0.1))
         if config.head == "pointer":
             self.pointer = PointerHead(d_model, n_sources, config)
         else:
             self.proj = nn.Linear(d_model, config.frame_dim)
-            nn.init.normal_(self.proj.weight, std=self.gain * d_model**-0.5)  # the gain, folded into the init
+            nn.init.normal_(self.proj.weight, std=self.head_gain * d_model**-0.5)  # the gain, folded into the init
             nn.init.zeros_(self.proj.bias)
 
-    def forward(self, sources, target_rms, floor, material=None):  # sources: each (B, D, T)
-        """-> (out (B, D, T), scale factor (B,), the runs the pointer copied (PointerHead.forward) or None)"""
+    def forward(self, sources, target_rms, floor, corpus=None):  # sources: each (B, D, T)
+        """-> (out (B, D, T), scale factor (B,), the grains the pointer played (PointerHead.forward) or None)"""
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
         x = self.norm_out(x)
-        runs = None
+        grains = None
         if hasattr(self, "pointer"):
-            x, runs = self.pointer(x, sources, material)
-            x = self.gain * x  # (B, D, T)
+            x, grains = self.pointer(x, sources, corpus)
+            x = self.head_gain * x  # (B, D, T)
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return *scale_to_rms(x, target_rms, floor), runs
+        return *scale_to_rms(x, target_rms, floor), grains
 
 
 class Cascade(nn.Module):
@@ -507,10 +504,10 @@ class Cascade(nn.Module):
         self.stage1 = Stage(2, 1.0, config)
         self.stage2 = Stage(3, config.final_residual, config)
 
-    def forward(self, x_in, x_tgt, material=None):
+    def forward(self, x_in, x_tgt, corpus=None):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
         scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
-        runs each stage copied (runs1, runs2). With a Material, the heads copy its runs
+        grains each stage played (grains1, grains2). With a Corpus, the heads play its grains
         instead of the target's; x_tgt is still what the transformers see."""
         if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
             raise ValueError(
@@ -520,11 +517,11 @@ class Cascade(nn.Module):
         level = combined_rms(x_in, x_tgt, floor)  # (B, 1, 1)
         x_in, x_tgt = x_in / level, x_tgt / level
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
-        if material is not None:
+        if corpus is not None:
             if x_in.shape[0] != 1:
-                raise ValueError(f"a material is for one clip at a time, not a batch of {x_in.shape[0]}")
-            material = material.at_level(1 / level.view(1), self.config.chunk_frames)
-        out1, scale1, runs1 = self.stage1([x_in, x_tgt], unit, floor, material)
-        out2, scale2, runs2 = self.stage2([x_in, out1, x_tgt], unit, floor, material)
+                raise ValueError(f"a corpus is for one clip at a time, not a batch of {x_in.shape[0]}")
+            corpus = corpus.at_unit_level(1 / level.view(1), self.config.chunk_frames)
+        out1, scale1, grains1 = self.stage1([x_in, x_tgt], unit, floor, corpus)
+        out2, scale2, grains2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
         stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
-        return out2 * level, stats if runs1 is None else {**stats, "runs1": runs1, "runs2": runs2}
+        return out2 * level, stats if grains1 is None else {**stats, "grains1": grains1, "grains2": grains2}

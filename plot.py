@@ -96,7 +96,7 @@ def plot_health(rows, grad_clip, path):
     plt.close(fig)
 
 
-COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee", "random_runs")
+COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee", "random_grains")
 
 
 def plot_comparison(folder):

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Trains the two-stage cascade transformer (fixed RMS scaling) on the built-in
-# demo music: 24 synthetic songs made by data.py in seconds, no download.
-# The default run (10 epochs, 270 steps) took 1 min 11 s on a 2-core CPU with
-# fast bf16 matmuls (bfloat16 there, else float32). Outputs go to checkpoints/:
-# epoch_N_step_S.pth, metrics.csv and samples/epoch_N_{input,target,output}.wav.
+# demo music: synthetic songs made by lib/data.py, no download. Outputs go to
+# checkpoints/: epoch_N_step_S.pth, metrics.csv and samples/epoch_N_{input,target,output}.wav.
+# How long it takes is in the README, with the command that measured it.
 # Arguments pass through to train.py, e.g.:
 #   ./run_train_simple.sh --data_dir=~/music --epochs=50
 #   ./run_train_simple.sh --resume=auto

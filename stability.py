@@ -1,13 +1,13 @@
 """
-What actually causes the NaN that fixed RMS scaling is about: the seed's failure,
+What actually causes the NaN that fixed RMS scaling is about: the original design's failure,
 condition by condition, in both designs, and which single measure prevents it.
 
-    python stability.py                # quick: 5 conditions, 200 steps a run, about 3 minutes on a 2-core CPU
+    python stability.py                # quick: 5 conditions, 200 steps a run (docs/nan.md: how long)
     python stability.py --full         # 8 conditions, 3000 steps a run: up to an hour
     python stability.py --conditions=silent_clip --steps=100 --seconds=16   # any conditions, budget, clip length
 
-Every run trains the seed's network (a linear head after per-frame LayerNorms, 1 layer
-a stage) on the seed's loss mix (original_objective: reconstruction, an envelope-correlation
+Every run trains the original design's network (a linear head after per-frame LayerNorms, 1 layer
+a stage) on the original design's loss mix (original_objective: reconstruction, an envelope-correlation
 penalty, novelty) in float32, first *bare*: correlations without a floor, no clipping,
 no NaN abort. Both designs run bare on every condition:
   learnable  the pre-fix design: per stage, learnable a, b, s (rms_input_weights,
@@ -17,7 +17,7 @@ no NaN abort. Both designs run bare on every condition:
 A design that hits a non-finite loss or gradient is rerun with one measure at a time:
   fixed scaling        (learnable only) its scalars replaced by fixed scaling, nothing else changed
   floored correlation  standard deviations floored at rms_floor (objective.pearson, as train.py does)
-  clipping             the total gradient norm clipped at grad_clip (the seed's 1.0)
+  clipping             the total gradient norm clipped at grad_clip (the original design's)
   NaN abort            the training loop's own check (training.check_finite): stop before the step
 """
 
@@ -52,7 +52,7 @@ class FixedRaw(Cascade):
 
 
 class PreFix(FixedRaw):
-    """The pre-fix design: learnable RMS scalars per stage (index 0 and 1, as in the seed's names)."""
+    """The pre-fix design: learnable RMS scalars per stage (index 0 and 1, as in the original design's names)."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -77,7 +77,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # (remedy A's weight) and an envelope-correlation penalty at the remaining 0.15.
 ORIGINAL = {**hyperparameters.of_script(os.path.join(HERE, "train.py")), "head": "linear", "frame_norm": True,
             "n_layer": 1, "batch_size": 4, "recon_weight": 0.02, "envelope_weight": 0.15, "novelty_weight": 0.85}
-LATENT_LEVEL = 5.7  # RMS of the encoder latents the seed trained on
+LATENT_LEVEL = 5.7  # RMS of the encoder latents the original design trained on
 AUDIO_LEVEL = 0.06  # RMS of the demo music's MDCT frames, about -24 dBFS
 ODD_EVERY = 50  # a silent or constant clip is one input in every this many batches, as one file in a collection
 CONDITIONS = {  # name: frame level, learning rate, what the batches hold
@@ -100,7 +100,7 @@ BATCH_KINDS = {
 
 
 def original_objective(out, x_in, x_tgt, hp, correlation_floor):
-    """The seed's loss mix on (B, D, T) frames, in float32; correlation_floor 0 is the seed's own Pearson.
+    """The original design's loss mix on (B, D, T) frames, in float32; correlation_floor 0 is the original design's own Pearson.
 
     recon     relative squared error to the target (depends on the output's scale)
     envelope  1 - correlation of the output's frame-RMS envelope with the input's
@@ -204,7 +204,7 @@ def train_condition(design, measure, condition, batches_, hp, steps, writer):
 
 
 def scalars_signature(top):
-    """The seed's epoch-5 log: the top three gradients are the three RMS scalars of one stage, within 10%."""
+    """The original design's epoch-5 log: the top three gradients are the three RMS scalars of one stage, within 10%."""
     names = {name.rsplit(".", 1)[0] for name, _ in top}
     stages = {name.rsplit(".", 1)[-1] for name, _ in top}
     return len(top) == 3 and names == set(SCALAR_NAMES) and len(stages) == 1 and top[2][1] >= 0.9 * top[0][1]
@@ -249,7 +249,7 @@ def summary(results):
 
 
 def claims(results):
-    """The seed's claims and the earlier probing's hypotheses, each: holds / does not hold, with the numbers."""
+    """The original design's claims and the earlier probing's hypotheses, each: holds / does not hold, with the numbers."""
     bare = [r for runs in results.values() for r in runs if r["measure"] == "bare"]
     nan = {d: sorted(r["condition"] for r in bare if r["design"] == d and r["first_nonfinite"]) for d in DESIGNS}
     ratios = {r["condition"]: statistics.median(x for x in r["ratios"] if x == x)

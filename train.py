@@ -46,8 +46,8 @@ harmony_weight = 0.0  # the output's pitch classes are the input's, frame by fra
 onsets_weight = 0.0  # the output's notes start where the input's do, by spectral flux (docs/LOG.md: no better at 1)
 copy_weight = 1.0  # hinge on the output's waveform correlation with either source, at any lag within 0.5 s
 copy_margin = 0.3  # correlation the copy term allows
-novelty_weight = 0.0  # the seed's term: squared lag-0 correlation with input and target (seed default 0.85)
-recon_weight = 0.0  # the seed's term: relative error to the target (its remedy: 0.01-0.05)
+novelty_weight = 0.0  # the original design's term: squared lag-0 correlation with input and target (the original design's 0.85)
+recon_weight = 0.0  # the original design's term: relative error to the target (its remedy: 0.01-0.05)
 # optimizer
 lr = 1e-4
 weight_decay = 0.01

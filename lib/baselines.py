@@ -4,7 +4,7 @@ pair's combined RMS:
 
     references  copies, the mix, a delayed copy, noises and a segment of another file:
                 what the verdict must tell apart from a blend
-    systems     mosaics made with no training: random runs with the pointer head's own
+    systems     mosaics made with no training: random grains with the pointer head's own
                 chunking and crossfades, and Let it Bee (Driedger, Pratzlich & Muller,
                 "Let it Bee: towards NMF-inspired audio mosaicing", ISMIR 2015)
 """
@@ -20,7 +20,7 @@ from .verdict import ENVELOPE_SECONDS, EPS, N_BANDS, band_of
 # Let it Bee at 16 kHz: 64 ms windows and 32 ms hops, near the paper's 2048/1024 at 22.05 kHz.
 # The restrictions' sizes are the paper's settings as we read them.
 LET_IT_BEE_FFT, LET_IT_BEE_HOP = 1024, 512
-LET_IT_BEE_ITERATIONS = 50  # L: 20 left a copy of the input 10-22 dB off, 50 leaves it 36-38 dB off (measured)
+LET_IT_BEE_ITERATIONS = 50  # L: enough to rebuild the input from its own frames (tests/test_baselines.py)
 LET_IT_BEE_REPETITION = 3  # r: a template may be active once within this many frames
 LET_IT_BEE_POLYPHONY = 10  # p: at most this many templates per frame
 LET_IT_BEE_CONTINUITY = 3  # c: length of the diagonal filter that favours playing templates on in order
@@ -58,15 +58,15 @@ def references(x_in, x_tgt, other, sample_rate, rng):
     return {name: at_level(audio, x_in, x_tgt) for name, audio in made.items()}
 
 
-def random_runs(x_in, x_tgt, config, rng):
-    """Every chunk a run drawn at random from those the pointer head may copy from input
+def random_grains(x_in, x_tgt, config, rng):
+    """Every chunk a grain drawn at random from those the pointer head may copy from input
     or target, joined with its crossfades: the head's mechanics with no choice. # (N,)"""
-    head = PointerHead(2 * config.frame_dim, 2, config)  # its layers stay unused: only allowed() and copy_runs()
+    head = PointerHead(2 * config.frame_dim, 2, config)  # its layers stay unused: only allowed() and play_grains()
     sources = [head.codec.encode(torch.from_numpy(np.asarray(a, dtype=np.float32))[None]) for a in (x_in, x_tgt)]
     allowed = head.allowed(sources[0].shape[2], "cpu").numpy()
-    runs = torch.tensor([rng.choice(np.flatnonzero(row)) for row in allowed])[None, :, None]  # (1, n_chunks, 1)
+    grains = torch.tensor([rng.choice(np.flatnonzero(row)) for row in allowed])[None, :, None]  # (1, n_chunks, 1)
     with torch.no_grad():
-        out = head.copy_runs(torch.ones(runs.shape), runs, sources)
+        out = head.play_grains(torch.ones(grains.shape), grains, sources)
     return at_level(head.codec.decode(out, len(x_in))[0].numpy(), x_in, x_tgt)
 
 

@@ -20,7 +20,7 @@ from model import Cascade, CascadeConfig
 
 FORMAT = "cascade-checkpoint-v1"
 # model config fields added after the first checkpoints were written, with the values those were
-# trained with: the seed's linear head, then the pointer head before its corpus, chroma, continuity
+# trained with: the original design's linear head, then the pointer head before its corpus, chroma, continuity
 # and optional seek
 EARLIER_DESIGN = {"head": "linear", "frame_norm": True, "pointer_corpus": "all", "pointer_chroma": 0.0,
                   "pointer_continuity": 0.0, "pointer_seek": True}

@@ -24,8 +24,8 @@ def paired(system, baseline, higher_is_better, rng, resamples=BOOTSTRAP_RESAMPLE
     medians = np.median(difference[rng.integers(len(difference), size=(resamples, len(difference)))], axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
     sign = 1 if higher_is_better else -1
-    gain = sorted((sign * low, sign * high))  # the interval, as improvement
-    outcome = "better" if gain[0] > 0 else "worse" if gain[1] < 0 else "no difference"
+    improvement = sorted((sign * low, sign * high))  # the interval, as improvement
+    outcome = "better" if improvement[0] > 0 else "worse" if improvement[1] < 0 else "no difference"
     return {"median": float(np.median(difference)), "low": float(low), "high": float(high),
             "better_share": float(np.mean(sign * difference > 0)), "pairs": len(difference), "outcome": outcome}
 

@@ -1,5 +1,5 @@
 """
-The material generate.py draws on: the target song, or every usable file of a folder as
+The corpus generate.py draws on: the target song, or every usable file of a folder as
 one corpus (what users of mosaicing tools such as CataRT and AudioGuide expect), described
 once for the pointer heads and read back at the output's rate and channel count.
 
@@ -8,7 +8,7 @@ the choice (the cache training uses), and at the output's rate and channel count
 render. The corpus's model-rate audio is one more cache file. All three are
 memory-mapped, so what a corpus holds in memory is its description: 29 numbers for each
 frame of D samples (band power, pitch classes, a mask), and the band levels at each
-window's level, 50 MB and 30 MB an hour at 16 kHz (README).
+window's level (docs/generation.md measures how that grows).
 """
 
 import hashlib
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import data
-from model import Material
+from model import Corpus
 
 DESCRIBE_FRAMES = 1 << 14  # frames described at once (2 min at 16 kHz): bounds the working memory
 
@@ -49,10 +49,10 @@ def memmap(path, channels=None):
     return audio if channels is None else audio.reshape(-1, channels)
 
 
-class Corpus:
+class TargetFiles:
     """Recordings laid end to end at the model's rate, each recording's audio starting on a
-    frame and followed by a gap of silence longer than a run and its crossfades, so no run
-    of one recording reaches into the next; `material` describes every run of it."""
+    frame and followed by a gap of silence longer than a grain and its crossfades, so no grain
+    of one recording reaches into the next; `corpus` describes every grain of it."""
 
     def __init__(self, target, head, rate, out_rate, channels, cache_dir, clip_audio=None):
         """target: a file or folder; head: a PointerHead, whose descriptions the corpus uses,
@@ -68,11 +68,11 @@ class Corpus:
             print(f"warning: skipping {path}: {reason}")
 
         model_rate = data.cached_tracks(paths, self.rate, cache_dir, warn, what="decoding the target")
-        shortest = (R + 4) * D  # a run with its crossfades, and a frame to spare either side
+        shortest = (R + 4) * D  # a grain with its crossfades, and a frame to spare either side
         usable = []
         for path, track in zip(paths, model_rate):
             if track is not None and track.n_samples < shortest:
-                warn(path, f"too short: {track.n_samples / self.rate:.3f} s, a run needs {shortest / self.rate:.3f} s")
+                warn(path, f"too short: {track.n_samples / self.rate:.3f} s, a grain needs {shortest / self.rate:.3f} s")
             elif track is not None:
                 usable.append((path, track))
         full_rate = data.cached_tracks([p for p, _ in usable], out_rate, cache_dir, warn, channels,
@@ -82,7 +82,7 @@ class Corpus:
             why = "; ".join(sorted(set(reasons.values()))) if reasons else "it holds no files"
             raise SystemExit(f"--target {target}: no usable audio ({why}). Give a WAV/FLAC/OGG/MP3/AIFF file, "
                              f"or a folder holding at least one, of at least {shortest / self.rate:.2f} s")
-        gap = R + 2  # frames of silence between recordings: more than a run and its crossfades
+        gap = R + 2  # frames of silence between recordings: more than a grain and its crossfades
         self.recordings, frame = [], gap
         for path, track, full in usable:
             self.recordings.append(Recording(path, frame, track.n_samples, memmap(full.cache_path, channels)))
@@ -90,7 +90,7 @@ class Corpus:
         tracks = [track for _, track, _ in usable]
         self.audio = self.laid_out(tracks, frame * D, cache_dir)
         self.clip_frame = self.find(clip_audio, tracks) if clip_audio is not None else None
-        self.material = self.describe(head)
+        self.corpus = self.describe(head)
 
     def laid_out(self, tracks, n_samples, cache_dir):
         """The recordings' model-rate audio at their places, as one more cache file. # (n_samples,)"""
@@ -120,10 +120,10 @@ class Corpus:
 
     @torch.no_grad()
     def describe(self, head):
-        """The Material: every frame's band levels and every run's pitch classes, block by block."""
+        """The Corpus: every frame's band levels and every grain's pitch classes, block by block."""
         D, R = self.frame_dim, self.chunk_frames
         audio = torch.from_numpy(self.audio)
-        n_frames = len(self.audio) // D - 1  # every run of the last recording, and of the gap after it
+        n_frames = len(self.audio) // D - 1  # every grain of the last recording, and of the gap after it
         power, chroma = [], []
         for first in tqdm(range(0, n_frames, DESCRIBE_FRAMES), desc="describing the target", unit="block", leave=False):
             last = min(first + DESCRIBE_FRAMES, n_frames)
@@ -131,16 +131,16 @@ class Corpus:
             span = F.pad(audio[max(first - 1, 0) * D : last * D], (D * (first == 0), 0))
             frames = span.unfold(0, 2 * D, D) @ head.codec.analysis.T  # (last - first, D)
             power.append(head.band_power(frames.T))
-            end = (last - 1 + R) * D  # run t holds samples [tD, tD + RD)
-            runs = audio[first * D : end]
-            chroma.append(head.runs_chroma(F.pad(runs, (0, end - first * D - len(runs))).unfold(0, R * D, D)))
+            end = (last - 1 + R) * D  # grain t holds samples [tD, tD + RD)
+            grains = audio[first * D : end]
+            chroma.append(head.grains_chroma(F.pad(grains, (0, end - first * D - len(grains))).unfold(0, R * D, D)))
         power = F.pad(torch.cat(power), (0, 0, 0, R - 1))  # (P+R-1, n_bands): silence after the end, as choose() pads a clip
         allowed = torch.zeros(n_frames, dtype=torch.bool)
-        for recording in self.recordings:  # a run and both crossfades inside the recording, as PointerHead.allowed
+        for recording in self.recordings:  # a grain and both crossfades inside the recording, as PointerHead.allowed
             n = -(-recording.n_samples // D) + 1
             allowed[recording.first_frame + 1 : recording.first_frame + n - R - 1] = True
         clip_frame = None if self.clip_frame is None else torch.tensor([self.clip_frame])
-        return Material(audio, power, torch.cat(chroma), allowed, clip_frame)
+        return Corpus(audio, power, torch.cat(chroma), allowed, clip_frame)
 
     def locate(self, frame):
         """The recording that corpus frame `frame` lies in, and the frame within it."""

@@ -35,7 +35,7 @@ def midi_hz(note):
     return 440.0 * 2.0 ** ((note - 69) / 12)
 
 
-def add_note(buffer, start, seconds, hz, gain, sample_rate, harmonics, decay):
+def add_note(buffer, start, seconds, hz, amplitude, sample_rate, harmonics, decay):
     """Mix one decaying harmonic tone into buffer at sample `start`."""
     n = min(int(seconds * sample_rate), len(buffer) - start)
     if n <= 0:
@@ -44,10 +44,10 @@ def add_note(buffer, start, seconds, hz, gain, sample_rate, harmonics, decay):
     tone = sum(np.sin(2 * np.pi * hz * h * t) / h**1.5 for h in range(1, harmonics + 1))
     attack = np.minimum(1.0, t / 0.005)
     release = np.minimum(1.0, (seconds - t) / 0.02).clip(0.0)
-    buffer[start : start + n] += gain * tone * np.exp(-decay * t) * attack * release
+    buffer[start : start + n] += amplitude * tone * np.exp(-decay * t) * attack * release
 
 
-def add_drum(buffer, start, kind, gain, sample_rate, rng):
+def add_drum(buffer, start, kind, amplitude, sample_rate, rng):
     n = min(int(0.25 * sample_rate), len(buffer) - start)
     if n <= 0:
         return
@@ -58,7 +58,7 @@ def add_drum(buffer, start, kind, gain, sample_rate, rng):
         hit = (0.7 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * 190 * t)) * np.exp(-t * 25)
     else:  # hat: differentiated noise is bright
         hit = np.diff(rng.standard_normal(n + 1)) * np.exp(-t * 80)
-    buffer[start : start + n] += gain * hit
+    buffer[start : start + n] += amplitude * hit
 
 
 def demo_piece(seed, seconds, sample_rate):

@@ -20,8 +20,8 @@ ENVELOPE_RANGE_DB = (-60.0, 0.0)
 WHAT_WENT_WRONG = {
     "copy": f"copy: the output repeats a source within {MAX_LAG_SECONDS:g} s (|correlation| >= {COPY_CORRELATION}); "
             "raise --copy_weight or --min_shift_frames",
-    "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or its loudness does not move); the seed's "
-            "remedies (--recon_weight, --final_residual, --novelty_weight) do not fix this (README): use "
+    "hiss": "hiss: the output is noise-like (its spectrum holds no notes, or its loudness does not move); the original design's "
+            "remedies (--recon_weight, --final_residual, --novelty_weight) do not fix this (docs/LOG.md): use "
             "--head=pointer --frame_norm=False with --follow_weight > 0",
     "unrelated": "unrelated: the output's average spectrum is as far from both clips as another piece's; raise "
                  "--sound_weight (the target's sound) or --follow_weight (the input's band levels)",
@@ -49,10 +49,10 @@ def generation_health(scales, in_audio, tgt_audio, out_audio, floor):
     """What generate.py reports of the scaling. Fixed RMS scaling sets every window to the
     combined level sqrt((in^2 + tgt^2) / 2) of its input and target, so the output's RMS
     over the songs' combined RMS ('level rule') is ~1 unless windows are joined or scaled
-    wrong. The stage scale factors are no fault signal here: the copies follow the input's
+    wrong. The stage scale factors are no fault signal here: the grains follow the input's
     loudness, and where the input is much quieter or louder than the target (two songs,
-    unlike a training pair), the scaling moves them to the combined level: 1.3-1.9 on
-    recorded songs, with a healthy checkpoint (README). scales: (windows, 2)."""
+    unlike a training pair), the scaling moves them to the combined level, far from 1 with a
+    healthy checkpoint (docs/generation.md). scales: (windows, 2)."""
     audio = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).view(1, 1, -1) for a in (in_audio, tgt_audio, out_audio)]
     gap = 20 * np.log10(rms(audio[0], floor).item() / rms(audio[1], floor).item())
     return {"level_rule": (rms(audio[2], floor) / combined_rms(audio[0], audio[1], floor)).item(),
@@ -82,7 +82,7 @@ def health_lines(h, grad_norms=None):
     if grad_norms:
         gmax, gmed = max(grad_norms), float(np.median(grad_norms))
         check("grad_norm", gmax < HEALTHY_GRAD_NORM,
-              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g}; the default run: 0.6-9.4)")
+              f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g})")
     low, high = HEALTHY_SCALE
     if "level_rule" in h:  # generate.py: two songs, not a training pair (generation_health)
         check("level_rule", low <= h["level_rule"] <= high, f"level rule       output RMS {h['level_rule']:.3f}x the songs' "

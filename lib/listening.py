@@ -7,9 +7,8 @@ a column per clip (input, target, the trained output and each baseline), each an
 player above its spectrogram, all spectrograms on one frequency and dB scale, and the
 clip's verdict and metrics below. It needs no server, no network and no script.
 
-Sizes: audio is 16-bit FLAC, which every browser plays (about half of WAV's 2 bytes a
-sample a channel), and a spectrogram PNG about 55 KB for 2 s, at most MAX_COLUMNS wide
-(README: how the page grows).
+Sizes: audio is 16-bit FLAC, which every browser plays and which is smaller than WAV, and
+a spectrogram PNG at most MAX_COLUMNS wide (docs/evaluation.md: how the page grows).
 """
 
 import html

@@ -43,7 +43,7 @@ def band_matrix(sample_rate, n_bands=N_BANDS):
     return torch.from_numpy((band[:, None] == np.arange(n_bands)[None, :]).astype(np.float32))
 
 
-def band_levels(audio, bands):
+def relative_band_db(audio, bands):
     """Band levels in dB of every STFT frame, relative to the clip's mean band energy and
     floored FLOOR_DB below it: a level-free picture of what plays when. # (B, N) -> (B, frames, n_bands)"""
     window = torch.hann_window(N_FFT, device=audio.device)
@@ -55,7 +55,7 @@ def band_levels(audio, bands):
 
 
 def mean_levels(levels):
-    """The average spectrum, in dB, of band_levels' frames. # (B, frames, n_bands) -> (B, n_bands)"""
+    """The average spectrum, in dB, of relative_band_db' frames. # (B, frames, n_bands) -> (B, n_bands)"""
     return 10 * torch.log10((10 ** (levels / 10)).mean(dim=1))
 
 
@@ -104,22 +104,22 @@ def objective(out, x_in, x_tgt, codec, weights, config):
              their onset strengths (spectral flux), relative to the input's mean
     copy     hinge on the largest |waveform correlation| with input or target within
              +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
-    novelty  the seed's term: squared Pearson correlation with input and target at lag 0
-    recon    the seed's term: relative squared error to the target
+    novelty  the original design's term: squared Pearson correlation with input and target at lag 0
+    recon    the original design's term: relative squared error to the target
 
     weights: LossWeights; config: the model's CascadeConfig (its rate and RMS floor).
     """
     floor, rate = config.rms_floor, config.sample_rate
     a_out, a_in, a_tgt = codec.decode(out), codec.decode(x_in), codec.decode(x_tgt)
     bands = band_matrix(rate)
-    levels_out, levels_in = band_levels(a_out, bands), band_levels(a_in, bands)
+    levels_out, levels_in = relative_band_db(a_out, bands), relative_band_db(a_in, bands)
     flux_in = onset_strength(levels_in)
     max_lag = min(int(MAX_LAG_SECONDS * rate), a_out.shape[1] - 1)
     copy = sum((lag_correlation(a_out, a, max_lag, floor) - weights.copy_margin).clamp_min(0) for a in (a_in, a_tgt))
     error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
     terms = {
         "follow": (levels_out - levels_in).abs().mean() / 10,
-        "sound": (mean_levels(levels_out) - mean_levels(band_levels(a_tgt, bands))).abs().mean() / 10,
+        "sound": (mean_levels(levels_out) - mean_levels(relative_band_db(a_tgt, bands))).abs().mean() / 10,
         "harmony": 1 - (pitch_classes(a_out, rate) * pitch_classes(a_in, rate)).sum(dim=-1).mean(),
         "onsets": ((onset_strength(levels_out) - flux_in).abs().mean(dim=1) / flux_in.mean(dim=1).clamp_min(ONSET_FLOOR)).mean(),
         "copy": copy.mean(),

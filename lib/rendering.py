@@ -3,15 +3,15 @@ Generation: the model chooses at its own rate, window by window, and what it cho
 rendered again from the original audio at the input's rate, in every channel.
 
 The pointer head makes every output sample a copy of a source sample, and every other
-term of a stage is linear: stage 1 is scale1 * (gain1 * copies1 + (input + target) / 2),
-stage 2 is scale2 * (gain2 * copies2 + final_residual * (input + stage 1 + target) / 3).
-So the full-rate output is those same sums of full-rate audio, with the runs, scale
+term of a stage is linear: stage 1 is scale1 * (head_gain1 * grains1 + (input + target) / 2),
+stage 2 is scale2 * (head_gain2 * grains2 + final_residual * (input + stage 1 + target) / 3).
+So the full-rate output is those same sums of full-rate audio, with the grains, scale
 factors and crossfades of the model-rate pass (the crossfades evaluated between the
 model's samples). Downmixed and resampled to the model's rate, it matches the model's own
-output (test_model.py states by how much).
+output (tests/test_rendering.py states by how much).
 
 Windows of about the trained segment length overlap by half; each is heard over its
-central half, joined to the next by the runs' own crossfade at a run boundary (share()).
+central half, joined to the next by the grains' own crossfade at a grain boundary (share()).
 """
 
 from dataclasses import replace
@@ -20,12 +20,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import MDCTCodec, run_window
+from model import MDCTCodec, grain_window
 
 
 def window_size(segment_samples, frame_dim, chunk_frames):
-    """The trained segment length, rounded to a whole number of four runs: every window then
-    starts on a run of the ones before it, and its central half is whole runs."""
+    """The trained segment length, rounded to a whole number of four grains: every window then
+    starts on a grain of the ones before it, and its central half is whole grains."""
     quad = 4 * frame_dim * chunk_frames
     return max(quad, int(round(segment_samples / quad)) * quad)
 
@@ -38,15 +38,14 @@ def window_starts(length, size):
 
 def share(position, size, single, frame_dim):
     """A window's weight at `position` model samples from its start: 1 over its central
-    half and 0 outside, the two joined by the runs' own crossfade at run boundaries. The
+    half and 0 outside, the two joined by the grains' own crossfade at grain boundaries. The
     shares of overlapping windows sum to 1. Blending whole windows by Hann crossfades
-    instead mixes two different mosaics everywhere: their power sums to only 0.75 of
-    either on average, 3 dB less midway (measured: the output's RMS 0.88x the level
-    rule's). # like position"""
+    instead mixes two different mosaics everywhere, whose power sums to less than
+    either's: the output falls short of the level rule (docs/LOG.md). # like position"""
     if single:
         return np.ones_like(position)
     quarter = size // 4
-    return run_window(torch.from_numpy(position - (quarter - frame_dim)), frame_dim, 2 * quarter // frame_dim).numpy()
+    return grain_window(torch.from_numpy(position - (quarter - frame_dim)), frame_dim, 2 * quarter // frame_dim).numpy()
 
 
 def span(audio, begin, n):
@@ -60,14 +59,14 @@ def span(audio, begin, n):
 
 def span_at(audio, position, n, margin=256):
     """audio at samples position, position + 1, ... where position may fall between samples:
-    band-limited (FFT) interpolation over a margin either side. At 44.1 kHz a run's place,
-    a multiple of 8 ms, falls up to 0.4 samples off the grid: rounding it put the render
-    30 dB from the model's output; interpolating, 60 dB (test_model.py). # (n, ...)"""
+    band-limited (FFT) interpolation over a margin either side. At 44.1 kHz a grain's place,
+    a whole number of model-rate hops, falls between samples: rounding it puts the render
+    far from the model's output (tests/test_rendering.py states how near it must be). # (n, ...)"""
     whole = int(np.floor(position))
     fraction = position - whole
     if fraction < 1e-9:
         return span(audio, whole, n)
-    size = 1 << (n + 2 * margin - 1).bit_length()  # a power of two: 7x faster FFTs than the run's own length
+    size = 1 << (n + 2 * margin - 1).bit_length()  # a power of two: FFTs far faster than at the grain's own odd length
     piece = span(audio, whole - margin, size)
     advance = np.exp(2j * np.pi * np.fft.rfftfreq(len(piece)) * fraction).reshape(-1, *[1] * (piece.ndim - 1))
     return np.fft.irfft(np.fft.rfft(piece, axis=0) * advance, len(piece), axis=0)[margin : margin + n].astype(np.float32)
@@ -77,13 +76,13 @@ class Generator:
     """Turns an input into a new piece made of a corpus's audio: generate() does the whole
     input, window by window, with a progress bar."""
 
-    def __init__(self, model, corpus, segment_samples):
-        self.model, self.corpus = model.eval(), corpus
+    def __init__(self, model, target, segment_samples):
+        self.model, self.target = model.eval(), target
         config = model.config
         self.D, self.R = config.frame_dim, config.chunk_frames
         self.codec = MDCTCodec(config.frame_dim)
         self.size = window_size(segment_samples, config.frame_dim, config.chunk_frames)
-        self.ratio = corpus.out_rate / config.sample_rate
+        self.ratio = target.out_rate / config.sample_rate
 
     @torch.no_grad()
     def generate(self, in_model, in_full, progress=True):
@@ -91,8 +90,8 @@ class Generator:
         -> (output like in_full, the model-rate output (n,), every window's (scale1, scale2) (W, 2))"""
         size, ratio = self.size, self.ratio
         starts = window_starts(len(in_model), size)
-        tgt_model = self.corpus.looped(len(in_model))
-        tgt_full = self.corpus.looped(len(in_model), ratio)[: len(in_full)]
+        tgt_model = self.target.looped(len(in_model))
+        tgt_full = self.target.looped(len(in_model), ratio)[: len(in_full)]
         offset = int(np.ceil(ratio * size))  # the first window starts up to half a window before sample 0
         out_model = np.zeros(len(in_model) + 2 * size, np.float32)
         out_full = np.zeros((len(in_full) + 3 * offset, in_full.shape[1]), np.float32)
@@ -102,10 +101,10 @@ class Generator:
         for start in tqdm(starts, desc="generating", unit="window", disable=not progress, dynamic_ncols=True):
             x_in = self.codec.encode(torch.from_numpy(span(in_model, start, size))[None])
             x_tgt = self.codec.encode(torch.from_numpy(span(tgt_model, start, size))[None])
-            material = self.corpus.material
-            if material.clip_frame is not None:  # where this window lies in the input's own recording
-                material = replace(material, clip_frame=material.clip_frame + start // self.D)
-            frames, stats = self.model(x_in, x_tgt, material)
+            corpus = self.target.corpus
+            if corpus.clip_frame is not None:  # where this window lies in the input's own recording
+                corpus = replace(corpus, clip_frame=corpus.clip_frame + start // self.D)
+            frames, stats = self.model(x_in, x_tgt, corpus)
             out_model[size + start : 2 * size + start] += model_share * self.codec.decode(frames, size)[0].numpy()
             first = int(np.ceil(ratio * start))  # the window's first sample at the output's rate
             n = int(np.ceil(ratio * (start + size))) - first
@@ -117,34 +116,34 @@ class Generator:
 
     def render(self, stats, in_full, tgt_full, at, T):
         """One window's output at the output's rate: the stages' sums (module docstring) of
-        full-rate audio, with the model-rate pass's runs and scale factors. # (n, channels)"""
+        full-rate audio, with the model-rate pass's grains and scale factors. # (n, channels)"""
         stage1, stage2 = self.model.stage1, self.model.stage2
         sources = [in_full, tgt_full]
-        copies = self.copies(stats["runs1"][0, :, 0].tolist(), sources, at, T)
-        out1 = stats["scale1"].item() * (stage1.gain * copies + stage1.residual_weight * (in_full + tgt_full) / 2)
+        copies = self.copies(stats["grains1"][0, :, 0].tolist(), sources, at, T)
+        out1 = stats["scale1"].item() * (stage1.head_gain * copies + stage1.residual_weight * (in_full + tgt_full) / 2)
         sources = [in_full, out1, tgt_full]
-        copies = self.copies(stats["runs2"][0, :, 0].tolist(), sources, at, T)
+        copies = self.copies(stats["grains2"][0, :, 0].tolist(), sources, at, T)
         mean = (in_full + out1 + tgt_full) / 3
-        return stats["scale2"].item() * (stage2.gain * copies + stage2.residual_weight * mean)
+        return stats["scale2"].item() * (stage2.head_gain * copies + stage2.residual_weight * mean)
 
-    def copies(self, runs, sources, at, T):
-        """The head's chosen runs, each copied from full-rate audio at its place, with the
-        head's crossfade (run_window) between the model's samples. runs: one per chunk,
+    def copies(self, grains, sources, at, T):
+        """The head's chosen grains, each copied from full-rate audio at its place, with the
+        head's crossfade (grain_window) between the model's samples. grains: one per chunk,
         numbered as PointerHead.forward numbers them. # (n, channels)"""
         D, R, ratio = self.D, self.R, self.ratio
         n = len(at)
         out = np.zeros((n, sources[0].shape[1]), np.float32)
-        for chunk, run in enumerate(runs):
+        for chunk, grain in enumerate(grains):
             begin = chunk * R * D - D  # the chunk's crossfade in begins here, in the window's model samples
             inside = np.flatnonzero((at > begin - 1) & (at < begin + (R + 2) * D))
             if len(inside) == 0:
                 continue
-            weight = run_window(torch.from_numpy(at[inside] - begin), D, R).numpy()[:, None]
-            source, start = divmod(run, T)
-            if source < len(sources):  # a run of the window's own sources
+            weight = grain_window(torch.from_numpy(at[inside] - begin), D, R).numpy()[:, None]
+            source, start = divmod(grain, T)
+            if source < len(sources):  # a grain of the window's own sources
                 piece = span_at(sources[source], inside[0] + ratio * (start - chunk * R) * D, len(inside))
-            else:  # a run of the corpus: its first sample's place in its recording, at the output's rate
-                recording, frame = self.corpus.locate(run - len(sources) * T)
+            else:  # a grain of the corpus: its first sample's place in its recording, at the output's rate
+                recording, frame = self.target.locate(grain - len(sources) * T)
                 piece = span_at(recording.full_audio, ratio * (at[inside[0]] + (frame - chunk * R) * D), len(inside))
             out[inside] += weight * piece
         return out

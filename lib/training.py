@@ -23,7 +23,7 @@ NAN_ABORT_EXIT = 3
 
 def fast_bfloat16(device):
     """bf16 matmuls run several times faster than fp32 on CUDA and on CPUs with
-    AVX512-BF16 or AMX (5x measured on a 2-core EPYC); elsewhere they are emulated, slower."""
+    AVX512-BF16 or AMX (bench.py measures both peaks); elsewhere they are emulated, slower."""
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
     try:

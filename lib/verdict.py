@@ -75,7 +75,7 @@ def max_lag_correlation(a, b, sample_rate, max_lag_seconds=MAX_LAG_SECONDS):
     1 for a copy, ~0.88 for a copy delayed by 250 ms in a 2 s clip, ~0.7 for a 50/50 mix."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     # any length >= len(a) + len(b) - 1 gives the linear correlation; a power of two keeps the FFT
-    # fast at any clip length (a 197.6 s song's own 2 x 3162353 samples cost 1.1 GB and far longer)
+    # fast at any clip length (a song's own length may be a slow FFT size: docs/generation.md)
     n = 1 << (len(a) + len(b) - 1).bit_length()
     xc = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
     max_lag = int(max_lag_seconds * sample_rate)
@@ -124,20 +124,18 @@ def spectral_distance(power_a, power_b):
 # -----------------------------------------------------------------------------
 # the verdict
 
-# Thresholds, read off the references on 200 pairs of demo and 200 of recorded music
-# (experiments.py --thresholds; the README has the table):
-COPY_CORRELATION = 0.5  # copies, 250 ms delayed copies, the mix: 0.61-1.0 (demo), 0.48-1.0 (recorded); noise <= 0.33
-LOOSE_STRUCTURE = 0.8  # max(persistence, motion) of noise: <= 0.55 (demo), <= 0.85 (recorded, 2 in 200 over 0.8)
+# Thresholds, read off the references and the untrained mosaics on demo and recorded music
+# (experiments.py --thresholds; docs/evaluation.md has the table and the calibration):
+COPY_CORRELATION = 0.5  # between noise (below) and copies, delayed copies and the mix (above)
+LOOSE_STRUCTURE = 0.8  # max(persistence, motion): noise's lies below, music's at or near 1
 FLAT_ENVELOPE = 0.25  # an envelope moving less than this share of the steadier source's is constant output
-# Relatedness: "another file" against the mosaics made of the pair (random runs, Let it Bee, the untrained
-# model), on demo, orchestral and metal music (experiments.py --thresholds; the README has the table)
-SPAN_FLOOR_DB = 1.5  # two segments of one piece lie 1-5 dB apart; over a smaller distance the span is unstable
-UNRELATED_SPAN = 0.85  # spectrum_span of another file: median 1.2-1.7; of mosaics of the pair: median 0.5-0.6
+SPAN_FLOOR_DB = 1.5  # below this distance between a pair's two sources, the span is unstable
+UNRELATED_SPAN = 0.85  # between mosaics of the pair (below) and a segment of another file (above)
 
 
 def range_ratio(value, a, b):
     """1 if value lies between a source's value a and the other's b, else its ratio to the
-    nearer end: an output made of its sources' material lands at or near 1."""
+    nearer end: an output made of its sources' sounds lands at or near 1."""
     low, high = min(a, b), max(a, b)
     if value < low:
         return value / max(low, EPS)
@@ -180,8 +178,8 @@ def verdict(m):
     them: nearly as far as they are from each other, or farther."""
     if m["max_corr"] >= COPY_CORRELATION:
         return "copy"
-    # No fill rule: a noise floor loud enough to fill the plane (fill > 2) has already broken the
-    # structure, and of 1,056 outputs judged (README) none was hiss by fill alone
+    # No fill rule: a noise floor loud enough to fill the plane has already broken the
+    # structure, and no output judged was hiss by fill alone (docs/evaluation.md)
     if max(m["persistence"], m["motion"]) < LOOSE_STRUCTURE or m["envelope"] < FLAT_ENVELOPE:
         return "hiss"
     if m["spectrum_span"] > UNRELATED_SPAN:

@@ -154,7 +154,7 @@ def corpus_of(folder, files, model, out_rate, channels, clip=None):
     for name, (audio, rate) in files.items():
         sf.write(folder / name, audio, rate, subtype="FLOAT" if name.endswith(".wav") else None)
     target = folder / next(iter(files)) if len(files) == 1 else folder
-    return corpus.Corpus(str(target), model.stage1.pointer, model.config.sample_rate, out_rate, channels,
+    return corpus.TargetFiles(str(target), model.stage1.pointer, model.config.sample_rate, out_rate, channels,
                          str(folder.parent / "cache"), clip)
 
 

@@ -14,20 +14,20 @@ from model import Cascade, CascadeConfig, MDCTCodec
 def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(tmp_path):
     """A corpus choice is the clip's own choice when the corpus is the clip's target; a
     tone that only the end of a long target holds is found there, from a folder of two
-    files; and with the input itself in the corpus no run comes from its own moment."""
+    files; and with the input itself in the corpus no grain comes from its own moment."""
     model = Cascade(CascadeConfig()).eval()
     D, R, shift = 128, 16, model.config.min_shift_frames
     codec = MDCTCodec(D)
     music = data.demo_piece(5, 2.0, 16000).astype(np.float32)
     target = data.demo_piece(6, 2.0, 16000).astype(np.float32)
     x_in, x_tgt = (codec.encode(torch.from_numpy(a)[None]) for a in (music, target))
-    material = corpus_of(tmp_path / "same", {"t.wav": (target, 16000)}, model, 16000, 1).material
+    corpus = corpus_of(tmp_path / "same", {"t.wav": (target, 16000)}, model, 16000, 1).corpus
     T = x_in.shape[2]
     with torch.no_grad():
         _, own = model(x_in, x_tgt)
         # the min_shift rule of the clip's target, as the copy guard of a recording at frame R + 2
-        _, drawn = model(x_in, x_tgt, replace(material, clip_frame=torch.tensor([R + 2])))
-    for stage, n_sources in (("runs1", 2), ("runs2", 3)):  # the material stands in for the target, frame for frame
+        _, drawn = model(x_in, x_tgt, replace(corpus, clip_frame=torch.tensor([R + 2])))
+    for stage, n_sources in (("grains1", 2), ("grains2", 3)):  # the corpus stands in for the target, frame for frame
         target_frames = own[stage] - (n_sources - 1) * T
         assert torch.equal(drawn[stage] - n_sources * T - (R + 2), target_frames), (stage, drawn[stage], target_frames)
 
@@ -40,8 +40,8 @@ def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(t
     assert [os.path.basename(r.path) for r in folder.recordings] == ["a.wav", "b.wav"]
     x = codec.encode(torch.from_numpy(np.resize(chord, 32000).astype(np.float32))[None])
     with torch.no_grad():
-        _, stats = model(x, codec.encode(torch.from_numpy(long_target[:32000].astype(np.float32))[None]), folder.material)
-    chunks = stats["runs2"][0, 2:-2, 0] - 3 * x.shape[2]  # corpus frames; the chunks clear of the clip's edges
+        _, stats = model(x, codec.encode(torch.from_numpy(long_target[:32000].astype(np.float32))[None]), folder.corpus)
+    chunks = stats["grains2"][0, 2:-2, 0] - 3 * x.shape[2]  # corpus frames; the chunks clear of the clip's edges
     places = [folder.locate(int(p)) for p in chunks]
     assert all(os.path.basename(r.path) == "b.wav" and 3 * 16000 <= frame * D < 4 * 16000 for r, frame in places), places
 
@@ -50,11 +50,11 @@ def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(t
     assert mine.clip_frame == R + 2
     for start in (0, 16000, 32000):
         x = codec.encode(torch.from_numpy(song[start : start + 32000])[None])
-        at = replace(mine.material, clip_frame=mine.material.clip_frame + start // D)
+        at = replace(mine.corpus, clip_frame=mine.corpus.clip_frame + start // D)
         with torch.no_grad():
             _, stats = model(x, x, at)
-        for name in ("runs1", "runs2"):
-            n_sources = 2 if name == "runs1" else 3
+        for name in ("grains1", "grains2"):
+            n_sources = 2 if name == "grains1" else 3
             frames = stats[name][0, :, 0] - n_sources * x.shape[2] - (R + 2)  # in the song
             own_moment = start // D + torch.arange(len(frames)) * R
             assert (frames - own_moment).abs().min() >= shift, (start, name)

@@ -57,13 +57,13 @@ def test_evaluate_judges_a_checkpoints_validation_pairs_and_writes_their_audio(t
     if importlib.util.find_spec("matplotlib"):
         plotted = in_process("plot", ["--compare", str(tmp_path / "audio")], capsys)
         assert plotted.returncode == 0 and png_size(tmp_path / "audio" / "spectrograms.png")[1] > 0, plotted.stderr
-    systems = ["trained model", "untrained model", "random runs", "Let it Bee"]
+    systems = ["trained model", "untrained model", "random grains", "Let it Bee"]
     assert list(table_rows(result.stdout))[:4] == systems and "another file" in table_rows(result.stdout)
     with open(tmp_path / "eval.paired.csv") as f:
         paired = list(csv.DictReader(f))
     assert {(r["metric"], r["baseline"]) for r in paired} == {(m, b) for m in ("chroma_in", "onset_f_in", "mfcc_tgt",
                                                                              "dist_tgt", "extra_onsets", "grid_onsets")
-                                                            for b in ("untrained model", "random runs", "Let it Bee", "50/50 mix")}
+                                                            for b in ("untrained model", "random grains", "Let it Bee", "50/50 mix")}
     with open(tmp_path / "eval.pairs.csv") as f:
         per_pair = list(csv.DictReader(f))
     assert len(per_pair) == 3 * len(table_rows(result.stdout)) and {r["row"] for r in per_pair} >= set(systems)

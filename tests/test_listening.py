@@ -20,7 +20,7 @@ def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_pat
     assert png_size(tmp_path / "shot.png")[0] > 0
     text = (page / "index.html").read_text()
     assert "http" not in text.replace("http-equiv", "") and "<script" not in text  # nothing from outside, no script
-    assert all(name in text for name in ("trained model", "untrained model", "Let it Bee", "random runs", "50/50 mix",
+    assert all(name in text for name in ("trained model", "untrained model", "Let it Bee", "random grains", "50/50 mix",
                                          "paired:", "blend"))
     broken = tmp_path / "broken"
     shutil.copytree(page, broken)

@@ -117,7 +117,7 @@ def pointer_config(**overrides):
 
 
 def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
-    """Training sees soft choices, eval copies one run per chunk: the gradient through the
+    """Training sees soft choices, eval copies one grain per chunk: the gradient through the
     soft choice must still improve the hard output's objective on the batch it trains on.
     Were the choice cut off from the gradient, nothing would train."""
     weights, config = loss_weights(), pointer_config(sample_rate=8000)
@@ -132,7 +132,7 @@ def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
         return loss
 
     ratios = []
-    for seed in range(3):  # one seed's 60 steps improve it by 4-12%
+    for seed in range(3):  # one initialisation's 60 steps improve it by 4-12%
         torch.manual_seed(seed)
         model = Cascade(pointer_config(chunk_frames=8, min_shift_frames=32))
         before = eval_loss(model)
@@ -155,12 +155,12 @@ def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
     x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
     head, D, R = model.stage1.pointer, config.frame_dim, config.chunk_frames
     with torch.no_grad():
-        weights, runs = head.choose(torch.randn(1, 48, 2 * D), [x, y])
-        out = head.copy_runs(weights, runs, [x, y])
-    assert runs.shape == weights.shape == (1, 12, 1) and torch.equal(weights, torch.ones(1, 12, 1))
+        weights, grains = head.choose(torch.randn(1, 48, 2 * D), [x, y])
+        out = head.play_grains(weights, grains, [x, y])
+    assert grains.shape == weights.shape == (1, 12, 1) and torch.equal(weights, torch.ones(1, 12, 1))
     audio = [head.codec.decode(s)[0] for s in (x, y)]
     out_audio = head.codec.decode(out)[0]
-    for chunk, index in enumerate(runs[0, :, 0].tolist()):
+    for chunk, index in enumerate(grains[0, :, 0].tolist()):
         source, start = divmod(index, 48)
         assert abs(start - chunk * R) >= config.min_shift_frames
         # inside the chunk, away from the crossfades, the output is the source's audio moved by whole frames
@@ -171,25 +171,25 @@ def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
 
 
 def test_training_mixes_the_best_candidates_by_their_softmax_weight():
-    """In training each chunk mixes pointer_candidates runs, the best first, weighted by a softmax
-    over all runs: their weights sum to at most 1 and decrease."""
+    """In training each chunk mixes pointer_candidates grains, the best first, weighted by a softmax
+    over all grains: their weights sum to at most 1 and decrease."""
     model = Cascade(pointer_config(pointer_candidates=5)).train()
     x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
-    weights, runs = model.stage1.pointer.choose(torch.randn(1, 48, 32), [x, y])
-    assert runs.shape == (1, 12, 5) and (weights.sum(dim=-1) <= 1 + 1e-6).all() and (weights.diff(dim=-1) <= 0).all()
-    assert (weights[..., 1:] > 0).any()  # a mix, not the best run alone
+    weights, grains = model.stage1.pointer.choose(torch.randn(1, 48, 32), [x, y])
+    assert grains.shape == (1, 12, 5) and (weights.sum(dim=-1) <= 1 + 1e-6).all() and (weights.diff(dim=-1) <= 0).all()
+    assert (weights[..., 1:] > 0).any()  # a mix, not the best grain alone
 
 
 def test_straight_through_plays_what_eval_plays_and_its_gradient_reaches_every_choice_layer():
-    """Straight through, the forward pass in training copies the best run, exactly what eval
+    """Straight through, the forward pass in training copies the best grain, exactly what eval
     copies, while the softmax over the candidates carries the gradient to seek, prefer and carry."""
     torch.manual_seed(0)
     model = Cascade(pointer_config(pointer_candidates=5, pointer_straight_through=True, pointer_seek=True))
     x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
     for p in model.parameters():  # away from the zero init, so every layer moves the choice
         torch.nn.init.normal_(p, std=0.05)
-    weights, runs = model.stage1.pointer.train().choose(torch.randn(1, 48, 32), [x, y])
-    assert runs.shape == (1, 12, 5)
+    weights, grains = model.stage1.pointer.train().choose(torch.randn(1, 48, 32), [x, y])
+    assert grains.shape == (1, 12, 5)
     torch.testing.assert_close(weights.detach(), F.one_hot(torch.zeros(1, 12).long(), 5).float(), rtol=0, atol=1e-6)
     out, _ = model.train()(x, y)
     out.pow(3).sum().backward()
@@ -201,8 +201,8 @@ def test_straight_through_plays_what_eval_plays_and_its_gradient_reaches_every_c
 
 
 def steady_tone(seconds=1.0, hz=250.0, sample_rate=16000):
-    """A sine whose period divides the 128-sample hop: every run of it starts in phase, so
-    any choice of runs rebuilds it exactly, and a join can only show as a level change."""
+    """A sine whose period divides the 128-sample hop: every grain of it starts in phase, so
+    any choice of grains rebuilds it exactly, and a join can only show as a level change."""
     return (0.3 * torch.sin(2 * math.pi * hz * torch.arange(int(seconds * sample_rate)) / sample_rate)).numpy()
 
 
@@ -212,12 +212,12 @@ def short_time_level_db(audio, window=64):
 
 
 def test_every_join_keeps_a_steady_tone_at_its_level():
-    """Crossfades sum to one: a steady tone copied run by run, at random runs or at the
+    """Crossfades sum to one: a steady tone copied grain by grain, at random grains or at the
     head's own choices, keeps its level across every join within 0.05 dB. The halves of a
     join that did not sum to one would bump it by up to 3 dB every 128 ms."""
     tone = steady_tone()
     config = CascadeConfig()
-    made = [baselines.random_runs(tone, tone, config, np.random.default_rng(seed)) for seed in range(3)]
+    made = [baselines.random_grains(tone, tone, config, np.random.default_rng(seed)) for seed in range(3)]
     head = PointerHead(2 * config.frame_dim, 2, config).eval()
     sources = [head.codec.encode(torch.from_numpy(tone)[None])] * 2
     with torch.no_grad():
@@ -230,18 +230,18 @@ def test_every_join_keeps_a_steady_tone_at_its_level():
 
 
 def test_continuity_carries_runs_on_and_the_corpus_is_the_target():
-    """With the target as the corpus no run comes from the input; the continuity prior makes
-    most chunks carry on the previous chunk's run, where without it few do."""
+    """With the target as the corpus no grain comes from the input; the continuity prior makes
+    most chunks carry on the previous chunk's grain, where without it few do."""
     torch.manual_seed(0)
     x, y = noise_frames([1.0], T=96, seed=3), noise_frames([1.0], T=96, seed=4)
     carried = {}
     for continuity in (0.0, 4.0):
         head = Cascade(pointer_config(pointer_continuity=continuity)).eval().stage1.pointer
         with torch.no_grad():
-            _, runs = head.choose(torch.randn(1, 96, 32), [x, y])
-        runs = runs[0, :, 0]
-        assert (runs // 96 == 1).all(), "a run from the input"
-        carried[continuity] = (runs.diff() == head.chunk_frames).float().mean().item()
+            _, grains = head.choose(torch.randn(1, 96, 32), [x, y])
+        grains = grains[0, :, 0]
+        assert (grains // 96 == 1).all(), "a grain from the input"
+        carried[continuity] = (grains.diff() == head.chunk_frames).float().mean().item()
     assert carried[4.0] >= 0.75 and carried[0.0] <= 0.25, carried
 
 
@@ -266,10 +266,10 @@ def test_the_pitch_class_filter_is_librosas_and_the_objective_reads_the_metrics_
 
 
 def test_the_run_chroma_names_a_tones_pitch_class_and_the_choice_follows_it():
-    """A run's chroma peaks at its tone's pitch class. Asked for an A, with one band (loudness
+    """A grain's chroma peaks at its tone's pitch class. Asked for an A, with one band (loudness
     alone) the head cannot tell the target's A from its equally loud E-flat; with the chroma
     distance it copies the A."""
-    t = torch.arange(32000) / 16000  # each half long enough to hold runs min_shift away from every chunk
+    t = torch.arange(32000) / 16000  # each half long enough to hold grains min_shift away from every chunk
 
     def tone(hz):
         return sum(torch.sin(2 * math.pi * hz * h * t) / h for h in (1, 2, 3))[None]
@@ -282,10 +282,10 @@ def test_the_run_chroma_names_a_tones_pitch_class_and_the_choice_follows_it():
         half = a.shape[2] // 2
         target = torch.cat([a[..., :half], e_flat[..., half:]], dim=2)
         with torch.no_grad():
-            _, runs = head.choose(torch.zeros(1, a.shape[2], 2 * config.frame_dim), [a, target])
-        picked_a[chroma] = (runs[0, :, 0] - a.shape[2] + config.chunk_frames // 2 <= half).float().mean().item()
-    assert head.run_chroma(a)[0, 10:-20].argmax(dim=-1).eq(9).all()  # A is pitch class 9 (C = 0)
-    assert head.run_chroma(e_flat)[0, 10:-20].argmax(dim=-1).eq(3).all()
+            _, grains = head.choose(torch.zeros(1, a.shape[2], 2 * config.frame_dim), [a, target])
+        picked_a[chroma] = (grains[0, :, 0] - a.shape[2] + config.chunk_frames // 2 <= half).float().mean().item()
+    assert head.grain_chroma(a)[0, 10:-20].argmax(dim=-1).eq(9).all()  # A is pitch class 9 (C = 0)
+    assert head.grain_chroma(e_flat)[0, 10:-20].argmax(dim=-1).eq(3).all()
     assert picked_a[1.0] == 1.0 and picked_a[0.0] <= 0.75, picked_a
 
 

@@ -17,7 +17,7 @@ def test_quality_metrics_give_the_known_answers_on_copies_runs_and_grids():
         copy = quality.measure(quality.features(x_in, 16000), heard_in, heard_tgt, grid)
         assert copy["chroma_in"] > 1 - 1e-6 and copy["onset_f_in"] == 1.0
         assert quality.frechet_distance(heard_tgt, heard_tgt) < 1e-6 * quality.frechet_distance(heard_in, heard_tgt)
-        runs = baselines.random_runs(x_in, x_tgt, CascadeConfig(), rng)
+        runs = baselines.random_grains(x_in, x_tgt, CascadeConfig(), rng)
         onset_f_of_runs.append(quality.measure(quality.features(runs, 16000), heard_in, heard_tgt, grid)["onset_f_in"])
         assert 0.1 < copy["chroma_in"] - quality.chroma_similarity(heard_tgt, heard_in)  # the next segment plays other chords
     assert max(onset_f_of_runs) < 1.0 and np.median(onset_f_of_runs) < 0.8, onset_f_of_runs  # measured 0.45 over 44 pairs

@@ -40,7 +40,7 @@ def test_stability_a_near_silent_target_gives_the_seeds_scalar_signature_and_fix
     learnable, fixed = runs["learnable"][0], runs["fixed"][0]
     assert learnable["first_nonfinite"] is None and fixed["first_nonfinite"] is None
     assert stability.scalars_signature(learnable["peak"][2]), learnable["peak"]
-    assert min(learnable["ratios"]) > 1e4  # the seed's 100-10,000x, and more
+    assert min(learnable["ratios"]) > 1e4  # the original design's 100-10,000x, and more
     assert max(fixed["norms"]) < 1e-3 * max(learnable["norms"])
     assert not stability.scalars_signature([("stage2.proj.weight", 3.0), ("rms_scale_logs.1", 2.9), ("rms_input_weights.1", 2.9)])
 

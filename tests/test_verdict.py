@@ -20,9 +20,9 @@ def test_every_copy_like_reference_is_judged_copy_every_noise_hiss_and_other_mus
                 assert judged == "hiss", name
             else:
                 other_music.append(judged)  # music, but not made of these two clips
-        for name in ("random runs", "Let it Bee"):  # mosaics of the pair itself are related to it
+        for name in ("random grains", "Let it Bee"):  # mosaics of the pair itself are related to it
             # random runs of input and target, as the span was calibrated on (of the target alone: README)
-            made = baselines.random_runs(x_in, x_tgt, CascadeConfig(pointer_corpus="all"), rng) if name == "random runs" \
+            made = baselines.random_grains(x_in, x_tgt, CascadeConfig(pointer_corpus="all"), rng) if name == "random grains" \
                 else baselines.let_it_bee(x_in, x_tgt)
             assert verdict.measure(made, x_in, x_tgt, 16000)["spectrum_span"] <= verdict.UNRELATED_SPAN, name
     # unrelated in 91% of 44 demo pairs (experiments.py --thresholds); never a copy or hiss
@@ -35,7 +35,7 @@ def test_each_hiss_rule_catches_a_case_that_no_other_rule_does():
     or move. Dropping either rule lets its case through as the music it was made from."""
     rng = np.random.default_rng(0)
     for x_in, x_tgt, _ in demo_validation_pairs(3):
-        music = baselines.random_runs(x_in, x_tgt, CascadeConfig(pointer_corpus="all"), rng)  # of input and target
+        music = baselines.random_grains(x_in, x_tgt, CascadeConfig(pointer_corpus="all"), rng)  # of input and target
         assert verdict.verdict(verdict.measure(music, x_in, x_tgt, 16000)) != "hiss"
         flattened = music / (np.sqrt(np.convolve(music**2, np.ones(640) / 640, mode="same")) + 1e-4)
         noisy = music + rng.standard_normal(len(music)) * np.sqrt(np.mean(music**2)) * 0.1
