@@ -31,7 +31,17 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from lib import baselines, checkpointing, comparison, corpus, data, hyperparameters, listening, quality, verdict
+from lib import (
+    baselines,
+    checkpointing,
+    comparison,
+    corpus,
+    data,
+    hyperparameters,
+    listening,
+    quality,
+    verdict,
+)
 from model import Cascade, CascadeConfig, MDCTCodec
 
 TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix",

@@ -10,7 +10,6 @@ epoch and any NaN abort marked) and spectrograms_epoch_N.png (input, target and 
 samples on one colour scale). Works on a run that is still going. With --compare,
 DIR/spectrograms.png: a row per pair, a column per clip (input, target, the trained
 and untrained model, Let it Bee, random runs), one colour scale per row.
-matplotlib is needed here only: pip install matplotlib
 """
 
 import csv
@@ -19,8 +18,12 @@ import os
 import re
 import sys
 
+import matplotlib
 import numpy as np
 import soundfile as sf
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
 from lib import checkpointing, health_report, listening
 
@@ -44,8 +47,6 @@ def column(rows, name):
 
 
 def plot_health(rows, grad_clip, path):
-    import matplotlib.pyplot as plt
-
     steps = [r for r in rows if r["kind"] == "step"]
     epochs = [r for r in rows if r["kind"] == "epoch"]
     aborts = [r for r in rows if r["kind"] == "nan_abort"]
@@ -101,8 +102,6 @@ COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee",
 
 def plot_comparison(folder):
     """Every pair's clips that evaluate.py --audio wrote, one row each; returns the written path."""
-    import matplotlib.pyplot as plt
-
     pairs = sorted({int(m.group(1)) for p in glob.glob(os.path.join(folder, "pair*_input.wav"))
                     if (m := re.search(r"pair(\d+)_input\.wav$", p))})
     if not pairs:
@@ -127,8 +126,6 @@ def plot_comparison(folder):
 
 def plot_spectrograms(folder, path_pattern):
     """The newest epoch's input, target and output; returns the written path or None."""
-    import matplotlib.pyplot as plt
-
     outputs = glob.glob(os.path.join(folder, "samples", "epoch_*_output.wav"))
     if not outputs:
         return None
@@ -153,11 +150,6 @@ def plot_spectrograms(folder, path_pattern):
 
 
 def main(argv):
-    try:
-        import matplotlib
-    except ImportError:
-        raise SystemExit("plot.py needs matplotlib, which training does not: pip install matplotlib") from None
-    matplotlib.use("Agg")
     if argv[:1] == ["--compare"]:
         if len(argv) != 2:
             raise SystemExit("usage: python plot.py --compare DIR (a folder evaluate.py --audio=DIR wrote)")

@@ -15,6 +15,7 @@ import scipy.ndimage
 import torch
 
 from model import PointerHead
+
 from .verdict import ENVELOPE_SECONDS, EPS, N_BANDS, band_of
 
 # Let it Bee at 16 kHz: 64 ms windows and 32 ms hops, near the paper's 2048/1024 at 22.05 kHz.

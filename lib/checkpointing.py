@@ -15,8 +15,9 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from . import data
 from model import Cascade, CascadeConfig
+
+from . import data
 
 FORMAT = "cascade-checkpoint-v1"
 # model config fields added after the first checkpoints were written, with the values those were

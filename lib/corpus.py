@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import data
 from model import Corpus
+
+from . import data
 
 DESCRIBE_FRAMES = 1 << 14  # frames described at once (2 min at 16 kHz): bounds the working memory
 

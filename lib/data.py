@@ -19,6 +19,7 @@ import soxr
 import torch
 from tqdm import tqdm
 
+
 def seconds_to_samples(seconds, sample_rate):
     """Every duration a user sets is in seconds; this is the one place it becomes samples."""
     return int(round(seconds * sample_rate))

@@ -7,8 +7,16 @@ import numpy as np
 import torch
 
 from model import combined_rms, rms
+
 from .objective import pearson
-from .verdict import COPY_CORRELATION, FLAT_ENVELOPE, MAX_LAG_SECONDS, VERDICTS, envelope_db, verdict
+from .verdict import (
+    COPY_CORRELATION,
+    FLAT_ENVELOPE,
+    MAX_LAG_SECONDS,
+    VERDICTS,
+    envelope_db,
+    verdict,
+)
 
 HEALTHY_GRAD_NORM = 100.0
 HEALTHY_SCALE = (0.8, 1.2)  # stage scale factors and the output/input RMS ratio

@@ -67,10 +67,6 @@ def metrics_text(metrics, verdict_name):
 def write_page(folder, title, rows, tables_text, notes=""):
     """rows: [(row title, [(clip name, audio (N,) or (N, C), rate, metrics or None, verdict or None)])].
     Writes folder/index.html, one FLAC and one PNG per clip; returns the page's path."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise SystemExit("--html draws spectrograms with matplotlib: pip install matplotlib==3.11.2") from None
     os.makedirs(folder, exist_ok=True)
     spectrograms, images, cells = [], [], []
     for index, (row_title, clips) in enumerate(rows):

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from model import pitch_class_filter
+
 from .verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
 
 CHROMA_FFT, CHROMA_HOP = 2048, 512  # quality.py's chroma windows (a test checks); importing it would load librosa

@@ -1,16 +1,20 @@
 """Fixtures every test file shares: tiny training runs, trained once per session."""
 
+import subprocess
+
 import pytest
 
-from helpers import run_train
+from helpers import README_TRAIN, ROOT, readme_commands, run_train, tiny_train
 from lib import checkpointing
 
 
 @pytest.fixture(scope="session")
 def one_epoch_run(tmp_path_factory):
-    """A finished one-epoch tiny run, shared: a test that changes a run works on a copy (copy_of)."""
+    """A finished one-epoch tiny run, shared: a test that changes a run works on a copy (copy_of).
+    It is the README's first command, ./run_train_simple.sh, with the tiny run's arguments."""
     folder = tmp_path_factory.mktemp("one_epoch")
-    result = run_train(folder, "--epochs=1")
+    assert README_TRAIN in readme_commands(), f"the README no longer shows {README_TRAIN}: tests/test_readme.py runs it"
+    result = subprocess.run([README_TRAIN, *tiny_train(folder, "--epochs=1")[1:]], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return folder
 

@@ -5,6 +5,7 @@ import importlib
 import importlib.util
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,6 +63,28 @@ def run_train(out_dir, *args, fault=(), timeout=120):
 def with_fault(fault, command):
     """command (a script and its arguments) run by faults.py with the fault (name, value) injected."""
     return [os.path.join(ROOT, "tests", "faults.py"), *fault, *command] if fault else command
+
+
+README_TRAIN = "./run_train_simple.sh"  # the README's first command: conftest.one_epoch_run runs it
+README_TORCHRUN = "torchrun --standalone --nproc_per_node=2 train.py"  # test_torchrun.two_rank_epoch runs it
+
+
+def readme_commands():
+    """Every command of the README's bash blocks, in order, comments removed, && split."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split(" #")[0].strip()
+            commands += [part.strip() for part in line.split("&&") if part.strip()]
+    return commands
+
+
+def as_run_here(words):
+    """A command's words as this process runs them: python is this interpreter, torchrun its module."""
+    launcher = {"python": [sys.executable], "torchrun": [sys.executable, "-m", "torch.distributed.run"]}
+    return launcher.get(words[0], words[:1]) + words[1:]
 
 
 def loss_weights(**overrides):
@@ -162,10 +185,9 @@ CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"  # Debian'
 
 
 def skip_without_a_browser():
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")
-            and importlib.util.find_spec("matplotlib")):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER) and importlib.util.find_spec("selenium")):
         pytest.skip("the listening page is tested in headless Chromium: apt-get install chromium chromium-driver; "
-                    "pip install selenium==4.38.0 matplotlib==3.11.2 (.ci/run does)")
+                    "pip install selenium==4.38.0 (.ci/run does)")
 
 
 def page_problems(page, screenshot):

@@ -8,7 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from helpers import CHROMIUM, generate_command, in_process, page_problems, png_size, table_rows
+from helpers import (
+    CHROMIUM,
+    generate_command,
+    in_process,
+    page_problems,
+    png_size,
+    table_rows,
+)
 from lib import data
 
 
@@ -28,11 +35,11 @@ def generated(tmp_path_factory, tiny_checkpoint):
 
 def test_evaluate_judges_a_file_against_its_input_and_target_file_or_folder(tmp_path, generated, capsys):
     """The blend evaluation judges generate.py's output file, drawn on a file or a folder."""
-    html = ["--html", str(tmp_path / "file_page")] if importlib.util.find_spec("matplotlib") else []
+    html = ["--html", str(tmp_path / "file_page")]
     files = ["--input", str(generated / "in.wav"), "--output", str(generated / "out.wav"), "--sample_rate=8000"]
     result = in_process("evaluate", [*files, "--target", str(generated / "tgt.flac"), *html], capsys)
     assert result.returncode == 0, result.stderr
-    if html and os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):  # generate.py's full-rate output plays
+    if os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):  # generate.py's full-rate output plays
         problems, n_audio, _ = page_problems(tmp_path / "file_page" / "index.html", tmp_path / "file_page.png")
         assert problems == [] and n_audio == 4, problems
     (tmp_path / "corpus").mkdir()
@@ -54,9 +61,8 @@ def test_evaluate_judges_a_checkpoints_validation_pairs_and_writes_their_audio(t
     assert {f"pair{i}_{name}.wav" for i in (0, 2) for name in ("input", "target", "trained_model", "Let_it_Bee",
                                                                 "50_50_mix")} <= set(written)
     assert not any(name.startswith("pair1_") for name in written)
-    if importlib.util.find_spec("matplotlib"):
-        plotted = in_process("plot", ["--compare", str(tmp_path / "audio")], capsys)
-        assert plotted.returncode == 0 and png_size(tmp_path / "audio" / "spectrograms.png")[1] > 0, plotted.stderr
+    plotted = in_process("plot", ["--compare", str(tmp_path / "audio")], capsys)
+    assert plotted.returncode == 0 and png_size(tmp_path / "audio" / "spectrograms.png")[1] > 0, plotted.stderr
     systems = ["trained model", "untrained model", "random grains", "Let it Bee"]
     assert list(table_rows(result.stdout))[:4] == systems and "another file" in table_rows(result.stdout)
     with open(tmp_path / "eval.paired.csv") as f:

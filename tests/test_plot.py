@@ -9,7 +9,6 @@ from lib import checkpointing
 
 
 def test_plot_writes_the_health_figure_and_spectrograms(tmp_path, capsys, two_epoch_run):
-    pytest.importorskip("matplotlib", reason="matplotlib is optional; CI installs it")
     import plot
     copy_of(two_epoch_run[0], tmp_path)
     result = in_process("plot", [str(tmp_path)], capsys)

@@ -1,6 +1,7 @@
 """train.py under torchrun: two gloo ranks on this CPU."""
 
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -11,8 +12,11 @@ import torch
 
 from helpers import (
     EXACT,
+    README_TORCHRUN,
     ROOT,
+    as_run_here,
     newest,
+    readme_commands,
     run_train,
     same_training_state,
     sha1,
@@ -32,8 +36,8 @@ def free_port():
 
 
 def torchrun(out_dir, *args):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               *tiny_train(out_dir, *args)]
+    """The README's torchrun command, two ranks of the tiny run into out_dir."""
+    command = as_run_here(shlex.split(README_TORCHRUN))[:-1] + tiny_train(out_dir, *args)
     before = f"{out_dir}.before"
     if os.path.isdir(out_dir):
         shutil.copytree(out_dir, before)
@@ -60,7 +64,9 @@ def start_ranks(out_dir, *args, fault=()):
 
 @pytest.fixture(scope="module")
 def two_rank_epoch(tmp_path_factory):
+    """One epoch on two ranks, started by the README's own torchrun command with the tiny run's arguments."""
     folder = tmp_path_factory.mktemp("ddp")
+    assert README_TORCHRUN in readme_commands(), f"the README no longer shows {README_TORCHRUN}: tests/test_readme.py runs it"
     result = torchrun(folder, "--epochs=1", *EXACT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "batch 2 x 2 rank(s) = 4 pairs per step" in result.stdout
@@ -92,9 +98,9 @@ def test_two_ranks_match_one_process_on_the_same_global_batch_and_resume_on_one(
 
 def test_two_ranks_resume_on_two_bit_identically_with_their_own_dropout_streams(tmp_path):
     for folder, epochs in (("straight", 2), ("split", 1)):
-        result = torchrun(tmp_path / folder, f"--epochs={epochs}")
+        result = torchrun(tmp_path / folder, f"--epochs={epochs}", "--dropout=0.1")  # dropout: each rank's own stream
         assert result.returncode == 0, result.stdout[-1500:] + result.stderr[-3000:]
-    result = torchrun(tmp_path / "split", "--epochs=2", "--resume=auto")
+    result = torchrun(tmp_path / "split", "--epochs=2", "--resume=auto", "--dropout=0.1")
     assert result.returncode == 0 and "resumed from" in result.stdout, result.stderr[-3000:]
     assert same_training_state(newest(tmp_path / "straight"), newest(tmp_path / "split"))
 
