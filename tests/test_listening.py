@@ -11,7 +11,7 @@ from lib import data
 
 def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_path, tiny_checkpoint, capsys):
     skip_without_a_browser()
-    import listening
+    from lib import listening
     page = tmp_path / "page"
     result = in_process("evaluate", ["--ckpt", tiny_checkpoint, "--pairs=3", f"--html={page}", "--html_pairs=2"], capsys)
     assert result.returncode == 0, result.stderr
