@@ -8,7 +8,8 @@ Training-step speed and memory of our cascade against a plain reference.
     python bench.py --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
     python bench.py --generation           # instead: generate.py's speed and memory on 44.1 kHz stereo songs
 
-The reference is the same architecture written the way the original research
+With train.py's default data (rendered scores), every clip plays grains from its own material,
+as in training. The reference is the same architecture written the way the original research
 code was: nn.TransformerEncoder layers, float32. Both run train.py's own step
 (training.train_step): forward, the objective, backward, the NaN check, clipping,
 AdamW.
@@ -123,9 +124,15 @@ def make_step(models, hp, dtype, device, B, T):
     g = torch.Generator().manual_seed(0)
     x_in = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
     x_tgt = (0.1 * torch.randn(B, model.config.frame_dim, T, generator=g)).to(device)
+    corpus = None
+    if hp["dataset"] == "scores" and not hp["data_dir"] and model.config.head == "pointer":
+        # each clip's material, described once as train.py's cache does: the step plays from it
+        material = 0.05 * torch.randn(B, data.seconds_to_samples(hp["material_seconds"], model.config.sample_rate), generator=g)
+        corpus = model.stage1.pointer.describe(material.to(device))
 
     def step():
-        training.train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, 1, None)
+        training.train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, 1, None,
+                            corpus)
         sync(device)
     return step
 

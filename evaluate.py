@@ -37,9 +37,12 @@ from lib import (
     comparison,
     corpus,
     data,
+    groundtruth,
     hyperparameters,
     listening,
     quality,
+    scores,
+    training,
     verdict,
 )
 from model import Cascade, CascadeConfig, MDCTCodec
@@ -50,6 +53,8 @@ TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", 
 QUALITY = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "dist_tgt": False, "extra_onsets": False,
            "grid_onsets": False}
 TRAINED, UNTRAINED = "trained model", "untrained model"
+TRUTH, ORACLE = "ground truth", "oracle"  # rendered scores: the right answer, and the grains nearest it
+LEARNS_NOTHING = (UNTRAINED, "random grains", "Let it Bee")  # the gap to the oracle is measured from the nearest
 COMPARED = (UNTRAINED, "random grains", "Let it Bee", "50/50 mix")  # the paired table's baselines
 PAGE_CLIPS = ("input", "target", TRAINED, *COMPARED)  # a listening page's columns
 
@@ -83,16 +88,17 @@ def tables(summary, n_pairs):
 
 @torch.no_grad()
 def outputs(model, codec, pairs, batch_size):
-    """The model's output for each pair of a PairDataset, and for a pointer head the share of
-    the final stage's grains taken from each of its sources. # -> list of (N,) numpy, (3,) or None"""
-    result, counts = [], torch.zeros(3)
+    """The model's output for each pair (or triplet: the material is its corpus) of a dataset, and
+    for a pointer head the share of the final stage's grains taken from each of its sources (the
+    corpus counts as the target). # -> list of (N,) numpy, (3,) or None"""
+    result, counts, corpora = [], torch.zeros(3), {}
     for start in range(0, len(pairs), batch_size):
-        x_in, x_tgt = pairs.batch(range(start, min(start + batch_size, len(pairs))))
-        frames_in = codec.encode(x_in)
-        out, stats = model(frames_in, codec.encode(x_tgt))
-        result += list(codec.decode(out, x_in.shape[1]).numpy())
-        if "grains2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start
-            counts += F.one_hot(stats["grains2"].flatten() // frames_in.shape[2], 3).sum(dim=0)
+        batch = pairs.batch(range(start, min(start + batch_size, len(pairs))))
+        x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora)
+        out, stats = model(x_in, x_tgt, corpus)
+        result += list(codec.decode(out, batch.inputs.shape[1]).numpy())
+        if "grains2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start, then the corpus's
+            counts += F.one_hot((stats["grains2"].flatten() // x_in.shape[2]).clamp(max=2), 3).sum(dim=0)
     return result, (counts / counts.sum()).tolist() if counts.sum() else None
 
 
@@ -126,16 +132,28 @@ def page_rows(kept, rows, rate):
     return page
 
 
-def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
+def load_checkpoint(path):
+    """(state, model in eval mode) of a checkpoint, or SystemExit saying why not."""
+    try:
+        state = checkpointing.load(path)
+        return state, checkpointing.model_from(state).eval()
+    except checkpointing.CheckpointError as e:
+        raise SystemExit(f"--ckpt: {e}") from None
+
+
+def trained_on_scores(state):
+    """Whether a checkpoint's run trained on rendered scores (checkpoints before them trained on audio)."""
+    hp = state["hyperparameters"]
+    return hp.get("dataset") == "scores" and not hp["data_dir"]
+
+
+def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     """The metrics of every system on the checkpoint's validation pairs ({name: [metrics of
     each pair]}), the model's rate, and the input, target and every system's audio of the
     pairs numbered in `keep` ({pair: {name: (N,)}})."""
-    try:
-        state = checkpointing.load(path)
-        model = checkpointing.model_from(state).eval()
-    except checkpointing.CheckpointError as e:
-        raise SystemExit(f"--ckpt: {e}") from None
-    hp = dict(state["hyperparameters"])
+    hp = {**state["hyperparameters"], "dataset": "demo"}  # scores have their own evaluation: evaluate_truth
+    if data_dir:
+        hp["data_dir"] = data_dir
     if data_dir:
         hp["data_dir"] = data_dir
     rate, segment = model.config.sample_rate, checkpointing.segment_samples(state)
@@ -173,6 +191,69 @@ def evaluate_checkpoint(path, data_dir, max_pairs, seed, keep=()):
         if shares:
             print(sources_line(name, shares))
     return rows, rate, kept
+
+
+def evaluate_truth(path, state, model, max_pairs, seed, keep=()):
+    """Every system against the ground truth of the checkpoint's held-out triplets (pieces and
+    programs no training triplet used): {name: [groundtruth metrics of each triplet]}, the
+    model's rate, and the audio of the triplets numbered in `keep` ({triplet: {name: (N,)}})."""
+    hp = state["hyperparameters"]
+    _, triplets = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.permutation(len(triplets))[:max_pairs])
+    triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
+    torch.manual_seed(seed)
+    untrained = Cascade(model.config).eval()
+    codec = MDCTCodec(model.config.frame_dim)
+    rate = model.config.sample_rate
+    trained_out, _ = outputs(model, codec, triplets, hp["batch_size"])
+    untrained_out, _ = outputs(untrained, codec, triplets, hp["batch_size"])
+    rows, kept = {}, {}
+    for index in range(len(triplets)):
+        x_in, x_tgt, material, length, truth = triplets[index]
+        systems = {TRAINED: trained_out[index], UNTRAINED: untrained_out[index],
+                   ORACLE: groundtruth.oracle(model.stage1.pointer, truth, material, length, rate),
+                   "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng, material, length),
+                   "Let it Bee": baselines.let_it_bee(x_in, material[:length], seed=seed + index),
+                   "copy of input": x_in, "copy of target": x_tgt}
+        if index in keep:
+            kept[index] = {"input": x_in, "target": x_tgt, TRUTH: truth, **systems}
+        heard = quality.features(truth, rate)
+        for name, audio in systems.items():
+            rows.setdefault(name, []).append(groundtruth.measure(audio, truth, heard, rate, model.config.frame_dim))
+    pieces = sorted({os.path.basename(triplets.paths[piece]) for piece, _ in triplets.items})
+    print(f"{path} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played by "
+          f"programs {triplets.programs}; no training triplet used these pieces or programs")
+    return rows, rate, kept
+
+
+def truth_tables(rows, seed):
+    """The ground-truth table (medians), how much of the gap to the oracle the trained model
+    closes on log-spectral distance, and the paired comparison with every other row."""
+    width = max(len(name) for name in rows) + 2
+    lines = [f"{len(rows[TRAINED])} triplets against their ground truth, medians: log-spectral distance on a mel "
+             f"spectrogram (dB), chroma cosine, onset F, MFCC Frechet distance",
+             f"{'':<{width}}" + "".join(f" {k:>14}" for k in groundtruth.METRICS)]
+    lines.append("-" * len(lines[-1]))
+    lsd = {name: float(np.nanmedian([m["lsd"] for m in measured])) for name, measured in rows.items()}
+    for name, measured in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(f" {np.nanmedian([m[k] for m in measured]):>14.3f}"
+                                                 for k in groundtruth.METRICS))
+    baseline = min(LEARNS_NOTHING, key=lambda name: lsd[name])
+    gap = lsd[baseline] - lsd[ORACLE]
+    closed = (lsd[baseline] - lsd[TRAINED]) / gap if gap > 0 else float("nan")
+    lines += ["", f"gap to the oracle on lsd: {baseline} (the nearest of the systems that learn nothing) "
+                  f"{lsd[baseline]:.2f} dB, oracle {lsd[ORACLE]:.2f} dB; the trained model, {lsd[TRAINED]:.2f} dB, "
+                  f"closes {closed:.0%} of it"]
+    paired = comparison.compare(rows, TRAINED, [name for name in rows if name != TRAINED], groundtruth.METRICS, seed)
+    return "\n".join(lines) + "\n\n" + comparison.text(paired, TRAINED), paired
+
+
+def truth_page_rows(kept, rows, rate):
+    """The listening page's rows for triplets: input, target, ground truth, then every system."""
+    names = ("input", "target", TRUTH, TRAINED, UNTRAINED, ORACLE, "random grains", "Let it Bee")
+    return [(f"triplet {index}", [(name, systems[name], rate, rows[name][index] if name in rows else None, None)
+                                  for name in names]) for index, systems in sorted(kept.items())]
 
 
 def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
@@ -220,6 +301,31 @@ def write_summary_csv(summary, path):
             writer.writerow([name, *(f"{shares[v]:.4f}" for v in verdict.VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
 
 
+def report_truth(args, state, model, keep, audio_pairs):
+    """evaluate.py on a checkpoint trained on rendered scores: the ground-truth tables, and the
+    audio, listening page and CSV files asked for."""
+    rows, rate, kept = evaluate_truth(args.ckpt, state, model, args.pairs, args.seed, keep)
+    for index in audio_pairs if args.audio else ():
+        if index in kept:
+            write_audio(args.audio, index, kept[index], rate)
+    text, paired = truth_tables(rows, args.seed)
+    print(text)
+    if args.html:
+        title = f"{os.path.basename(args.ckpt)}: {len(kept)} held-out triplets"
+        notes = ("Here each row is a held-out triplet, and each system is judged against the ground truth instead: "
+                 "log-spectral distance in dB (lsd, lower: closer), chroma and onset F (higher: closer), MFCC Fréchet "
+                 "(lower: closer).")
+        print(f"listening page: {listening.write_page(args.html, title, truth_page_rows(kept, rows, rate), text, notes)}")
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["row", "triplet", *groundtruth.METRICS])
+            for name, measured in rows.items():
+                writer.writerows([name, index, *(f"{m[k]:.4f}" for k in groundtruth.METRICS)]
+                                 for index, m in enumerate(measured))
+        comparison.write_csv(paired, args.csv.removesuffix(".csv") + ".paired.csv")
+
+
 def write_pairs_csv(rows, path):
     """Every metric and the verdict of every system on every pair: what the tables summarise."""
     with open(path, "w", newline="") as f:
@@ -260,7 +366,10 @@ def main(argv):
         parser.error(f"--html_pairs={args.html_pairs} must be at least 1")
     if args.ckpt:
         keep = (audio_pairs if args.audio else set()) | (set(range(args.html_pairs)) if args.html else set())
-        rows, rate, kept = evaluate_checkpoint(args.ckpt, args.data_dir, args.pairs, args.seed, keep)
+        state, model = load_checkpoint(args.ckpt)
+        if trained_on_scores(state) and not args.data_dir:
+            return report_truth(args, state, model, keep, audio_pairs)
+        rows, rate, kept = evaluate_checkpoint(args.ckpt, state, model, args.data_dir, args.pairs, args.seed, keep)
         for index in audio_pairs if args.audio else ():
             if index in kept:
                 write_audio(args.audio, index, kept[index], rate)

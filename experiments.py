@@ -72,7 +72,9 @@ def run_variant(name, overrides, epochs, root):
     out_dir = os.path.join(root, name)
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)  # ours alone: a variant is rerun from scratch
-    command = [sys.executable, os.path.join(HERE, "train.py"), f"--out_dir={out_dir}", f"--epochs={epochs}", *overrides]
+    # the demo music, as the lab log's tables were measured: its evaluation is against input and target
+    command = [sys.executable, os.path.join(HERE, "train.py"), "--dataset=demo", f"--out_dir={out_dir}", f"--epochs={epochs}",
+               *overrides]
     t0 = time.time()
     result = subprocess.run(command, capture_output=True, text=True, cwd=HERE)
     os.makedirs(out_dir, exist_ok=True)

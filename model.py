@@ -252,26 +252,27 @@ def grain_window(position, D, R):
 
 @dataclass
 class Corpus:
-    """Recordings beyond the clip for the pointer heads to take grains from instead of the
-    clip's own target (generation draws on a whole song or folder): P grains at the model's
-    rate, each described as PointerHead describes a clip's, and at the clip's level
-    (at_unit_level) just as exactly: band levels carry a floor that is not scale-free."""
-    audio: torch.Tensor  # (N,) mono; grain p's samples start at p*D, a hop of crossfade either side
-    power: torch.Tensor  # (P+R-1, n_bands) the band power of every frame
-    chroma: torch.Tensor  # (P, 12) each grain's pitch classes, a unit vector
-    allowed: torch.Tensor  # (P,) bool: the grain and both its crossfades lie inside one recording
-    # (1,) long: the frame of the corpus where the clip's own recording is at the clip's
+    """Audio beyond the clip for the pointer heads to take grains from instead of the clip's own
+    target, one corpus per clip of the batch: a rendered score's material in training, a whole
+    song or folder in generation. P grains at the model's rate, each described as PointerHead
+    describes a clip's, and at the clip's level (at_unit_level) just as exactly: band levels
+    carry a floor that is not scale-free."""
+    audio: torch.Tensor  # (B, N) mono; grain p's samples start at p*D, a hop of crossfade either side
+    power: torch.Tensor  # (B, P+R-1, n_bands) the band power of every frame
+    chroma: torch.Tensor  # (B, P, 12) each grain's pitch classes, a unit vector
+    allowed: torch.Tensor  # (B, P) bool: the grain and both its crossfades lie inside one recording
+    # (B,) long: the frame of the corpus where the clip's own recording is at the clip's
     # frame 0 (the copy guard keeps min_shift frames from it), or None: the clip is not in it
     clip_frame: torch.Tensor | None = None
-    unit_factor: torch.Tensor | None = None  # (1,): what Cascade multiplied the clip by; set by at_unit_level, with
-    levels: torch.Tensor | None = None  # (P+R-1, n_bands) log10 band power at that factor, and
-    level_norms: torch.Tensor | None = None  # (P,) squared levels summed over each grain's R frames
+    unit_factor: torch.Tensor | None = None  # (B,): what Cascade multiplied each clip by; set by at_unit_level, with
+    levels: torch.Tensor | None = None  # (B, P+R-1, n_bands) log10 band power at that factor, and
+    level_norms: torch.Tensor | None = None  # (B, P) squared levels summed over each grain's R frames
 
     def at_unit_level(self, unit_factor, chunk_frames):
-        """This corpus as the clip sees it after Cascade's level normalisation."""
-        levels = log_band_power(self.power * unit_factor.pow(2))
-        squared = F.pad(levels.pow(2).sum(dim=1).cumsum(0), (1, 0))
-        norms = squared[chunk_frames:] - squared[:-chunk_frames]  # (P,)
+        """This corpus as each clip sees it after Cascade's level normalisation."""
+        levels = log_band_power(self.power * unit_factor.view(-1, 1, 1).pow(2))
+        squared = F.pad(levels.pow(2).sum(dim=2).cumsum(1), (1, 0))
+        norms = squared[:, chunk_frames:] - squared[:, :-chunk_frames]  # (B, P)
         return replace(self, unit_factor=unit_factor, levels=levels, level_norms=norms)
 
 
@@ -376,21 +377,39 @@ class PointerHead(nn.Module):
         return best + weights - weights.detach(), grains
 
     def corpus_scores(self, queries, sought, own, corpus):
-        """choose()'s scores for every grain of the corpus, computed as a convolution so the
+        """choose()'s scores for every grain of each clip's corpus, computed as a convolution so a
         corpus may hold hours. Its grains get no learned preference: it has no features.
         # (B, n_chunks, n_bands*R), (B, n_chunks, 12) or None -> (B, n_chunks, P)"""
         B, n_chunks, width = queries.shape
         kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, n_bands, R), the layout of the keys
-        cross = F.conv1d(corpus.levels.T[None].float(), kernels).view(B, n_chunks, -1)  # (B, n_chunks, P)
-        distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + corpus.level_norms) / width
+        levels = corpus.levels.transpose(1, 2).reshape(1, -1, corpus.levels.shape[1]).float()  # (1, B*n_bands, P+R-1)
+        cross = F.conv1d(levels, kernels, groups=B).view(B, n_chunks, -1)  # (B, n_chunks, P): each clip's own corpus
+        distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + corpus.level_norms[:, None]) / width
         if sought is not None:
-            distance = distance + self.chroma_weight * 10 * (1 - sought @ corpus.chroma.T)
-        allowed = corpus.allowed.expand(B, n_chunks, -1)
+            distance = distance + self.chroma_weight * 10 * (1 - sought @ corpus.chroma.transpose(1, 2))
+        allowed = corpus.allowed[:, None].expand(B, n_chunks, -1)
         if corpus.clip_frame is not None:  # the copy guard, against the clip's own recording in the corpus
             moment = (corpus.clip_frame[:, None] + own)[..., None]  # (B, n_chunks, 1)
             far = (torch.arange(allowed.shape[2], device=queries.device) - moment).abs() >= self.min_shift
             allowed = torch.where((allowed & far).any(dim=2, keepdim=True), allowed & far, allowed)
         return (-self.sharpness * distance).masked_fill(~allowed, float("-inf"))
+
+    @torch.no_grad()
+    def describe(self, audio, lengths=None):
+        """A Corpus of one recording per clip, in memory: every frame's band power and every
+        grain's pitch classes, as choose() describes a clip's. lengths: (B,) samples of each
+        recording before its zero padding (all of audio by default). # audio (B, N)"""
+        B, N = audio.shape
+        D, R = self.codec.D, self.chunk_frames
+        lengths = torch.full((B,), N) if lengths is None else lengths
+        P = N // D - 1  # grains that start inside the audio, as a corpus file's description counts them
+        power = F.pad(self.band_power(self.codec.encode(audio))[:, :P], (0, 0, 0, R - 1))  # (B, P+R-1, n_bands)
+        padded = F.pad(audio.float(), (0, (P - 1 + R) * D - N))
+        chroma = self.grains_chroma(padded.unfold(1, R * D, D))  # (B, P, 12): grain t holds samples [tD, tD + RD)
+        t = torch.arange(P)
+        frames = -(-lengths // D) + 1  # each recording's frames, as MDCTCodec.encode makes them
+        allowed = (t >= 1) & (t < (frames - R - 1)[:, None])  # a grain and both crossfades inside its recording
+        return Corpus(audio, power, chroma, allowed)
 
     def grain_chroma(self, frames, starts=None):
         """The pitch classes of the grains of (B, D, T) frames that start at `starts` (all by
@@ -451,8 +470,9 @@ class PointerHead(nn.Module):
         copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
         if corpus is not None:
             first = (grains - S * T) * D - fade  # in the corpus's audio
-            index = (first[..., None] + torch.arange(size, device=grains.device)).clamp(0, len(corpus.audio) - 1)
-            from_corpus = corpus.audio[index].float() * corpus.unit_factor.view(B, 1, 1, 1)  # to the clip's unit level
+            index = (first[..., None] + torch.arange(size, device=grains.device)).clamp(0, corpus.audio.shape[1] - 1)
+            from_corpus = corpus.audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size).float()
+            from_corpus = from_corpus * corpus.unit_factor.view(B, 1, 1, 1)  # to the clip's unit level
             copied = torch.where((grains < S * T)[..., None], copied, from_corpus)
         y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
         out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
@@ -518,9 +538,9 @@ class Cascade(nn.Module):
         x_in, x_tgt = x_in / level, x_tgt / level
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
         if corpus is not None:
-            if x_in.shape[0] != 1:
-                raise ValueError(f"a corpus is for one clip at a time, not a batch of {x_in.shape[0]}")
-            corpus = corpus.at_unit_level(1 / level.view(1), self.config.chunk_frames)
+            if corpus.audio.shape[0] != x_in.shape[0]:
+                raise ValueError(f"one corpus per clip: {corpus.audio.shape[0]} corpora for a batch of {x_in.shape[0]}")
+            corpus = corpus.at_unit_level(1 / level.view(-1), self.config.chunk_frames)
         out1, scale1, grains1 = self.stage1([x_in, x_tgt], unit, floor, corpus)
         out2, scale2, grains2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
         stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}

@@ -9,7 +9,8 @@ correlations and the blend verdict's shares, against step, with every warned
 epoch and any NaN abort marked) and spectrograms_epoch_N.png (input, target and output of the newest epoch's
 samples on one colour scale). Works on a run that is still going. With --compare,
 DIR/spectrograms.png: a row per pair, a column per clip (input, target, the trained
-and untrained model, Let it Bee, random runs), one colour scale per row.
+and untrained model, Let it Bee, random grains; for triplets of rendered scores: input, ground
+truth, the trained and untrained model, the oracle), one colour scale per row.
 """
 
 import csv
@@ -98,6 +99,7 @@ def plot_health(rows, grad_clip, path):
 
 
 COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee", "random_grains")
+TRUTH_COMPARED = ("input", "ground_truth", "trained_model", "untrained_model", "oracle")  # triplets of rendered scores
 
 
 def plot_comparison(folder):
@@ -106,10 +108,11 @@ def plot_comparison(folder):
                     if (m := re.search(r"pair(\d+)_input\.wav$", p))})
     if not pairs:
         raise SystemExit(f"no pair*_input.wav in {folder}: write them with evaluate.py --ckpt ... --audio={folder}")
-    fig, axes = plt.subplots(len(pairs), len(COMPARED), figsize=(3 * len(COMPARED), 2.6 * len(pairs)), dpi=DPI,
+    compared = TRUTH_COMPARED if os.path.exists(os.path.join(folder, f"pair{pairs[0]}_ground_truth.wav")) else COMPARED
+    fig, axes = plt.subplots(len(pairs), len(compared), figsize=(3 * len(compared), 2.6 * len(pairs)), dpi=DPI,
                              sharey=True, squeeze=False)
     for row, pair in zip(axes, pairs):
-        clips = [(name, *sf.read(os.path.join(folder, f"pair{pair}_{name}.wav"), dtype="float32")) for name in COMPARED]
+        clips = [(name, *sf.read(os.path.join(folder, f"pair{pair}_{name}.wav"), dtype="float32")) for name in compared]
         spectrograms = [listening.spectrogram_db(audio, rate) for _, audio, rate in clips]
         top = max(s.max() for s in spectrograms)
         for ax, (name, audio, rate), spectrogram in zip(row, clips, spectrograms):

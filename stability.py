@@ -129,8 +129,8 @@ def music_batches(hp, seconds, count):
     pairs = data.PairDataset(data.demo_tracks(8, max(12.0, 2 * seconds), hp["sample_rate"], hp["seed"]), segment)
     order = np.random.default_rng(hp["seed"]).permutation(np.resize(np.arange(len(pairs)), count * hp["batch_size"]))
     codec = MDCTCodec(hp["frame_dim"])
-    return [tuple(codec.encode(a) for a in pairs.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]]))
-            for i in range(count)]
+    batches = (pairs.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]]) for i in range(count))
+    return [(codec.encode(batch.inputs), codec.encode(batch.targets)) for batch in batches]
 
 
 def condition_batch(x_in, x_tgt, level, kind, step, floor):

@@ -1,7 +1,8 @@
 """
-Train the two-stage cascade on pairs of clips (segment k -> segment k+1).
+Train the two-stage cascade on triplets of rendered scores (input, target material, the right
+answer), or on pairs of clips of the demo music or your audio (segment k -> segment k+1).
 
-    python train.py                        # built-in demo music, defaults below
+    python train.py                        # Bach chorales rendered with General MIDI instruments
     python train.py --lr=3e-4 --epochs=20  # any hyperparameter as --name=value
     python train.py --resume=auto          # continue the newest checkpoint in out_dir
     torchrun --standalone --nproc_per_node=4 train.py   # DDP: batch_size pairs per rank
@@ -17,7 +18,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -25,18 +26,26 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from lib import checkpointing, data, health_report, hyperparameters, objective, training
+from lib import checkpointing, data, health_report, hyperparameters, objective, scores, training
 from model import Cascade, CascadeConfig, MDCTCodec
 
 # ----------------------------------------------------------------------------- hyperparameters
 # data
-data_dir = ""  # a folder of your audio (searched recursively); "" = the built-in demo music
-segment_seconds = 2.0  # length of one clip of a pair
-val_fraction = 0.15  # share of files (or demo pieces) held out for validation
-shuffle_targets = False  # True: pair each input with a segment of another file
+dataset = "scores"  # scores: scores rendered with two instruments, so each input has a right answer; demo: synthetic songs
+data_dir = ""  # a folder of your audio (searched recursively): trains on it instead of dataset, with no right answer
+segment_seconds = 2.0  # length of one clip
+val_fraction = 0.15  # share of pieces (scores), songs (demo) or files held out for validation
+score_dir = ""  # scores: a folder of your MIDI/MusicXML files; "" = Bach chorales from music21's corpus
+score_pieces = 12  # scores: how many chorales (with score_dir: every file)
+soundfont = ""  # scores: a .sf2/.sf3 file; "" = TimGM6mb, the General MIDI SoundFont in pretty_midi's wheel
+train_programs = "0,6,24,40,56,68,71"  # scores: General MIDI programs of the training triplets (piano ... clarinet)
+val_programs = "19,42,73"  # scores: programs held out for validation (organ, cello, flute)
+score_seconds = 30.0  # scores: each piece's first seconds (0: whole pieces)
+material_seconds = 20.0  # scores: how much of the target's piece the pointer heads may play from
+shuffle_targets = False  # demo and data_dir: pair each input with a segment of another file
 demo_pieces = 24  # demo: synthetic songs generated, train + validation
 demo_seconds = 24.0  # demo: length of each song
-cache_dir = ".cache/audio"  # user audio decoded once to the model's rate
+cache_dir = ".cache/audio"  # your audio decoded, and scores rendered, once
 # model: every field of CascadeConfig (model.py, with its defaults and what each does) is a
 # hyperparameter too: set one here (n_layer = 4) or on the command line (--n_layer=4)
 # loss
@@ -81,7 +90,7 @@ def main(argv):
     log("hyperparameters:\n" + "\n".join(f"  {k} = {v!r}" for k, v in hp.items()))
 
     # ------------------------------------------------------------------ data
-    train_set, val_set = load_pairs(hp, process)
+    train_set, val_set = load_data(hp, process)
     # each rank takes every world-th pair of one seeded permutation per epoch
     sampler = DistributedSampler(train_set, process.world, process.rank, shuffle=True, seed=hp["seed"], drop_last=True)
     steps_per_epoch = len(sampler) // hp["batch_size"]
@@ -121,19 +130,25 @@ def main(argv):
         lock.close()
 
 
-def load_pairs(hp, process):
-    """The run's training and validation pairs (rank 0 decodes user audio into the cache first)."""
-    if process.distributed and hp["data_dir"] and not process.master:
+def load_data(hp, process):
+    """The run's training and validation sets: triplets of rendered scores, or pairs of the demo
+    music or of the user's audio (rank 0 renders or decodes into the cache first)."""
+    if process.distributed and not process.master:
         dist.barrier()  # the others wait, then read the cache rank 0 wrote
-    tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp), process.log)
-    if process.distributed and hp["data_dir"] and process.master:
+    if hp["data_dir"] or hp["dataset"] == "demo":
+        tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp), process.log)
+        segment = data.seconds_to_samples(hp["segment_seconds"], hp["sample_rate"])
+        train_tracks, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
+        train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
+        val_set = data.PairDataset(val_tracks, segment)
+        sizes, units = (len(train_tracks), len(val_tracks)), ("files", "pairs")
+    else:
+        train_set, val_set = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), process.log)
+        sizes, units = (len(train_set.pieces), len(val_set.pieces)), ("pieces", "triplets")
+    if process.distributed and process.master:
         dist.barrier()
-    segment = data.seconds_to_samples(hp["segment_seconds"], hp["sample_rate"])
-    train_tracks, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
-    train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
-    val_set = data.PairDataset(val_tracks, segment)
-    for name, tracks_, pairs in (("train", train_tracks, train_set), ("val", val_tracks, val_set)):
-        process.log(f"{name}: {len(tracks_)} files, {len(pairs)} pairs, {pairs.minutes(hp['sample_rate']):.1f} min")
+    for name, n, examples in (("train", sizes[0], train_set), ("val", sizes[1], val_set)):
+        process.log(f"{name}: {n} {units[0]}, {len(examples)} {units[1]}, {examples.minutes(hp['sample_rate']):.1f} min")
     return train_set, val_set
 
 
@@ -149,12 +164,13 @@ class Run:
     model: Cascade
     train_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    train_set: data.PairDataset
-    val_set: data.PairDataset
+    train_set: data.PairDataset | scores.TripletDataset
+    val_set: data.PairDataset | scores.TripletDataset
     sampler: DistributedSampler
     metrics: checkpointing.MetricsFile
     step: int
     newest: str  # the newest checkpoint written or resumed from
+    corpora: dict = field(default_factory=dict)  # each material's description (training.encode)
 
 
 def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
@@ -169,11 +185,11 @@ def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
         for i in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
             t0 = time.time()
             batch = run.train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]])
-            x_in, x_tgt = (run.codec.encode(a.to(process.device)) for a in batch)
+            x_in, x_tgt, corpus = training.encode(run.model, run.codec, batch, process.device, run.corpora)
             try:
                 loss, terms, grad_norm = training.train_step(run.model, run.train_model, run.optimizer, run.codec, x_in,
                                                              x_tgt, run.weights, run.step_config, process, run.step + 1,
-                                                             run.newest)
+                                                             run.newest, corpus)
             except training.NonFiniteError as e:
                 if process.master:
                     run.metrics.write(kind="nan_abort", epoch=epoch + 1, step=run.step + 1, loss=e.loss,
@@ -205,7 +221,8 @@ def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
 def end_of_epoch(run, epoch, grad_norms, eta):
     """Validation and the health report, a checkpoint, the metrics row and the samples."""
     hp, process = run.hp, run.process
-    health, sample = training.validate(run.model, run.codec, run.val_set, run.weights, hp["batch_size"], process)
+    health, sample = training.validate(run.model, run.codec, run.val_set, run.weights, hp["batch_size"], process,
+                                       run.corpora)
     lines, warnings = health_report.health_lines(health, grad_norms)
     process.log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
                 f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)

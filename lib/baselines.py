@@ -59,15 +59,22 @@ def references(x_in, x_tgt, other, sample_rate, rng):
     return {name: at_level(audio, x_in, x_tgt) for name, audio in made.items()}
 
 
-def random_grains(x_in, x_tgt, config, rng):
-    """Every chunk a grain drawn at random from those the pointer head may copy from input
-    or target, joined with its crossfades: the head's mechanics with no choice. # (N,)"""
-    head = PointerHead(2 * config.frame_dim, 2, config)  # its layers stay unused: only allowed() and play_grains()
+def random_grains(x_in, x_tgt, config, rng, material=None, material_length=None):
+    """Every chunk a grain drawn at random from those the pointer head may play (of the target,
+    or of a material when one is given: lib/scores.py), joined with its crossfades: the head's
+    mechanics with no choice. # (N,)"""
+    head = PointerHead(2 * config.frame_dim, 2, config)  # its layers stay unused: only its grain machinery
     sources = [head.codec.encode(torch.from_numpy(np.asarray(a, dtype=np.float32))[None]) for a in (x_in, x_tgt)]
-    allowed = head.allowed(sources[0].shape[2], "cpu").numpy()
-    grains = torch.tensor([rng.choice(np.flatnonzero(row)) for row in allowed])[None, :, None]  # (1, n_chunks, 1)
+    T = sources[0].shape[2]
+    corpus, first = None, 0
+    allowed = head.allowed(T, "cpu").numpy()
+    if material is not None:
+        corpus = head.describe(torch.from_numpy(material)[None], torch.tensor([material_length]))
+        corpus, first = corpus.at_unit_level(torch.ones(1), config.chunk_frames), 2 * T  # grains numbered after the clip's
+        allowed = corpus.allowed.expand(len(allowed), -1).numpy()
+    grains = torch.tensor([first + rng.choice(np.flatnonzero(row)) for row in allowed])[None, :, None]  # (1, n_chunks, 1)
     with torch.no_grad():
-        out = head.play_grains(torch.ones(grains.shape), grains, sources)
+        out = head.play_grains(torch.ones(grains.shape), grains, sources, corpus)
     return at_level(head.codec.decode(out, len(x_in))[0].numpy(), x_in, x_tgt)
 
 

@@ -141,7 +141,7 @@ class TargetFiles:
             n = -(-recording.n_samples // D) + 1
             allowed[recording.first_frame + 1 : recording.first_frame + n - R - 1] = True
         clip_frame = None if self.clip_frame is None else torch.tensor([self.clip_frame])
-        return Corpus(audio, power, torch.cat(chroma), allowed, clip_frame)
+        return Corpus(audio[None], power[None], torch.cat(chroma)[None], allowed[None], clip_frame)
 
     def locate(self, frame):
         """The recording that corpus frame `frame` lies in, and the frame within it."""

@@ -123,6 +123,17 @@ class Track:
         return np.fromfile(self.cache_path, dtype=np.float32, count=count, offset=4 * start)
 
 
+@dataclass
+class Batch:
+    """A batch of pairs, or of triplets (lib/scores.py: with material and truth). # each (B, N), material (B, M)"""
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    materials: torch.Tensor | None = None
+    material_lengths: torch.Tensor | None = None  # (B,) long: samples of each material before its padding
+    truths: torch.Tensor | None = None
+    material_keys: tuple | None = None  # what each material is, the same key for the same audio
+
+
 class PairDataset:
     """(segment k, segment k+1) of every track, or with shuffle_targets, segment
     k of one track against a segment of another, redrawn every epoch."""
@@ -161,9 +172,9 @@ class PairDataset:
         both = torch.from_numpy(self.tracks[track].read(k * n, 2 * n).copy())
         return both[:n], both[n:]
 
-    def batch(self, indices):  # -> input (B, N), target (B, N)
+    def batch(self, indices):
         inputs, targets = zip(*(self[i] for i in indices))
-        return torch.stack(inputs), torch.stack(targets)
+        return Batch(torch.stack(inputs), torch.stack(targets))
 
 
 def demo_tracks(n_pieces, seconds, sample_rate, seed):

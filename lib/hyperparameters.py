@@ -67,13 +67,18 @@ def parse_overrides(argv, defaults):
 
 
 def check_values(hp):
-    positive = ["sample_rate", "segment_seconds", "demo_pieces", "demo_seconds", "frame_dim", "n_layer", "n_head",
+    positive = ["sample_rate", "segment_seconds", "demo_pieces", "demo_seconds", "score_pieces", "frame_dim", "n_layer", "n_head",
                 "lr", "grad_clip", "batch_size", "epochs", "keep_checkpoints", "log_interval", "top_k"]
     for name in positive:
         if not hp[name] > 0:
             raise SystemExit(f"--{name}={hp[name]} must be > 0")
     if not 0 < hp["val_fraction"] < 1:
         raise SystemExit(f"--val_fraction={hp['val_fraction']} must be between 0 and 1")
+    if hp["dataset"] not in ("scores", "demo"):
+        raise SystemExit(f"--dataset={hp['dataset']} must be scores or demo (your own audio: --data_dir)")
+    if not hp["material_seconds"] >= hp["segment_seconds"]:
+        raise SystemExit(f"--material_seconds={hp['material_seconds']} must be at least --segment_seconds="
+                         f"{hp['segment_seconds']}: the target clip lies in the material")
     if hp["dtype"] not in ("auto", "float32", "bfloat16"):
         raise SystemExit(f"--dtype={hp['dtype']} must be auto, float32 or bfloat16")
     if hp["device"] not in ("auto", "cpu", "cuda"):

@@ -23,7 +23,9 @@ DB_RANGE = 80.0  # every image spans the page's loudest bin down to this far bel
 PIXELS_PER_SECOND = 1 / HOP_SECONDS  # one column a hop, up to
 MAX_COLUMNS = 1000  # beyond 8 s, neighbouring columns are merged (their maximum): a song's image stays small
 SHOWN_WIDTH = 500  # pixels a long clip's spectrogram is shown at, so a row of songs fits a screen
-SHOWN = ("chroma_in", "onset_f_in", "mfcc_tgt", "dist_tgt", "extra_onsets")  # metrics under each clip
+# metrics under each clip: against input and target, or against a rendered score's ground truth
+SHOWN = ("chroma_in", "onset_f_in", "mfcc_tgt", "dist_tgt", "extra_onsets", "lsd", "chroma_truth", "onset_f_truth",
+         "mfcc_truth")
 
 
 def spectrogram_db(audio, rate):
@@ -59,8 +61,8 @@ def write_images(spectrograms, paths):
 
 
 def metrics_text(metrics, verdict_name):
-    parts = [f"<b>{html.escape(verdict_name)}</b>"] + [f"{k} {metrics[k]:.{0 if abs(metrics[k]) >= 100 else 2}f}"
-                                                        for k in SHOWN if k in metrics]
+    parts = [f"<b>{html.escape(verdict_name)}</b>"] if verdict_name is not None else []
+    parts += [f"{k} {metrics[k]:.{0 if abs(metrics[k]) >= 100 else 2}f}" for k in SHOWN if k in metrics]
     return " · ".join(parts)
 
 

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from model import Corpus
+
 from . import health_report, objective, verdict
 
 NAN_ABORT_EXIT = 3
@@ -204,18 +206,40 @@ class StepConfig:
     top_k: int  # parameters the NaN report lists
 
 
-def train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, step, newest_checkpoint):
-    """One optimizer step on a batch of frames: forward (train_model: compiled or DDP-wrapped),
-    the objective (objective.LossWeights), backward, the NaN abort, clipping, AdamW. Returns the
-    loss, its terms and the pre-clip gradient norm, averaged over ranks; raises NonFiniteError
-    instead of stepping."""
+def encode(model, codec, batch, device, corpora=None):
+    """A data.Batch as the model takes it: input and target frames (B, D, T), and for triplets
+    each clip's material as a Corpus for the pointer heads (None for pairs or the linear head).
+    corpora: a dict that keeps each material's description by its key across calls: a run plays
+    the same few materials every epoch, and describing one costs as much as a step's matmuls."""
+    x_in, x_tgt = codec.encode(batch.inputs.to(device)), codec.encode(batch.targets.to(device))
+    if batch.materials is None or not hasattr(model.stage1, "pointer"):
+        return x_in, x_tgt, None
+    head, materials, lengths = model.stage1.pointer, batch.materials.to(device), batch.material_lengths.to(device)
+    if corpora is None:
+        return x_in, x_tgt, head.describe(materials, lengths)
+    missing = [i for i, key in enumerate(batch.material_keys) if key not in corpora]
+    if missing:
+        described = head.describe(materials[missing], lengths[missing])
+        for j, i in enumerate(missing):
+            corpora[batch.material_keys[i]] = (described.power[j], described.chroma[j], described.allowed[j])
+    power, chroma, allowed = (torch.stack(parts) for parts in zip(*(corpora[key] for key in batch.material_keys)))
+    return x_in, x_tgt, Corpus(materials, power, chroma, allowed)
+
+
+def train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, step, newest_checkpoint,
+               corpus=None):
+    """One optimizer step on a batch of frames (and, for triplets, each clip's corpus): forward
+    (train_model: compiled or DDP-wrapped), the objective (objective.LossWeights), backward, the
+    NaN abort, clipping, AdamW. Returns the loss, its terms and the pre-clip gradient norm,
+    averaged over ranks; raises NonFiniteError instead of stepping."""
     with process.autocast():
-        out, _ = train_model(x_in, x_tgt)
+        out, _ = train_model(x_in, x_tgt, corpus)
     loss, terms = objective.objective(out, x_in, x_tgt, codec, weights, model.config)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     loss, terms, grad_norm = clip_gradients(model, step_config.grad_clip, step, loss.item(), terms,
-                                            lambda: model(x_in, x_tgt), step_config.top_k, newest_checkpoint, process.mean)
+                                            lambda: model(x_in, x_tgt, corpus), step_config.top_k, newest_checkpoint,
+                                            process.mean)
     optimizer.step()
     return loss, terms, grad_norm
 
@@ -266,7 +290,7 @@ def rng_state(process):
 
 
 @torch.no_grad()
-def validate(model, codec, val_set, weights, batch_size, process):
+def validate(model, codec, val_set, weights, batch_size, process, corpora=None):
     """Validation loss, the health numbers and the blend verdict of every validation pair
     (each rank takes its share; sums are all-reduced, verdicts gathered); the fixed first
     pair's audio is returned for the envelope bars and the samples."""
@@ -275,23 +299,24 @@ def validate(model, codec, val_set, weights, batch_size, process):
     sums, count, judged = [0.0] * len(names), 0, []
     B, device, config = batch_size, process.device, model.config
     for start in range(process.rank * B, len(val_set), process.world * B):
-        in_audio, tgt_audio = val_set.batch(range(start, min(start + B, len(val_set))))
-        x_in, x_tgt = codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device))
+        batch = val_set.batch(range(start, min(start + B, len(val_set))))
+        x_in, x_tgt, corpus = encode(model, codec, batch, device, corpora)
         with process.autocast():
-            out, stats = model(x_in, x_tgt)
+            out, stats = model(x_in, x_tgt, corpus)
         loss, _ = objective.objective(out, x_in, x_tgt, codec, weights, config)
         per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
                     **health_report.output_health(out, x_in, x_tgt, config.rms_floor)}
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
         count += len(out)
-        out_audio = codec.decode(out, in_audio.shape[1]).cpu().numpy()
-        judged += [verdict.measure(o, i, t, config.sample_rate) for o, i, t in zip(out_audio, in_audio.numpy(), tgt_audio.numpy())]
+        out_audio = codec.decode(out, batch.inputs.shape[1]).cpu().numpy()
+        judged += [verdict.measure(o, i, t, config.sample_rate)
+                   for o, i, t in zip(out_audio, batch.inputs.numpy(), batch.targets.numpy())]
     *sums, count = over_ranks([*sums, count], device)
     judged = [m for part in from_every_rank(judged) for m in part]
-    in_audio, tgt_audio = val_set.batch([0])
+    batch = val_set.batch([0])
     with process.autocast():
-        out, _ = model(codec.encode(in_audio.to(device)), codec.encode(tgt_audio.to(device)))
-    sample = [a[0].cpu().numpy() for a in (in_audio, tgt_audio, codec.decode(out, in_audio.shape[1]))]
+        out, _ = model(*encode(model, codec, batch, device, corpora))
+    sample = [a[0].cpu().numpy() for a in (batch.inputs, batch.targets, codec.decode(out, batch.inputs.shape[1]))]
     model.train()
     health = {name: s / count for name, s in zip(names, sums)}
     return {**health, **health_report.judged_health(judged, sample)}, sample

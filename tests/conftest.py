@@ -4,7 +4,14 @@ import subprocess
 
 import pytest
 
-from helpers import README_TRAIN, ROOT, readme_commands, run_train, tiny_train
+from helpers import (
+    README_TRAIN,
+    ROOT,
+    TINY_SCORES,
+    readme_commands,
+    run_train,
+    tiny_train,
+)
 from lib import checkpointing
 
 
@@ -36,4 +43,13 @@ def tiny_checkpoint(one_epoch_run):
 def four_epochs_straight(tmp_path_factory):
     folder = tmp_path_factory.mktemp("straight")
     assert run_train(folder, "--epochs=4").returncode == 0
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_scores_run(tmp_path_factory):
+    """A finished one-epoch tiny run on rendered scores (its renders cached in its own folder)."""
+    folder = tmp_path_factory.mktemp("scores_run")
+    result = run_train(folder, *TINY_SCORES, "--epochs=1", f"--cache_dir={folder / 'cache'}")
+    assert result.returncode == 0, result.stderr
     return folder

@@ -122,7 +122,8 @@ def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
     Were the choice cut off from the gradient, nothing would train."""
     weights, config = loss_weights(), pointer_config(sample_rate=8000)
     codec = MDCTCodec(16)
-    x, y = (codec.encode(a) for a in data.PairDataset(data.demo_tracks(2, 3.0, 8000, 0), 4000).batch([0, 3]))
+    batch = data.PairDataset(data.demo_tracks(2, 3.0, 8000, 0), 4000).batch([0, 3])
+    x, y = codec.encode(batch.inputs), codec.encode(batch.targets)
 
     def eval_loss(model):
         model.eval()

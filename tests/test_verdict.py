@@ -21,7 +21,7 @@ def test_every_copy_like_reference_is_judged_copy_every_noise_hiss_and_other_mus
             else:
                 other_music.append(judged)  # music, but not made of these two clips
         for name in ("random grains", "Let it Bee"):  # mosaics of the pair itself are related to it
-            # random runs of input and target, as the span was calibrated on (of the target alone: README)
+            # random grains of input and target, as the span was calibrated on (of the target alone: docs/results.md)
             made = baselines.random_grains(x_in, x_tgt, CascadeConfig(pointer_corpus="all"), rng) if name == "random grains" \
                 else baselines.let_it_bee(x_in, x_tgt)
             assert verdict.measure(made, x_in, x_tgt, 16000)["spectrum_span"] <= verdict.UNRELATED_SPAN, name

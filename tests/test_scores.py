@@ -1,0 +1,133 @@
+"""lib/scores.py: scores rendered with two instruments, triplets with a right answer, held-out
+pieces and programs, the user's own scores and SoundFont, and the refusals."""
+
+import os
+import shutil
+import struct
+
+import numpy as np
+import pytest
+
+from helpers import TINY_SCORES, in_process, run_train, sha1, tiny_train
+from lib import quality, scores
+
+RATE = 16000
+
+
+def chorales(n):
+    return scores.score_files("", n)
+
+
+def tiny_config(tmp_path, **overrides):
+    values = dict(score_dir="", score_pieces=5, soundfont="", train_programs="0,40,71", val_programs="42,73",
+                  score_seconds=4.0, material_seconds=2.0, val_fraction=0.15, segment_seconds=0.5, sample_rate=8000,
+                  cache_dir=str(tmp_path / "cache"), seed=0)
+    return scores.ScoresConfig(**{**values, **overrides})
+
+
+def test_two_programs_play_the_same_notes_with_other_sounds_and_renders_are_cached(tmp_path):
+    """The ground truth's premise: one score with two instruments has the same onsets and other
+    timbre; every render sits at one level; a second call reads the cache, rendering nothing."""
+    path = chorales(1)[0]
+    renders = scores.rendered([path], [0, 73], scores.default_soundfont(), RATE, str(tmp_path))
+    piano, flute = renders[0, 0], renders[0, 73]
+    assert abs(len(piano) - len(flute)) < RATE and len(piano) > 10 * RATE
+    for audio in (piano, flute):
+        assert np.sqrt(np.mean(audio**2)) == pytest.approx(scores.RENDER_RMS, rel=1e-3)
+    n = min(len(piano), len(flute), 8 * RATE)
+    heard = [quality.features(a[:n], RATE) for a in (piano, flute)]
+    assert quality.onset_f_measure(heard[1], heard[0]) > 0.6  # the same notes start together
+    assert quality.frechet_distance(heard[0], heard[1]) > 100 * max(quality.frechet_distance(heard[0], heard[0]), 1e-3)
+    stamps = {name: os.stat(tmp_path / name).st_mtime_ns for name in os.listdir(tmp_path)}
+    again = scores.rendered([path], [0, 73], scores.default_soundfont(), RATE, str(tmp_path))
+    assert {name: os.stat(tmp_path / name).st_mtime_ns for name in os.listdir(tmp_path)} == stamps
+    assert all(np.array_equal(again[key], renders[key]) for key in renders)
+
+
+def test_triplets_hold_out_pieces_and_programs_and_the_truth_is_the_inputs_score(tmp_path):
+    train, val = scores.triplet_sets(tiny_config(tmp_path), log=lambda *_: None)
+    assert not set(train.pieces) & set(val.pieces) and len(val.pieces) >= 2
+    for dataset, programs in ((train, {0, 40, 71}), (val, {42, 73})):
+        for (piece, k), (a, b, other) in zip(dataset.items, dataset.draws):
+            assert a != b and {a, b} <= programs and other != piece and other in dataset.pieces
+    assert {(a, b) for a, b, _ in val.draws} == {(42, 73), (73, 42)}  # validation cycles through every ordered pair
+    for index in (0, len(train) // 2, len(train) - 1):
+        x_in, x_tgt, material, length, truth = train[index]
+        (piece, k), (a, b, other) = train.items[index], train.draws[index]
+        n = train.segment
+        assert np.array_equal(x_in, train.renders[piece, a][k * n : (k + 1) * n])
+        assert np.array_equal(truth, train.renders[piece, b][k * n : (k + 1) * n])  # the input's excerpt, B's sounds
+        assert np.array_equal(material[:length], train.renders[other, b][: train.material])
+        assert any(np.array_equal(x_tgt, material[j : j + n]) for j in range(0, length - n + 1, n))
+    batch = train.batch([0, 1])
+    assert batch.materials.shape == (2, train.material) and batch.truths.shape == batch.inputs.shape
+    train.set_epoch(1)
+    assert train.draws != scores.triplet_sets(tiny_config(tmp_path), log=lambda *_: None)[0].draws  # redrawn each epoch
+
+
+def patched_soundfont(path, program, to):
+    """A copy of TimGM6mb whose preset `program` is renumbered `to`: a SoundFont lacking it."""
+    data = bytearray(open(scores.default_soundfont(), "rb").read())
+    at = data.find(b"phdr")
+    size = struct.unpack_from("<I", data, at + 4)[0]
+    for offset in range(at + 8, at + 8 + size - 38, 38):
+        preset, bank = struct.unpack_from("<HH", data, offset + 20)
+        if (preset, bank) == (program, 0):
+            struct.pack_into("<H", data, offset + 20, to)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_scores(folder, n, start=0):
+    """n chorales as files of the user's: the even ones MIDI, the odd ones MusicXML."""
+    import music21
+    folder.mkdir(exist_ok=True)
+    written = []
+    for i, path in enumerate(chorales(start + n)[start:]):
+        stream = music21.corpus.parse(path)
+        name = folder / (f"piece{i}.mid" if i % 2 == 0 else f"piece{i}.musicxml")
+        stream.write("midi" if i % 2 == 0 else "musicxml", fp=str(name))
+        written.append(str(name))
+    return written
+
+
+def test_bad_scores_soundfonts_and_programs_are_refused_naming_them(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not a score")
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    import music21
+    rest_only = music21.stream.Stream([music21.note.Rest(quarterLength=4)])
+    rest_only.write("midi", fp=str(silent / "rests.mid"))
+    garbage = tmp_path / "garbage.sf2"
+    garbage.write_bytes(b"RIFF" + bytes(100))
+    lacking = patched_soundfont(tmp_path / "lacking.sf2", 73, 0)
+    cases = [([f"--score_dir={empty}"], ["holds no score", str(empty)]),
+             ([f"--score_dir={silent}"], ["no usable score", "rests.mid", "holds no notes"]),
+             ([f"--soundfont={garbage}"], [str(garbage), "not a SoundFont"]),
+             ([f"--soundfont={lacking}"], [str(lacking), "lacks General MIDI program(s) [73]"]),
+             (["--train_programs=0,40", "--val_programs=40,73"], ["share [40]", "held out"]),
+             (["--val_programs=73"], ["--val_programs='73'", "at least two"])]
+    for args, messages in cases:
+        result = in_process("train", tiny_train(tmp_path / "run", *TINY_SCORES, f"--cache_dir={tmp_path / 'c'}", *args)[1:],
+                            capsys)
+        assert result.returncode != 0 and all(m in result.stderr for m in messages), (args, result.stderr)
+        assert not os.path.exists(tmp_path / "run") or not any(n.endswith(".pth") for n in os.listdir(tmp_path / "run"))
+
+
+def test_a_folder_of_midi_and_musicxml_trains_with_a_soundfont_of_choice(tmp_path):
+    """The user's own scores (MIDI and MusicXML, one without notes among them, skipped with a
+    warning) and SoundFont; their files are only ever read."""
+    files = write_scores(tmp_path / "scores", 4, start=20)
+    import music21
+    music21.stream.Stream([music21.note.Rest(quarterLength=4)]).write("midi", fp=str(tmp_path / "scores" / "rests.mid"))
+    soundfont = tmp_path / "mine.sf2"
+    shutil.copy(scores.default_soundfont(), soundfont)
+    before = {p: sha1(p) for p in files + [str(soundfont)]}
+    result = run_train(tmp_path / "run", *TINY_SCORES, f"--score_dir={tmp_path / 'scores'}", f"--soundfont={soundfont}",
+                       f"--cache_dir={tmp_path / 'cache'}", "--train_programs=0,40", "--val_programs=42,73", "--epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"warning: skipping {tmp_path / 'scores' / 'rests.mid'}: the score holds no notes" in result.stdout
+    assert "train: 2 pieces" in result.stdout and "val: 2 pieces" in result.stdout and "step 1/" in result.stdout
+    assert {p: sha1(p) for p in before} == before
