@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from lib import checkpointing, data, hyperparameters, objective
+from lib import checkpointing, data, hyperparameters, objective, scores
 from model import CascadeConfig, rms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -274,3 +274,16 @@ EXACT = ["--dtype=float32", "--dropout=0"]  # dropout masks differ per rank by d
 def step_rows(folder):
     rows = [r.split(",") for r in (folder / "metrics.csv").read_text().splitlines()[1:]]
     return {int(r[2]): float(r[3]) for r in rows if r[0] == "step"}
+
+
+def write_scores(folder, n, start=0):
+    """n chorales as files of the user's: the even ones MIDI, the odd ones MusicXML."""
+    import music21
+    folder.mkdir(exist_ok=True)
+    written = []
+    for i, path in enumerate(scores.score_files("", start + n)[start:]):
+        stream = music21.corpus.parse(path)
+        name = folder / (f"piece{i}.mid" if i % 2 == 0 else f"piece{i}.musicxml")
+        stream.write("midi" if i % 2 == 0 else "musicxml", fp=str(name))
+        written.append(str(name))
+    return written

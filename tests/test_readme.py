@@ -22,12 +22,14 @@ from helpers import (
     README_TRAIN,
     ROOT,
     TINY_RUN,
+    TINY_SCORES,
     as_run_here,
     copy_of,
     in_process,
     readme_commands,
+    write_scores,
 )
-from lib import checkpointing, data
+from lib import checkpointing, data, scores
 
 # Commands this test does not run, and why that is safe.
 NOT_RUN = {
@@ -57,7 +59,8 @@ def quick_form(words, places, tmp_path, n):
     if script in ("run_train_simple.sh", "train.py"):  # train.py: under torchrun
         resumed = "--resume=auto" in words
         out_dir = places["checkpoints/"] if resumed else tmp_path / "runs" / str(n)
-        return words + TINY_RUN + [f"--epochs={3 if resumed else 1}", f"--out_dir={out_dir}", cache]
+        on_scores = TINY_SCORES + ["--train_programs=0,40", "--val_programs=42,73"] if "--score_dir" in " ".join(words) else []
+        return words + TINY_RUN + on_scores + [f"--epochs={3 if resumed else 1}", f"--out_dir={out_dir}", cache]
     if script == "bench.py":
         return words + ["--quick", *TINY_RUN[:5], "--batch_size=2"]
     if script == "generate.py":
@@ -65,16 +68,20 @@ def quick_form(words, places, tmp_path, n):
     return words if script in ("evaluate.py", "plot.py") else None
 
 
-def test_every_readme_command_runs(tmp_path, capsys, one_epoch_run, two_epoch_run):
-    """Each command the README shows, with its file names pointing at files made here: a tiny
-    run and its checkpoint, songs, a folder of songs. A command that exits non-zero fails the
-    test, naming the command; so does a command this test has no quick form for."""
+def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_run):
+    """Each command the README shows, with its file names pointing at files made here: tiny runs
+    and a checkpoint trained on scores, songs, a folder of songs, scores and a SoundFont. A
+    command that exits non-zero fails the test, naming the command; so does a command this test
+    has no quick form for."""
     for name, (seconds, rate, channels) in {"song.wav": (0.7, 44100, 2), "other.flac": (1.0, 22050, 1)}.items():
         write_song(tmp_path / name, seconds, rate, channels, seed=len(name))
     (tmp_path / "music").mkdir()
     for i in range(3):
         write_song(tmp_path / "music" / f"song{i}.flac", 1.6, 44100, 2, seed=10 + i)
-    places = {"checkpoints/epoch_10_step_270.pth": checkpointing.files(one_epoch_run)[0],
+    write_scores(tmp_path / "scores", 4)
+    shutil.copy(scores.default_soundfont(), tmp_path / "mine.sf2")
+    places = {"checkpoints/epoch_10_step_170.pth": checkpointing.files(tiny_scores_run)[0],
+              "~/scores": str(tmp_path / "scores"), "~/soundfonts/mine.sf2": str(tmp_path / "mine.sf2"),
               "checkpoints/": str(copy_of(two_epoch_run[0], tmp_path / "run")),
               "~/music": str(tmp_path / "music"), "~/samples": str(tmp_path / "music"),
               **{name: str(tmp_path / name) for name in ("song.wav", "other.flac", "out.wav", "out.flac", "page")}}

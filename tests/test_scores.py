@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from helpers import TINY_SCORES, in_process, run_train, sha1, tiny_train
+from helpers import TINY_SCORES, in_process, run_train, sha1, tiny_train, write_scores
 from lib import quality, scores
 
 RATE = 16000
@@ -76,19 +76,6 @@ def patched_soundfont(path, program, to):
             struct.pack_into("<H", data, offset + 20, to)
     path.write_bytes(bytes(data))
     return path
-
-
-def write_scores(folder, n, start=0):
-    """n chorales as files of the user's: the even ones MIDI, the odd ones MusicXML."""
-    import music21
-    folder.mkdir(exist_ok=True)
-    written = []
-    for i, path in enumerate(chorales(start + n)[start:]):
-        stream = music21.corpus.parse(path)
-        name = folder / (f"piece{i}.mid" if i % 2 == 0 else f"piece{i}.musicxml")
-        stream.write("midi" if i % 2 == 0 else "musicxml", fp=str(name))
-        written.append(str(name))
-    return written
 
 
 def test_bad_scores_soundfonts_and_programs_are_refused_naming_them(tmp_path, capsys):
