@@ -147,11 +147,11 @@ def rendered(paths, programs, soundfont, sample_rate, cache_dir, log=print):
                 cached = os.path.join(cache_dir, f"score_{cache_key(path, program, soundfont, sample_rate)}.f32")
                 if not os.path.exists(cached):
                     try:
-                        score = score or read_score(path)
+                        score = read_score(path) if score is None else score
                     except ValueError as e:
                         skipped[path] = str(e)
                         break
-                    synth = synth or synthesizer(soundfont, programs, sample_rate)
+                    synth = synthesizer(soundfont, programs, sample_rate) if synth is None else synth
                     partial = f"{cached}.{os.getpid()}.tmp"
                     render(score, program, synth).tofile(partial)
                     os.replace(partial, cached)
@@ -210,8 +210,7 @@ class TripletDataset:
         self.segment, self.material, self.seed, self.fixed = segment_samples, material_samples, seed, fixed
         lengths = {piece: min(len(renders[piece, p]) for p in programs) for piece in pieces}
         self.items = [(piece, k) for piece in pieces for k in range(lengths[piece] // segment_samples)]
-        if len(pieces) < 2 or len(programs) < 2:
-            raise ValueError("triplets need at least two pieces and two programs")
+        assert len(pieces) >= 2 and len(programs) >= 2, "triplet_sets checks this"
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
@@ -231,16 +230,19 @@ class TripletDataset:
 
     def __getitem__(self, index):  # -> input, target, material, material length, truth
         (piece, k), (a, b, other) = self.items[index], self.draws[index]
-        n, start = self.segment, self.items[index][1] * self.segment
+        n = self.segment
         material = self.renders[other, b][: self.material]
         k_target = k % max(len(material) // n, 1)
-        target = np.pad(material[k_target * n : (k_target + 1) * n], (0, max(0, n - len(material))))
-        return (self.renders[piece, a][start : start + n], target, np.pad(material, (0, self.material - len(material))),
-                len(material), self.renders[piece, b][start : start + n])
+        target = material[k_target * n : (k_target + 1) * n]
+        return (self.renders[piece, a][k * n : (k + 1) * n], np.pad(target, (0, n - len(target))),
+                np.pad(material, (0, self.material - len(material))), len(material), self.renders[piece, b][k * n : (k + 1) * n])
 
     def batch(self, indices):
         inputs, targets, materials, lengths, truths = zip(*(self[i] for i in indices))
-        stack = lambda arrays: torch.from_numpy(np.stack(arrays).astype(np.float32))  # noqa: E731
+
+        def stack(arrays):
+            return torch.from_numpy(np.stack(arrays).astype(np.float32))
+
         keys = tuple((self.draws[i][2], self.draws[i][1]) for i in indices)  # (target piece, program)
         return Batch(stack(inputs), stack(targets), stack(materials), torch.tensor(lengths), stack(truths), keys)
 

@@ -40,13 +40,6 @@ def tiny_checkpoint(one_epoch_run):
 
 
 @pytest.fixture(scope="session")
-def four_epochs_straight(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("straight")
-    assert run_train(folder, "--epochs=4").returncode == 0
-    return folder
-
-
-@pytest.fixture(scope="session")
 def tiny_scores_run(tmp_path_factory):
     """A finished one-epoch tiny run on rendered scores (its renders cached in its own folder)."""
     folder = tmp_path_factory.mktemp("scores_run")

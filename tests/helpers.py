@@ -21,8 +21,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULTS = hyperparameters.of_script(os.path.join(ROOT, "train.py"))  # what a plain run of train.py uses
 
 
+# float32 and no dropout: the same numbers on every machine, so runs compare exactly (compiled, resumed)
 TINY_RUN = ["--frame_dim=16", "--n_layer=1", "--n_head=2", "--sample_rate=8000", "--segment_seconds=0.25",
-            "--dataset=demo", "--demo_pieces=4", "--demo_seconds=2.0", "--batch_size=2", "--epochs=2", "--log_interval=2"]
+            "--dataset=demo", "--demo_pieces=4", "--demo_seconds=2.0", "--batch_size=2", "--epochs=2", "--log_interval=2",
+            "--dtype=float32", "--dropout=0"]
 # after TINY_RUN: five chorales, their first 2 s, 1 s of material (3 training pieces, 2 held out)
 TINY_SCORES = ["--dataset=scores", "--score_pieces=5", "--score_seconds=2", "--material_seconds=1"]
 
@@ -69,6 +71,7 @@ def with_fault(fault, command):
 
 README_TRAIN = "./run_train_simple.sh"  # the README's first command: conftest.one_epoch_run runs it
 README_TORCHRUN = "torchrun --standalone --nproc_per_node=2 train.py"  # test_torchrun.two_rank_epoch runs it
+README_SCORES = "./run_train_simple.sh --score_dir=~/scores --soundfont=~/soundfonts/mine.sf2"  # test_scores runs it
 
 
 def readme_commands():
@@ -266,9 +269,6 @@ def png_size(path):
         header = f.read(24)
     assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
     return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
-
-
-EXACT = ["--dtype=float32", "--dropout=0"]  # dropout masks differ per rank by design
 
 
 def step_rows(folder):

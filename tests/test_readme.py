@@ -18,18 +18,17 @@ import numpy as np
 import soundfile as sf
 
 from helpers import (
+    README_SCORES,
     README_TORCHRUN,
     README_TRAIN,
     ROOT,
     TINY_RUN,
-    TINY_SCORES,
     as_run_here,
     copy_of,
     in_process,
     readme_commands,
-    write_scores,
 )
-from lib import checkpointing, data, scores
+from lib import checkpointing, data
 
 # Commands this test does not run, and why that is safe.
 NOT_RUN = {
@@ -37,6 +36,7 @@ NOT_RUN = {
     "python test_model.py": "the suite itself, which CI runs",
     README_TRAIN: "conftest.one_epoch_run runs this very command for every test that needs a run",
     README_TORCHRUN: "test_torchrun.two_rank_epoch runs this very command",
+    README_SCORES: "test_scores.test_a_folder_of_midi_and_musicxml_trains_with_a_soundfont_of_choice runs it",
 }
 # Python scripts run in this process, whose imports are paid once.
 IN_PROCESS = ("train.py", "generate.py", "evaluate.py", "plot.py", "bench.py")
@@ -59,8 +59,7 @@ def quick_form(words, places, tmp_path, n):
     if script in ("run_train_simple.sh", "train.py"):  # train.py: under torchrun
         resumed = "--resume=auto" in words
         out_dir = places["checkpoints/"] if resumed else tmp_path / "runs" / str(n)
-        on_scores = TINY_SCORES + ["--train_programs=0,40", "--val_programs=42,73"] if "--score_dir" in " ".join(words) else []
-        return words + TINY_RUN + on_scores + [f"--epochs={3 if resumed else 1}", f"--out_dir={out_dir}", cache]
+        return words + TINY_RUN + [f"--epochs={3 if resumed else 1}", f"--out_dir={out_dir}", cache]
     if script == "bench.py":
         return words + ["--quick", *TINY_RUN[:5], "--batch_size=2"]
     if script == "generate.py":
@@ -78,10 +77,7 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
     (tmp_path / "music").mkdir()
     for i in range(3):
         write_song(tmp_path / "music" / f"song{i}.flac", 1.6, 44100, 2, seed=10 + i)
-    write_scores(tmp_path / "scores", 4)
-    shutil.copy(scores.default_soundfont(), tmp_path / "mine.sf2")
     places = {"checkpoints/epoch_10_step_170.pth": checkpointing.files(tiny_scores_run)[0],
-              "~/scores": str(tmp_path / "scores"), "~/soundfonts/mine.sf2": str(tmp_path / "mine.sf2"),
               "checkpoints/": str(copy_of(two_epoch_run[0], tmp_path / "run")),
               "~/music": str(tmp_path / "music"), "~/samples": str(tmp_path / "music"),
               **{name: str(tmp_path / name) for name in ("song.wav", "other.flac", "out.wav", "out.flac", "page")}}

@@ -2,13 +2,24 @@
 pieces and programs, the user's own scores and SoundFont, and the refusals."""
 
 import os
+import shlex
 import shutil
 import struct
+import subprocess
 
 import numpy as np
 import pytest
 
-from helpers import TINY_SCORES, in_process, run_train, sha1, tiny_train, write_scores
+from helpers import (
+    README_SCORES,
+    ROOT,
+    TINY_SCORES,
+    in_process,
+    readme_commands,
+    sha1,
+    tiny_train,
+    write_scores,
+)
 from lib import quality, scores
 
 RATE = 16000
@@ -104,16 +115,20 @@ def test_bad_scores_soundfonts_and_programs_are_refused_naming_them(tmp_path, ca
 
 
 def test_a_folder_of_midi_and_musicxml_trains_with_a_soundfont_of_choice(tmp_path):
-    """The user's own scores (MIDI and MusicXML, one without notes among them, skipped with a
-    warning) and SoundFont; their files are only ever read."""
+    """The README's command for the user's own scores (MIDI and MusicXML, one without notes among
+    them, skipped with a warning) and SoundFont; their files are only ever read."""
     files = write_scores(tmp_path / "scores", 4, start=20)
     import music21
     music21.stream.Stream([music21.note.Rest(quarterLength=4)]).write("midi", fp=str(tmp_path / "scores" / "rests.mid"))
     soundfont = tmp_path / "mine.sf2"
     shutil.copy(scores.default_soundfont(), soundfont)
     before = {p: sha1(p) for p in files + [str(soundfont)]}
-    result = run_train(tmp_path / "run", *TINY_SCORES, f"--score_dir={tmp_path / 'scores'}", f"--soundfont={soundfont}",
-                       f"--cache_dir={tmp_path / 'cache'}", "--train_programs=0,40", "--val_programs=42,73", "--epochs=1")
+    assert README_SCORES in readme_commands(), "the README no longer shows its scores command: tests/test_readme.py runs it"
+    places = {"~/scores": str(tmp_path / "scores"), "~/soundfonts/mine.sf2": str(soundfont)}
+    words = [w.split("=")[0] + "=" + places[w.split("=")[1]] if "=" in w else w for w in shlex.split(README_SCORES)]
+    result = subprocess.run([*words, *tiny_train(tmp_path / "run", *TINY_SCORES)[1:], f"--cache_dir={tmp_path / 'cache'}",
+                             "--train_programs=0,40", "--val_programs=42,73", "--epochs=1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"warning: skipping {tmp_path / 'scores' / 'rests.mid'}: the score holds no notes" in result.stdout
     assert "train: 2 pieces" in result.stdout and "val: 2 pieces" in result.stdout and "step 1/" in result.stdout

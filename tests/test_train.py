@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from helpers import (
-    EXACT,
     copy_of,
     in_process,
     newest,
@@ -92,31 +91,32 @@ def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path, one_epoch_ru
     assert same_training_state(newest(two_epoch_run[0]), newest(split))
 
 
-def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, four_epochs_straight):
-    """Ctrl-C mid-epoch (SIGTERM takes the same path: tests/test_torchrun.py sends it to one rank)."""
+def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, two_epoch_run):
+    """Ctrl-C mid-epoch (SIGTERM takes the same path: tests/test_torchrun.py sends it to one rank);
+    resumed, the run ends where a run never interrupted ends."""
     signum = 2
-    process = start_train(tmp_path / "run", "--epochs=4")
+    process = start_train(tmp_path / "run", "--epochs=2")
     wait_for_line(process, "step 13/")  # mid epoch 2
     process.send_signal(signum)
     out, err = process.communicate(timeout=60)
     assert process.returncode == 128 + signum, err
     interrupted = newest(tmp_path / "run")
     assert os.path.basename(interrupted).startswith("interrupted_") and "continue with --resume=auto" in out
-    assert run_train(tmp_path / "run", "--epochs=4", "--resume=auto").returncode == 0
-    assert same_training_state(newest(four_epochs_straight), newest(tmp_path / "run"))
+    assert run_train(tmp_path / "run", "--epochs=2", "--resume=auto").returncode == 0
+    assert same_training_state(newest(two_epoch_run[0]), newest(tmp_path / "run"))
 
 
-def test_an_interrupt_after_the_last_step_of_an_epoch_still_ends_that_epoch(tmp_path, one_epoch_run, four_epochs_straight):
+def test_an_interrupt_after_the_last_step_of_an_epoch_still_ends_that_epoch(tmp_path, one_epoch_run, two_epoch_run):
     copy_of(one_epoch_run, tmp_path)
     epoch_end = newest(tmp_path)
     state = checkpointing.load(epoch_end)
     state.update(epoch=0, epoch_step=state["step"], health=None)  # what a SIGTERM during that step writes
     os.remove(epoch_end)
     checkpointing.save(state, str(tmp_path / f"interrupted_epoch_1_step_{state['step']}.pth"))
-    result = run_train(tmp_path, "--epochs=4", "--resume=auto")
+    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
     assert result.returncode == 0, result.stderr
-    assert "epoch 1/4 | val loss" in result.stdout and f"saved {epoch_end}" in result.stdout
-    assert same_training_state(newest(four_epochs_straight), newest(tmp_path))
+    assert "epoch 1/2 | val loss" in result.stdout and f"saved {epoch_end}" in result.stdout
+    assert same_training_state(newest(two_epoch_run[0]), newest(tmp_path))
 
 
 @pytest.mark.parametrize("where", ["file", "unwritable"])
@@ -143,12 +143,11 @@ def test_a_second_run_on_the_same_folder_refuses_and_a_dead_run_does_not_block(t
     assert third.returncode == 0, third.stderr  # ...but the kernel released its lock
 
 
-def test_compile_trains_the_same_function_and_saves_a_plain_checkpoint(tmp_path):
-    assert run_train(tmp_path / "eager", "--epochs=1", *EXACT).returncode == 0
-    result = run_train(tmp_path / "compiled", "--epochs=1", "--compile=True", *EXACT, timeout=300)
+def test_compile_trains_the_same_function_and_saves_a_plain_checkpoint(tmp_path, one_epoch_run):
+    result = run_train(tmp_path / "compiled", "--epochs=1", "--compile=True", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "compile=True: the first step compiles" in result.stdout
-    eager, compiled = step_rows(tmp_path / "eager"), step_rows(tmp_path / "compiled")
+    eager, compiled = step_rows(one_epoch_run), step_rows(tmp_path / "compiled")
     assert sorted(eager) == sorted(compiled) and len(eager) > 1
     for step in eager:
         assert compiled[step] == pytest.approx(eager[step], rel=1e-4), step
