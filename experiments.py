@@ -7,6 +7,8 @@ The experiments behind the defaults, each one command.
     python experiments.py --variants=original,ours --epochs=3
     python experiments.py --thresholds            # every reference's verdict metrics on many demo pairs
     python experiments.py --thresholds --music_dir=.cache/debian-music/metal/songs   # and on recorded music
+    python experiments.py --seek_truth            # the head seeking the ground truth's fine levels: the
+                                                  # ceiling of a prediction of them (docs/LOG.md)
     python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
                                                   # Debian; on each, evaluate the newest checkpoint, then
                                                   # train there and evaluate that checkpoint
@@ -25,8 +27,18 @@ import sys
 import time
 
 import numpy as np
+import torch
 
-from lib import baselines, checkpointing, data, hyperparameters, verdict
+from lib import (
+    baselines,
+    checkpointing,
+    data,
+    groundtruth,
+    hyperparameters,
+    scores,
+    verdict,
+)
+from model import Cascade, CascadeConfig, combined_rms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the original design's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
@@ -143,6 +155,39 @@ def thresholds(music_dir, n_pairs, seed):
           f"{verdict.FLAT_ENVELOPE}; unrelated at spectrum_span > {verdict.UNRELATED_SPAN}")
 
 
+def seek_truth(fine_weights=(1.0, 4.0, 16.0, 100.0)):
+    """The untrained head on the default run's held-out triplets, with pointer_fine at each weight,
+    seeking the input's fine levels (what an untrained prediction seeks) or the ground truth's own
+    (a perfect prediction): the median log-spectral distance to the truth, with the choice's
+    other terms (chroma, continuity) at their defaults and off."""
+    hp = {**hyperparameters.of_script(os.path.join(HERE, "train.py"))}
+    _, triplets = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
+    rate = hp["sample_rate"]
+    print(f"{len(triplets)} held-out triplets; median log-spectral distance to the truth (dB)")
+    print(f"{'pointer_fine':>12} {'other terms':>12} {'seeks input':>12} {'seeks truth':>12}")
+    for weight in fine_weights:
+        for others in ({}, {"pointer_chroma": 0.0, "pointer_continuity": 0.0}):
+            torch.manual_seed(0)
+            model = Cascade(CascadeConfig(pointer_fine=weight, **others)).eval()
+            codec, distances = model.stage1.pointer.codec, {"input": [], "truth": []}
+            for index in range(len(triplets)):
+                x_in, x_tgt, material, length, truth = triplets[index]
+                frames = [codec.encode(torch.from_numpy(a)[None]) for a in (x_in, x_tgt, truth)]
+                corpus = model.stage1.pointer.describe(torch.from_numpy(material)[None], torch.tensor([length]))
+                level = combined_rms(frames[0], frames[1], model.config.rms_floor)
+                for seeks in distances:
+                    for stage in (model.stage1, model.stage2):  # a perfect prediction stands in for the learned one
+                        wanted = stage.pointer.fine_levels(frames[2] / level) if seeks == "truth" else None
+                        stage.pointer.sought_fine = (lambda x, f, w=wanted, head=stage.pointer:
+                                                     w if w is not None else head.fine_levels(f))
+                    with torch.no_grad():
+                        out, _ = model(frames[0], frames[1], corpus)
+                    audio = codec.decode(out, len(x_in))[0].numpy()
+                    distances[seeks].append(groundtruth.log_spectral_distance(audio, truth, rate, model.config.frame_dim))
+            print(f"{weight:>12g} {'off' if others else 'defaults':>12} {np.median(distances['input']):>12.2f} "
+                  f"{np.median(distances['truth']):>12.2f}", flush=True)
+
+
 def fetch_debian_music(folder, packages):
     """Download packages ({name: glob of its songs}) with apt-get (no root needed) and unpack
     their songs into folder/songs; a folder already filled is reused."""
@@ -199,14 +244,18 @@ def main(argv):
                         help=f"train and compare variants (comma-separated; all by default): {', '.join(VARIANTS)}")
     parser.add_argument("--thresholds", action="store_true", help="print every reference's verdict metrics")
     parser.add_argument("--real_music", action="store_true", help="judge and train on recorded music")
+    parser.add_argument("--seek_truth", action="store_true", help="the untrained head seeking the ground truth's "
+                        "fine levels: what a perfect prediction of them would give")
     parser.add_argument("--music_dir", default="", help="recorded music to use instead of Debian's")
     parser.add_argument("--ckpt", default="", help="--real_music: the checkpoint to judge (default: newest in checkpoints/)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every training run (train.py's default: 10)")
     parser.add_argument("--pairs", type=int, default=200, help="--thresholds: pairs per collection")
     parser.add_argument("--out_dir", default="experiments", help="where the training runs go")
     args = parser.parse_args(argv)
-    if not (args.variants or args.thresholds or args.real_music):
-        parser.error("choose --variants, --thresholds or --real_music")
+    if not (args.variants or args.thresholds or args.real_music or args.seek_truth):
+        parser.error("choose --variants, --thresholds, --seek_truth or --real_music")
+    if args.seek_truth:
+        seek_truth()
     if args.variants:
         unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
         if unknown:

@@ -70,6 +70,11 @@ class CascadeConfig:
     pointer_chroma: float = 1.0  # pointer: weight of the pitch-class distance beside the band levels' in the choice
     pointer_continuity: float = 2.0  # pointer: distance a chunk forgives the grain that continues the previous chunk's
     pointer_seek: bool = False  # pointer: the transformer may also shift the band levels a chunk seeks
+    # pointer: weight of a grain's fine band levels in the choice, beside its band levels' (0: off).
+    # A chunk seeks the input's fine levels moved by what the transformer predicts, which the
+    # truth term of the objective trains toward the ground truth's; the prediction starts at 0.
+    pointer_fine: float = 0.0
+    pointer_fine_bands: int = 32  # pointer: log-spaced bands of the fine description
     # LayerNorm every frame on entry and before the head (the original design): it
     # erases each frame's loudness, so the head cannot see the music's envelope.
     frame_norm: bool = False
@@ -267,13 +272,23 @@ class Corpus:
     unit_factor: torch.Tensor | None = None  # (B,): what Cascade multiplied each clip by; set by at_unit_level, with
     levels: torch.Tensor | None = None  # (B, P+R-1, n_bands) log10 band power at that factor, and
     level_norms: torch.Tensor | None = None  # (B, P) squared levels summed over each grain's R frames
+    fine_power: torch.Tensor | None = None  # (B, P+R-1, fine_bands) with pointer_fine: the fine bands' power
 
-    def at_unit_level(self, unit_factor, chunk_frames):
-        """This corpus as each clip sees it after Cascade's level normalisation."""
+    def at_unit_level(self, unit_factor, chunk_frames, fine_scale=0.0):
+        """This corpus as each clip sees it after Cascade's level normalisation; fine_scale: what
+        PointerHead.describe_frames scales the fine levels by."""
         levels = log_band_power(self.power * unit_factor.view(-1, 1, 1).pow(2))
+        if self.fine_power is not None:
+            levels = torch.cat([levels, fine_scale * log_band_power(self.fine_power * unit_factor.view(-1, 1, 1).pow(2))], 2)
         squared = F.pad(levels.pow(2).sum(dim=2).cumsum(1), (1, 0))
         norms = squared[:, chunk_frames:] - squared[:, :-chunk_frames]  # (B, P)
         return replace(self, unit_factor=unit_factor, levels=levels, level_norms=norms)
+
+
+def fine_scale(config):
+    """The factor on the fine levels in a grain's description, so that the mean squared distance
+    over both parts is the band levels' plus pointer_fine times the fine levels'."""
+    return math.sqrt(config.pointer_fine * config.pointer_bands / config.pointer_fine_bands)
 
 
 class PointerHead(nn.Module):
@@ -314,39 +329,66 @@ class PointerHead(nn.Module):
             self.seek = nn.Linear(d_model, config.pointer_bands * R)
         if self.continuity:
             self.carry = nn.Linear(d_model, 1, bias=False)  # the fixed continuity is its constant
-        for linear in (self.prefer, getattr(self, "seek", None), getattr(self, "carry", None)):
+        self.n_bands, self.fine_scale = config.pointer_bands, fine_scale(config)
+        if config.pointer_fine:
+            self.register_buffer("fine_bands", F.one_hot(band_index(D, config.pointer_fine_bands)).float(), persistent=False)
+            self.predict = nn.Linear(d_model, config.pointer_fine_bands)  # each frame's move from the input's fine levels
+        for linear in (self.prefer, getattr(self, "seek", None), getattr(self, "carry", None), getattr(self, "predict", None)):
             for parameter in (linear.parameters() if linear is not None else ()):
                 nn.init.zeros_(parameter)
 
     def forward(self, x, sources, corpus=None):  # x: (B, T, C) features; sources: each (B, D, T), sources[0] the input
-        """-> the played grains as frames (B, D, T), and which grains they are (B, n_chunks, k):
-        numbered source * T + start among the clip's sources, S * T + p for the corpus's grain p."""
+        """-> the played grains as frames (B, D, T); which grains they are (B, n_chunks, k),
+        numbered source * T + start among the clip's sources, S * T + p for the corpus's grain p;
+        and with pointer_fine the fine levels each frame seeks (B, T, fine_bands), else None."""
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
-            weights, grains = self.choose(x.float(), sources, corpus)
-            return self.play_grains(weights, grains, sources, corpus), grains
+            sought = self.sought_fine(x.float(), sources[0]) if hasattr(self, "predict") else None
+            weights, grains = self.pick(self.scores(x.float(), sources, corpus, sought))
+            return self.play_grains(weights, grains, sources, corpus), grains, sought
 
-    def band_power(self, frames):
-        """The power of every frame in each band. # (..., D, T) -> (..., T, n_bands)"""
-        return frames.float().pow(2).transpose(-1, -2) @ self.bands
+    def sought_fine(self, x, frames):
+        """The fine levels each frame seeks: the input's, moved by the prediction. # (B, T, fine_bands)"""
+        return self.fine_levels(frames) + self.predict(x)
+
+    def fine_levels(self, frames):
+        """log10 power of every frame in the fine bands. # (..., D, T) -> (..., T, fine_bands)"""
+        return log_band_power(self.band_power(frames, self.fine_bands))
+
+    def describe_frames(self, frames):
+        """What a grain is matched by, frame by frame: the band levels, and with pointer_fine the
+        fine levels scaled by fine_scale. # (..., D, T) -> (..., T, n_bands [+ fine_bands])"""
+        levels = log_band_power(self.band_power(frames))
+        return torch.cat([levels, self.fine_scale * self.fine_levels(frames)], -1) if hasattr(self, "predict") else levels
+
+    def band_power(self, frames, bands=None):
+        """The power of every frame in each band (self.bands by default). # (..., D, T) -> (..., T, n_bands)"""
+        return frames.float().pow(2).transpose(-1, -2) @ (self.bands if bands is None else bands)
 
     def choose(self, x, sources, corpus=None):
-        """The grains each chunk plays and their weights: in eval the best grain with weight 1;
-        in training the `candidates` best, weighted by the softmax over all grains (straight
-        through: 1 for the best and 0 for the rest in the forward pass, the softmax's in
-        the backward pass). With a corpus, its grains stand in for the clip's target's.
-        Grains are numbered as forward() returns them. # each (B, n_chunks, k)"""
+        """The grains each chunk plays and their weights (pick() of scores()). # each (B, n_chunks, k)"""
+        sought = self.sought_fine(x, sources[0]) if hasattr(self, "predict") else None
+        return self.pick(self.scores(x, sources, corpus, sought))
+
+    def scores(self, x, sources, corpus=None, sought_fine=None):
+        """Every grain's score for every chunk: minus its distance from what the input plays
+        then (with pointer_fine, the fine levels sought_fine), moved by what the transformer
+        adds; -inf for grains a chunk may not play. With a corpus, its grains stand in for the
+        clip's target's. # (B, n_chunks, S*T [+ P])"""
         B, T, C = x.shape
         S, R = self.n_sources, self.chunk_frames
         n_chunks = -(-T // R)
-        levels = log_band_power(self.band_power(F.pad(torch.stack(sources, dim=1), (0, R - 1))))  # (B, S, T+R-1, n_bands)
-        keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, n_bands*R): every grain's band levels, frame by frame
+        levels = self.describe_frames(F.pad(torch.stack(sources, dim=1), (0, R - 1)))  # (B, S, T+R-1, n_bands [+ fine])
+        keys = levels.unfold(2, R, 1).reshape(B, S * T, -1)  # (B, S*T, width): every grain's description, frame by frame
         own = (torch.arange(n_chunks, device=x.device) * R).clamp(max=T - 1)  # each chunk's own start
         chunk_features = F.pad(x, (0, 0, 0, n_chunks * R - T)).view(B, n_chunks, R, C).mean(dim=2)  # (B, n_chunks, C)
-        queries = keys[:, own]  # (B, n_chunks, n_bands*R): the input's band levels over each chunk
-        if hasattr(self, "seek"):
-            queries = queries + self.seek(chunk_features)
+        wanted = levels[:, 0]  # (B, T+R-1, width): the input's description
+        if sought_fine is not None:  # the fine part: what the prediction seeks
+            wanted = torch.cat([wanted[..., : self.n_bands], self.fine_scale * F.pad(sought_fine, (0, 0, 0, R - 1))], -1)
+        queries = wanted.unfold(1, R, 1)[:, own].reshape(B, n_chunks, -1)  # (B, n_chunks, width) over each chunk
+        if hasattr(self, "seek"):  # on the band levels only
+            queries = queries + F.pad(self.seek(chunk_features), (0, queries.shape[-1] - self.seek.out_features))
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
-                    + keys.pow(2).sum(-1)[:, None]) / keys.shape[-1]  # (B, n_chunks, S*T) mean squared, in (10 dB)^2
+                    + keys.pow(2).sum(-1)[:, None]) / (self.n_bands * R)  # (B, n_chunks, S*T): band levels' mean squared, in (10 dB)^2
         sought = None
         if self.chroma_weight:
             with torch.no_grad():  # a description to match, as the band levels are; its gradient would double a step's cost
@@ -364,6 +406,13 @@ class PointerHead(nn.Module):
             scores = torch.cat([scores, self.corpus_scores(queries, sought, own, corpus)], dim=2)
         if self.continuity:
             scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
+        return scores
+
+    def pick(self, scores):
+        """The grains each chunk plays and their weights: in eval the best grain with weight 1;
+        in training the `candidates` best, weighted by the softmax over all grains (straight
+        through: 1 for the best and 0 for the rest in the forward pass, the softmax's in
+        the backward pass). # each (B, n_chunks, k)"""
         if not self.training:  # the softmax's argmax, without its exponentials over every grain of a long corpus
             best = scores.argmax(dim=-1, keepdim=True)
             return torch.ones_like(best, dtype=scores.dtype), best
@@ -381,6 +430,7 @@ class PointerHead(nn.Module):
         corpus may hold hours. Its grains get no learned preference: it has no features.
         # (B, n_chunks, n_bands*R), (B, n_chunks, 12) or None -> (B, n_chunks, P)"""
         B, n_chunks, width = queries.shape
+        width = self.n_bands * self.chunk_frames  # the distance is the band levels' mean squared (see scores())
         kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, n_bands, R), the layout of the keys
         levels = corpus.levels.transpose(1, 2).reshape(1, -1, corpus.levels.shape[1]).float()  # (1, B*n_bands, P+R-1)
         cross = F.conv1d(levels, kernels, groups=B).view(B, n_chunks, -1)  # (B, n_chunks, P): each clip's own corpus
@@ -403,13 +453,17 @@ class PointerHead(nn.Module):
         D, R = self.codec.D, self.chunk_frames
         lengths = torch.full((B,), N) if lengths is None else lengths
         P = N // D - 1  # grains that start inside the audio, as a corpus file's description counts them
-        power = F.pad(self.band_power(self.codec.encode(audio))[:, :P], (0, 0, 0, R - 1))  # (B, P+R-1, n_bands)
+        encoded = self.codec.encode(audio)  # (B, D, N // D + 1)
+        power = F.pad(self.band_power(encoded)[:, :P], (0, 0, 0, R - 1))  # (B, P+R-1, n_bands)
         padded = F.pad(audio.float(), (0, (P - 1 + R) * D - N))
         chroma = self.grains_chroma(padded.unfold(1, R * D, D))  # (B, P, 12): grain t holds samples [tD, tD + RD)
         t = torch.arange(P)
         frames = -(-lengths // D) + 1  # each recording's frames, as MDCTCodec.encode makes them
         allowed = (t >= 1) & (t < (frames - R - 1)[:, None])  # a grain and both crossfades inside its recording
-        return Corpus(audio, power, chroma, allowed)
+        fine = None
+        if hasattr(self, "predict"):
+            fine = F.pad(self.band_power(encoded, self.fine_bands)[:, :P], (0, 0, 0, R - 1))
+        return Corpus(audio, power, chroma, allowed, fine_power=fine)
 
     def grain_chroma(self, frames, starts=None):
         """The pitch classes of the grains of (B, D, T) frames that start at `starts` (all by
@@ -501,20 +555,21 @@ class Stage(nn.Module):
             nn.init.zeros_(self.proj.bias)
 
     def forward(self, sources, target_rms, floor, corpus=None):  # sources: each (B, D, T)
-        """-> (out (B, D, T), scale factor (B,), the grains the pointer played (PointerHead.forward) or None)"""
+        """-> (out (B, D, T), scale factor (B,), the grains the pointer played and the fine levels
+        it sought (PointerHead.forward), each None where the head has none)"""
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
         x = self.norm_out(x)
-        grains = None
+        grains = sought = None
         if hasattr(self, "pointer"):
-            x, grains = self.pointer(x, sources, corpus)
+            x, grains, sought = self.pointer(x, sources, corpus)
             x = self.head_gain * x  # (B, D, T)
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return *scale_to_rms(x, target_rms, floor), grains
+        return *scale_to_rms(x, target_rms, floor), grains, sought
 
 
 class Cascade(nn.Module):
@@ -527,8 +582,9 @@ class Cascade(nn.Module):
     def forward(self, x_in, x_tgt, corpus=None):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
         scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
-        grains each stage played (grains1, grains2). With a Corpus, the heads play its grains
-        instead of the target's; x_tgt is still what the transformers see."""
+        grains each stage played (grains1, grains2), and with pointer_fine the fine levels each
+        sought, at unit level (sought1, sought2). With a Corpus, the heads play its grains instead of the target's;
+        x_tgt is still what the transformers see."""
         if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
             raise ValueError(
                 f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"
@@ -540,8 +596,12 @@ class Cascade(nn.Module):
         if corpus is not None:
             if corpus.audio.shape[0] != x_in.shape[0]:
                 raise ValueError(f"one corpus per clip: {corpus.audio.shape[0]} corpora for a batch of {x_in.shape[0]}")
-            corpus = corpus.at_unit_level(1 / level.view(-1), self.config.chunk_frames)
-        out1, scale1, grains1 = self.stage1([x_in, x_tgt], unit, floor, corpus)
-        out2, scale2, grains2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
+            corpus = corpus.at_unit_level(1 / level.view(-1), self.config.chunk_frames, fine_scale(self.config))
+        out1, scale1, grains1, sought1 = self.stage1([x_in, x_tgt], unit, floor, corpus)
+        out2, scale2, grains2, sought2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
         stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
-        return out2 * level, stats if grains1 is None else {**stats, "grains1": grains1, "grains2": grains2}
+        if grains1 is not None:
+            stats.update(grains1=grains1, grains2=grains2)
+        if sought1 is not None:  # at the clip's unit level
+            stats.update(sought1=sought1, sought2=sought2)
+        return out2 * level, stats

@@ -46,8 +46,8 @@ class FixedRaw(Cascade):
 
     def forward(self, x_in, x_tgt):
         floor = self.config.rms_floor
-        out1, scale1, _ = self.stage1([x_in, x_tgt], self.targets(x_in, x_tgt, 0), floor)
-        out2, scale2, _ = self.stage2([x_in, out1, x_tgt], self.targets(x_in, x_tgt, 1), floor)
+        out1, scale1, *_ = self.stage1([x_in, x_tgt], self.targets(x_in, x_tgt, 0), floor)
+        out2, scale2, *_ = self.stage2([x_in, out1, x_tgt], self.targets(x_in, x_tgt, 1), floor)
         return out2, {"out1": out1, "scale1": scale1, "scale2": scale2}
 
 

@@ -57,6 +57,7 @@ copy_weight = 1.0  # hinge on the output's waveform correlation with either sour
 copy_margin = 0.3  # correlation the copy term allows
 novelty_weight = 0.0  # the original design's term: squared lag-0 correlation with input and target (the original design's 0.85)
 recon_weight = 0.0  # the original design's term: relative error to the target (its remedy: 0.01-0.05)
+truth_weight = 0.0  # scores: the fine levels the heads seek learn the ground truth's (needs pointer_fine > 0)
 # optimizer
 lr = 1e-4
 weight_decay = 0.01
@@ -186,10 +187,11 @@ def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
             t0 = time.time()
             batch = run.train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]])
             x_in, x_tgt, corpus = training.encode(run.model, run.codec, batch, process.device, run.corpora)
+            truth = training.truth_levels(run.model, run.codec, batch, x_in, x_tgt, process.device)
             try:
                 loss, terms, grad_norm = training.train_step(run.model, run.train_model, run.optimizer, run.codec, x_in,
                                                              x_tgt, run.weights, run.step_config, process, run.step + 1,
-                                                             run.newest, corpus)
+                                                             run.newest, corpus, truth)
             except training.NonFiniteError as e:
                 if process.master:
                     run.metrics.write(kind="nan_abort", epoch=epoch + 1, step=run.step + 1, loss=e.loss,

@@ -125,13 +125,16 @@ class TargetFiles:
         D, R = self.frame_dim, self.chunk_frames
         audio = torch.from_numpy(self.audio)
         n_frames = len(self.audio) // D - 1  # every grain of the last recording, and of the gap after it
-        power, chroma = [], []
+        learned = hasattr(head, "predict")  # with pointer_fine the choice reads fine band levels too
+        power, chroma, fine = [], [], []
         for first in tqdm(range(0, n_frames, DESCRIBE_FRAMES), desc="describing the target", unit="block", leave=False):
             last = min(first + DESCRIBE_FRAMES, n_frames)
             # frame t holds samples [(t-1)D, (t+1)D), as MDCTCodec.encode makes it: frame 0 starts before sample 0
             span = F.pad(audio[max(first - 1, 0) * D : last * D], (D * (first == 0), 0))
             frames = span.unfold(0, 2 * D, D) @ head.codec.analysis.T  # (last - first, D)
             power.append(head.band_power(frames.T))
+            if learned:
+                fine.append(head.band_power(frames.T, head.fine_bands))
             end = (last - 1 + R) * D  # grain t holds samples [tD, tD + RD)
             grains = audio[first * D : end]
             chroma.append(head.grains_chroma(F.pad(grains, (0, end - first * D - len(grains))).unfold(0, R * D, D)))
@@ -141,7 +144,8 @@ class TargetFiles:
             n = -(-recording.n_samples // D) + 1
             allowed[recording.first_frame + 1 : recording.first_frame + n - R - 1] = True
         clip_frame = None if self.clip_frame is None else torch.tensor([self.clip_frame])
-        return Corpus(audio[None], power[None], torch.cat(chroma)[None], allowed[None], clip_frame)
+        fine = F.pad(torch.cat(fine), (0, 0, 0, R - 1))[None] if learned else None
+        return Corpus(audio[None], power[None], torch.cat(chroma)[None], allowed[None], clip_frame, fine_power=fine)
 
     def locate(self, frame):
         """The recording that corpus frame `frame` lies in, and the frame within it."""

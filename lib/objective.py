@@ -91,9 +91,16 @@ class LossWeights:
     copy_margin: float  # correlation the copy term allows
     novelty_weight: float
     recon_weight: float
+    truth_weight: float  # triplets with pointer_fine: the fine levels sought against the ground truth's
 
 
-def objective(out, x_in, x_tgt, codec, weights, config):
+def truth_loss(stats, truth):
+    """How far the fine levels both stages seek (stats sought1, sought2) are from the truth's,
+    frame by frame: mean squared, in (10 dB)^2. # truth (B, T, fine_bands)"""
+    return sum((stats[name] - truth).pow(2).mean() for name in ("sought1", "sought2")) / 2
+
+
+def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None):
     """Total loss and each named term, all on (B, D, T) frames.
 
     follow   the output's band levels, frame by frame, are the input's: its rhythm,
@@ -107,6 +114,8 @@ def objective(out, x_in, x_tgt, codec, weights, config):
              +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
     novelty  the original design's term: squared Pearson correlation with input and target at lag 0
     recon    the original design's term: relative squared error to the target
+    truth    triplets with pointer_fine: the fine levels the heads seek against the ground truth's
+             (truth_loss; stats from Cascade, truth from training.truth_levels), else 0
 
     weights: LossWeights; config: the model's CascadeConfig (its rate and RMS floor).
     """
@@ -126,6 +135,7 @@ def objective(out, x_in, x_tgt, codec, weights, config):
         "copy": copy.mean(),
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
+        "truth": truth_loss(stats, truth) if truth is not None else out.new_zeros(()),
     }
     total = sum(getattr(weights, name + "_weight") * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}

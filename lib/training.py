@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from model import Corpus
+from model import Corpus, combined_rms
 
 from . import health_report, objective, verdict
 
@@ -221,20 +221,35 @@ def encode(model, codec, batch, device, corpora=None):
     if missing:
         described = head.describe(materials[missing], lengths[missing])
         for j, i in enumerate(missing):
-            corpora[batch.material_keys[i]] = (described.power[j], described.chroma[j], described.allowed[j])
-    power, chroma, allowed = (torch.stack(parts) for parts in zip(*(corpora[key] for key in batch.material_keys)))
-    return x_in, x_tgt, Corpus(materials, power, chroma, allowed)
+            corpora[batch.material_keys[i]] = {name: getattr(described, name)[j] for name in DESCRIPTION
+                                               if getattr(described, name) is not None}
+    kept = [corpora[key] for key in batch.material_keys]
+    return x_in, x_tgt, Corpus(materials, **{name: torch.stack([k[name] for k in kept]) for name in kept[0]})
+
+
+DESCRIPTION = ("power", "chroma", "allowed", "fine_power")  # what a material's Corpus keeps besides its audio
+
+
+def truth_levels(model, codec, batch, x_in, x_tgt, device):
+    """For triplets, with pointer_fine: the ground truth's fine levels frame by frame, at the
+    clip's unit level as Cascade sees it (B, T, fine_bands), what objective's truth term asks the
+    prediction for; else None."""
+    if batch.truths is None or not hasattr(getattr(model.stage1, "pointer", None), "predict"):
+        return None
+    level = combined_rms(x_in, x_tgt, model.config.rms_floor)
+    with torch.no_grad():
+        return model.stage1.pointer.fine_levels(codec.encode(batch.truths.to(device)) / level)
 
 
 def train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, step, newest_checkpoint,
-               corpus=None):
+               corpus=None, truth=None):
     """One optimizer step on a batch of frames (and, for triplets, each clip's corpus): forward
     (train_model: compiled or DDP-wrapped), the objective (objective.LossWeights), backward, the
     NaN abort, clipping, AdamW. Returns the loss, its terms and the pre-clip gradient norm,
     averaged over ranks; raises NonFiniteError instead of stepping."""
     with process.autocast():
-        out, _ = train_model(x_in, x_tgt, corpus)
-    loss, terms = objective.objective(out, x_in, x_tgt, codec, weights, model.config)
+        out, stats = train_model(x_in, x_tgt, corpus)
+    loss, terms = objective.objective(out, x_in, x_tgt, codec, weights, model.config, stats, truth)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     loss, terms, grad_norm = clip_gradients(model, step_config.grad_clip, step, loss.item(), terms,

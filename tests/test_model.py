@@ -1,7 +1,7 @@
 """model.py: the cascade, fixed RMS scaling, the pointer head and the codec."""
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -222,7 +222,7 @@ def test_every_join_keeps_a_steady_tone_at_its_level():
     head = PointerHead(2 * config.frame_dim, 2, config).eval()
     sources = [head.codec.encode(torch.from_numpy(tone)[None])] * 2
     with torch.no_grad():
-        frames, _ = head(torch.randn(1, sources[0].shape[2], 2 * config.frame_dim), sources)
+        frames, *_ = head(torch.randn(1, sources[0].shape[2], 2 * config.frame_dim), sources)
         made.append(head.codec.decode(frames, len(tone))[0].numpy())
     inside = slice(4, -4)  # the clip's own ends fade in and out
     for audio in made:
@@ -244,6 +244,36 @@ def test_continuity_carries_runs_on_and_the_corpus_is_the_target():
         assert (grains // 96 == 1).all(), "a grain from the input"
         carried[continuity] = (grains.diff() == head.chunk_frames).float().mean().item()
     assert carried[4.0] >= 0.75 and carried[0.0] <= 0.25, carried
+
+
+def test_fine_levels_seek_the_input_until_trained_and_a_described_target_is_chosen_from_as_the_clips_own():
+    """With pointer_fine, an untrained head seeks the input's own fine levels; a corpus that
+    PointerHead.describe made of the clip's target (the copy guard at its start) is chosen from
+    grain for grain as the clip's target is; and the truth term trains the prediction."""
+    torch.manual_seed(0)
+    model = Cascade(CascadeConfig(pointer_fine=4.0)).eval()
+    music, target = (data.demo_piece(seed, 2.0, 16000).astype(np.float32) for seed in (5, 6))
+    x_in, x_tgt = (model.stage1.pointer.codec.encode(torch.from_numpy(a)[None]) for a in (music, target))
+    T = x_in.shape[2]
+    corpus = model.stage1.pointer.describe(torch.from_numpy(target)[None])
+    with torch.no_grad():
+        _, own = model(x_in, x_tgt)
+        _, drawn = model(x_in, x_tgt, replace(corpus, clip_frame=torch.tensor([0])))
+        level = combined_rms(x_in, x_tgt, FLOOR)
+        torch.testing.assert_close(own["sought2"], model.stage2.pointer.fine_levels(x_in / level))
+    for stage, n_sources in (("grains1", 2), ("grains2", 3)):
+        assert torch.equal(drawn[stage] - n_sources * T, own[stage] - (n_sources - 1) * T), stage
+    truth = torch.randn(1, T, 32)  # any fine levels to learn toward
+    optimizer = torch.optim.Adam([p for n, p in model.named_parameters() if "predict" in n], lr=1e-2)
+    losses = []
+    for _ in range(30):
+        _, stats = model.train()(x_in, x_tgt)
+        loss = objective.truth_loss(stats, truth)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
 def test_with_the_target_as_corpus_both_stages_copy_the_target_alone():

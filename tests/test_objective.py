@@ -26,7 +26,8 @@ def test_objective_is_finite_for_silent_inputs_targets_and_outputs():
     weights = loss_weights(recon_weight=0.05, novelty_weight=0.5, harmony_weight=1.0, onsets_weight=1.0)
     loss, terms = objective.objective(out, x, y, MDCTCodec(16), weights, model.config)
     loss.backward()
-    assert set(terms) == {"follow", "sound", "harmony", "onsets", "copy", "novelty", "recon"}
+    assert set(terms) == {"follow", "sound", "harmony", "onsets", "copy", "novelty", "recon", "truth"}
+    assert terms["truth"] == 0.0  # no ground truth: pairs
     assert terms["onsets"] < 1e3, terms  # a silent input has no onsets: the term stays on the scale of music's
     assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in terms.values())
     for name, p in model.named_parameters():
