@@ -87,11 +87,12 @@ def tables(summary, n_pairs):
 
 
 @torch.no_grad()
-def outputs(model, codec, pairs, batch_size):
+def outputs(model, codec, pairs, batch_size, corpora):
     """The model's output for each pair (or triplet: the material is its corpus) of a dataset, and
     for a pointer head the share of the final stage's grains taken from each of its sources (the
-    corpus counts as the target). # -> list of (N,) numpy, (3,) or None"""
-    result, counts, corpora = [], torch.zeros(3), {}
+    corpus counts as the target). corpora: training.encode's, which models of one config share.
+    # -> list of (N,) numpy, (3,) or None"""
+    result, counts = [], torch.zeros(3)
     for start in range(0, len(pairs), batch_size):
         batch = pairs.batch(range(start, min(start + batch_size, len(pairs))))
         x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora)
@@ -168,8 +169,8 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     torch.manual_seed(seed)
     untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
-    trained_out, trained_sources = outputs(model, codec, pairs, hp["batch_size"])
-    untrained_out, untrained_sources = outputs(untrained, codec, pairs, hp["batch_size"])
+    trained_out, trained_sources = outputs(model, codec, pairs, hp["batch_size"], {})
+    untrained_out, untrained_sources = outputs(untrained, codec, pairs, hp["batch_size"], {})
     grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
     rows, kept = {}, {}
     for index in range(len(pairs)):
@@ -206,8 +207,9 @@ def evaluate_truth(path, state, model, max_pairs, seed, keep=()):
     untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
     rate = model.config.sample_rate
-    trained_out, _ = outputs(model, codec, triplets, hp["batch_size"])
-    untrained_out, _ = outputs(untrained, codec, triplets, hp["batch_size"])
+    corpora = {}  # the materials' descriptions, the same for both models
+    trained_out, _ = outputs(model, codec, triplets, hp["batch_size"], corpora)
+    untrained_out, _ = outputs(untrained, codec, triplets, hp["batch_size"], corpora)
     rows, kept = {}, {}
     for index in range(len(triplets)):
         x_in, x_tgt, material, length, truth = triplets[index]

@@ -428,11 +428,11 @@ class PointerHead(nn.Module):
     def corpus_scores(self, queries, sought, own, corpus):
         """choose()'s scores for every grain of each clip's corpus, computed as a convolution so a
         corpus may hold hours. Its grains get no learned preference: it has no features.
-        # (B, n_chunks, n_bands*R), (B, n_chunks, 12) or None -> (B, n_chunks, P)"""
-        B, n_chunks, width = queries.shape
+        # (B, n_chunks, width*R), (B, n_chunks, 12) or None -> (B, n_chunks, P), width as describe_frames'"""
+        B, n_chunks, _ = queries.shape
         width = self.n_bands * self.chunk_frames  # the distance is the band levels' mean squared (see scores())
-        kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, n_bands, R), the layout of the keys
-        levels = corpus.levels.transpose(1, 2).reshape(1, -1, corpus.levels.shape[1]).float()  # (1, B*n_bands, P+R-1)
+        kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, width, R), the layout of the keys
+        levels = corpus.levels.transpose(1, 2).reshape(1, -1, corpus.levels.shape[1]).float()  # (1, B*width, P+R-1)
         cross = F.conv1d(levels, kernels, groups=B).view(B, n_chunks, -1)  # (B, n_chunks, P): each clip's own corpus
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + corpus.level_norms[:, None]) / width
         if sought is not None:
@@ -454,15 +454,17 @@ class PointerHead(nn.Module):
         lengths = torch.full((B,), N) if lengths is None else lengths
         P = N // D - 1  # grains that start inside the audio, as a corpus file's description counts them
         encoded = self.codec.encode(audio)  # (B, D, N // D + 1)
-        power = F.pad(self.band_power(encoded)[:, :P], (0, 0, 0, R - 1))  # (B, P+R-1, n_bands)
+
+        def every_frame(bands):  # (B, P+R-1, bands): silence after the end, as choose() pads a clip
+            return F.pad(self.band_power(encoded, bands)[:, :P], (0, 0, 0, R - 1))
+
+        power = every_frame(self.bands)
         padded = F.pad(audio.float(), (0, (P - 1 + R) * D - N))
         chroma = self.grains_chroma(padded.unfold(1, R * D, D))  # (B, P, 12): grain t holds samples [tD, tD + RD)
         t = torch.arange(P)
         frames = -(-lengths // D) + 1  # each recording's frames, as MDCTCodec.encode makes them
         allowed = (t >= 1) & (t < (frames - R - 1)[:, None])  # a grain and both crossfades inside its recording
-        fine = None
-        if hasattr(self, "predict"):
-            fine = F.pad(self.band_power(encoded, self.fine_bands)[:, :P], (0, 0, 0, R - 1))
+        fine = every_frame(self.fine_bands) if hasattr(self, "predict") else None
         return Corpus(audio, power, chroma, allowed, fine_power=fine)
 
     def grain_chroma(self, frames, starts=None):
@@ -583,8 +585,8 @@ class Cascade(nn.Module):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
         scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
         grains each stage played (grains1, grains2), and with pointer_fine the fine levels each
-        sought, at unit level (sought1, sought2). With a Corpus, the heads play its grains instead of the target's;
-        x_tgt is still what the transformers see."""
+        sought, at unit level (sought1, sought2). With a Corpus, the heads play its grains
+        instead of the target's; x_tgt is still what the transformers see."""
         if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
             raise ValueError(
                 f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"

@@ -1,7 +1,8 @@
 """
-What every script that trains shares: the process (device, dtype, ranks under
-torchrun), the training step with the NaN abort and clipping, resuming, and validation. train.py is the loop around these;
-bench.py times the same train_step, stability.py reruns it under other conditions.
+What every script that trains shares: the process (device, dtype, ranks under torchrun),
+a batch as the model takes it, the training step with the NaN abort and clipping, resuming,
+and validation. train.py is the loop around these; bench.py times the same train_step,
+stability.py reruns it under other conditions.
 """
 
 import math
@@ -206,7 +207,10 @@ class StepConfig:
     top_k: int  # parameters the NaN report lists
 
 
-def encode(model, codec, batch, device, corpora=None):
+DESCRIPTION = ("power", "chroma", "allowed", "fine_power")  # what a material's Corpus keeps besides its audio
+
+
+def encode(model, codec, batch, device, corpora):
     """A data.Batch as the model takes it: input and target frames (B, D, T), and for triplets
     each clip's material as a Corpus for the pointer heads (None for pairs or the linear head).
     corpora: a dict that keeps each material's description by its key across calls: a run plays
@@ -215,8 +219,6 @@ def encode(model, codec, batch, device, corpora=None):
     if batch.materials is None or not hasattr(model.stage1, "pointer"):
         return x_in, x_tgt, None
     head, materials, lengths = model.stage1.pointer, batch.materials.to(device), batch.material_lengths.to(device)
-    if corpora is None:
-        return x_in, x_tgt, head.describe(materials, lengths)
     missing = [i for i, key in enumerate(batch.material_keys) if key not in corpora]
     if missing:
         described = head.describe(materials[missing], lengths[missing])
@@ -225,9 +227,6 @@ def encode(model, codec, batch, device, corpora=None):
                                                if getattr(described, name) is not None}
     kept = [corpora[key] for key in batch.material_keys]
     return x_in, x_tgt, Corpus(materials, **{name: torch.stack([k[name] for k in kept]) for name in kept[0]})
-
-
-DESCRIPTION = ("power", "chroma", "allowed", "fine_power")  # what a material's Corpus keeps besides its audio
 
 
 def truth_levels(model, codec, batch, x_in, x_tgt, device):
@@ -305,7 +304,7 @@ def rng_state(process):
 
 
 @torch.no_grad()
-def validate(model, codec, val_set, weights, batch_size, process, corpora=None):
+def validate(model, codec, val_set, weights, batch_size, process, corpora):
     """Validation loss, the health numbers and the blend verdict of every validation pair
     (each rank takes its share; sums are all-reduced, verdicts gathered); the fixed first
     pair's audio is returned for the envelope bars and the samples."""
