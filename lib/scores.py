@@ -29,6 +29,7 @@ from .data import Batch, seconds_to_samples
 
 SCORE_SUFFIXES = (".mid", ".midi", ".mxl", ".musicxml", ".xml")
 RENDER_RMS = 0.05  # every render at this RMS (-26 dBFS): input, material and truth share a level
+SILENT_RMS = 1e-6  # a render quieter than this (-120 dBFS) plays nothing
 BACH_CHORALES = "music21's Bach chorales"
 
 
@@ -120,12 +121,16 @@ def read_score(path):
 
 
 def render(score, program, synth):
-    """The score with every part played by one General MIDI program, mono, at RENDER_RMS. # (N,)"""
+    """The score with every part played by one General MIDI program, mono, at RENDER_RMS; ValueError
+    if the program plays it as silence or non-finite samples (TimGM6mb's 78, whistle, does). # (N,)"""
     score = score.copy()
     for track in score.tracks:
         track.program, track.is_drum = program, False
     audio = np.asarray(synth.render(score, stereo=False), dtype=np.float32).reshape(-1)
-    return audio * (RENDER_RMS / max(float(np.sqrt(np.mean(audio**2))), 1e-12))
+    level = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+    if not np.isfinite(level) or level < SILENT_RMS:
+        raise ValueError(f"program {program} renders {'non-finite samples' if not np.isfinite(level) else 'silence'}")
+    return audio * (RENDER_RMS / level)
 
 
 def cache_key(path, program, soundfont, sample_rate):
@@ -153,7 +158,12 @@ def rendered(paths, programs, soundfont, sample_rate, cache_dir, log=print):
                         break
                     synth = synthesizer(soundfont, programs, sample_rate) if synth is None else synth
                     partial = f"{cached}.{os.getpid()}.tmp"
-                    render(score, program, synth).tofile(partial)
+                    try:
+                        audio = render(score, program, synth)
+                    except ValueError as e:  # the program's fault, not the score's: no other score would fare better
+                        raise SystemExit(f"{e} with {soundfont} (score {path}): leave program {program} out of "
+                                         f"--train_programs and --val_programs") from None
+                    audio.tofile(partial)
                     os.replace(partial, cached)
                 renders[index, program] = np.fromfile(cached, dtype=np.float32)
                 bar.update()

@@ -106,7 +106,8 @@ def test_bad_scores_soundfonts_and_programs_are_refused_naming_them(tmp_path, ca
              ([f"--soundfont={garbage}"], [str(garbage), "not a SoundFont"]),
              ([f"--soundfont={lacking}"], [str(lacking), "lacks General MIDI program(s) [73]"]),
              (["--train_programs=0,40", "--val_programs=40,73"], ["share [40]", "held out"]),
-             (["--val_programs=73"], ["--val_programs='73'", "at least two"])]
+             (["--val_programs=73"], ["--val_programs='73'", "at least two"]),
+             (["--train_programs=0,78"], ["program 78 renders", "TimGM6mb", "leave program 78 out"])]
     for args, messages in cases:
         result = in_process("train", tiny_train(tmp_path / "run", *TINY_SCORES, f"--cache_dir={tmp_path / 'c'}", *args)[1:],
                             capsys)
