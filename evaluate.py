@@ -89,18 +89,24 @@ def tables(summary, n_pairs):
 @torch.no_grad()
 def outputs(model, codec, pairs, batch_size, corpora):
     """The model's output for each pair (or triplet: the material is its corpus) of a dataset, and
-    for a pointer head the share of the final stage's grains taken from each of its sources (the
-    corpus counts as the target). corpora: training.encode's, which models of one config share.
-    # -> list of (N,) numpy, (3,) or None"""
-    result, counts = [], torch.zeros(3)
+    for a pointer head how its final stage chose grains: the share taken from each of its sources
+    (the corpus counts as the target) and the share of chunks that carry on the previous chunk's
+    grain. corpora: training.encode's, which models of one config share.
+    # -> list of (N,) numpy, {"shares": (3,), "continued": float} or None"""
+    result, counts, continued, joins = [], torch.zeros(3), 0, 0
     for start in range(0, len(pairs), batch_size):
         batch = pairs.batch(range(start, min(start + batch_size, len(pairs))))
         x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora)
         out, stats = model(x_in, x_tgt, corpus)
         result += list(codec.decode(out, batch.inputs.shape[1]).numpy())
         if "grains2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start, then the corpus's
-            counts += F.one_hot((stats["grains2"].flatten() // x_in.shape[2]).clamp(max=2), 3).sum(dim=0)
-    return result, (counts / counts.sum()).tolist() if counts.sum() else None
+            grains = stats["grains2"][..., 0]
+            counts += F.one_hot((grains.flatten() // x_in.shape[2]).clamp(max=2), 3).sum(dim=0)
+            continued += int((grains[:, 1:] == grains[:, :-1] + model.config.chunk_frames).sum())
+            joins += grains[:, 1:].numel()
+    if not counts.sum():
+        return result, None
+    return result, {"shares": (counts / counts.sum()).tolist(), "continued": continued / max(joins, 1)}
 
 
 def judged(systems, x_in, x_tgt, sample_rate, grid_seconds):
@@ -111,9 +117,17 @@ def judged(systems, x_in, x_tgt, sample_rate, grid_seconds):
             for name, audio in systems.items()}
 
 
-def sources_line(name, shares):
-    return f"{name}: the final stage's grains come from " + ", ".join(
-        f"{share:.0%} {source}" for share, source in zip(shares, ("the input", "stage 1's output", "the target")))
+def grains_lines(grain_stats, sources=True):
+    """How each model's final stage chose its grains ({name: outputs()'s grain stats or None})."""
+    lines = []
+    for name, stats in grain_stats.items():
+        if stats is None:
+            continue
+        if sources:
+            lines.append(f"{name}: the final stage's grains come from " + ", ".join(
+                f"{share:.0%} {source}" for share, source in zip(stats["shares"], ("the input", "stage 1's output", "the target"))))
+        lines.append(f"{name}: {stats['continued']:.0%} of the final stage's chunks carry on the previous chunk's grain")
+    return "\n".join(lines)
 
 
 def write_audio(folder, index, systems, sample_rate):
@@ -155,8 +169,6 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     hp = {**state["hyperparameters"], "dataset": "demo"}  # scores have their own evaluation: evaluate_truth
     if data_dir:
         hp["data_dir"] = data_dir
-    if data_dir:
-        hp["data_dir"] = data_dir
     rate, segment = model.config.sample_rate, checkpointing.segment_samples(state)
     tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp))
     _, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
@@ -169,8 +181,8 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     torch.manual_seed(seed)
     untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
-    trained_out, trained_sources = outputs(model, codec, pairs, hp["batch_size"], {})
-    untrained_out, untrained_sources = outputs(untrained, codec, pairs, hp["batch_size"], {})
+    trained_out, trained_grains = outputs(model, codec, pairs, hp["batch_size"], {})
+    untrained_out, untrained_grains = outputs(untrained, codec, pairs, hp["batch_size"], {})
     grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
     rows, kept = {}, {}
     for index in range(len(pairs)):
@@ -188,9 +200,8 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
             rows.setdefault(name, []).append(metrics)
     print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
           f"{hp['data_dir'] or 'the demo music'}")
-    for name, shares in ((TRAINED, trained_sources), (UNTRAINED, untrained_sources)):
-        if shares:
-            print(sources_line(name, shares))
+    if trained_grains:
+        print(grains_lines({TRAINED: trained_grains, UNTRAINED: untrained_grains}))
     return rows, rate, kept
 
 
@@ -208,8 +219,8 @@ def evaluate_truth(path, state, model, max_pairs, seed, keep=()):
     codec = MDCTCodec(model.config.frame_dim)
     rate = model.config.sample_rate
     corpora = {}  # the materials' descriptions, the same for both models
-    trained_out, _ = outputs(model, codec, triplets, hp["batch_size"], corpora)
-    untrained_out, _ = outputs(untrained, codec, triplets, hp["batch_size"], corpora)
+    trained_out, trained_grains = outputs(model, codec, triplets, hp["batch_size"], corpora)
+    untrained_out, untrained_grains = outputs(untrained, codec, triplets, hp["batch_size"], corpora)
     rows, kept = {}, {}
     for index in range(len(triplets)):
         x_in, x_tgt, material, length, truth = triplets[index]
@@ -226,6 +237,8 @@ def evaluate_truth(path, state, model, max_pairs, seed, keep=()):
     pieces = sorted({os.path.basename(triplets.paths[piece]) for piece, _ in triplets.items})
     print(f"{path} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played by "
           f"programs {triplets.programs}; no training triplet used these pieces or programs")
+    if trained_grains:  # every grain is the material's: the shares say nothing here
+        print(grains_lines({TRAINED: trained_grains, UNTRAINED: untrained_grains}, sources=False))
     return rows, rate, kept
 
 

@@ -73,3 +73,33 @@ def test_evaluate_judges_a_checkpoints_validation_pairs_and_writes_their_audio(t
     with open(tmp_path / "eval.pairs.csv") as f:
         per_pair = list(csv.DictReader(f))
     assert len(per_pair) == 3 * len(table_rows(result.stdout)) and {r["row"] for r in per_pair} >= set(systems)
+
+
+def test_evaluate_counts_the_chunks_that_carry_on_the_previous_chunks_grain():
+    """The output's temporal structure in grains: most chunks carry on the previous chunk's grain
+    where carrying on earns a large bonus, few where it earns nothing (noise has no other reason
+    to choose the next grain of the same source)."""
+    import evaluate
+    import torch
+
+    from model import Cascade, CascadeConfig, MDCTCodec
+
+    class Pairs:
+        def __init__(self, n, samples):
+            generator = torch.Generator().manual_seed(0)
+            self.audio = 0.1 * torch.randn(n, 2, samples, generator=generator)
+
+        def __len__(self):
+            return len(self.audio)
+
+        def batch(self, indices):
+            return data.Batch(self.audio[list(indices), 0], self.audio[list(indices), 1])
+
+    pairs, shares = Pairs(4, 8000), {}
+    for continuity in (0.0, 1000.0):
+        config = CascadeConfig(frame_dim=32, sample_rate=8000, pointer_continuity=continuity)
+        _, grain_stats = evaluate.outputs(Cascade(config).eval(), MDCTCodec(32), pairs, 2, {})
+        shares[continuity] = grain_stats["continued"]
+    assert shares[1000.0] > 0.5 > 0.2 > shares[0.0], shares
+    line = evaluate.grains_lines({"trained model": grain_stats, "untrained model": None}, sources=False)
+    assert line == f"trained model: {shares[1000.0]:.0%} of the final stage's chunks carry on the previous chunk's grain"
