@@ -9,6 +9,11 @@ The experiments behind the defaults, each one command.
     python experiments.py --thresholds --music_dir=.cache/debian-music/metal/songs   # and on recorded music
     python experiments.py --seek_truth            # the head seeking the ground truth's fine levels: the
                                                   # ceiling of a prediction of them (docs/LOG.md)
+    python experiments.py --truth_needed          # how near the truth's fine levels the head must seek to
+                                                  # close half the gap, and linear predictions of them
+    python experiments.py --learned_choice        # a learned description of grains, trained toward the
+                                                  # grains nearest the truth for 1500 steps
+    python experiments.py --learned_choice --train_programs=0,1,...   # the same with other training programs
     python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
                                                   # Debian; on each, evaluate the newest checkpoint, then
                                                   # train there and evaluate that checkpoint
@@ -155,37 +160,252 @@ def thresholds(music_dir, n_pairs, seed):
           f"{verdict.FLAT_ENVELOPE}; unrelated at spectrum_span > {verdict.UNRELATED_SPAN}")
 
 
+def triplets_and_rate(train_programs=""):
+    """The default run's (training, held-out) triplets and its sample rate; train_programs: other
+    programs for the training triplets."""
+    hp = {**hyperparameters.of_script(os.path.join(HERE, "train.py"))}
+    hp["train_programs"] = train_programs or hp["train_programs"]
+    return (*scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None), hp["sample_rate"])
+
+
+def fine_levels_of(model, triplet):
+    """A triplet as the model sees it: input and target frames, the material's Corpus, and the fine
+    levels of input, truth and material at the clip's unit level. # fine levels (1, T, fine_bands)"""
+    x_in, x_tgt, material, length, truth = triplet
+    head, codec = model.stage1.pointer, model.stage1.pointer.codec
+    frames = [codec.encode(torch.from_numpy(a)[None]) for a in (x_in, x_tgt, truth, material[:length])]
+    level = combined_rms(frames[0], frames[1], model.config.rms_floor)
+    corpus = head.describe(torch.from_numpy(material)[None], torch.tensor([length]))
+    return frames[:2], corpus, *(head.fine_levels(f / level) for f in (frames[0], frames[2], frames[3]))
+
+
+def lsd_seeking(model, triplet, frames, corpus, wanted, rate):
+    """The log-spectral distance to the truth of the model's output when both heads seek the fine
+    levels `wanted` instead of their prediction's. # wanted (1, T, fine_bands)"""
+    for stage in (model.stage1, model.stage2):
+        stage.pointer.sought_fine = lambda x, f: wanted
+    with torch.no_grad():
+        out, _ = model(*frames, corpus)
+    audio = model.stage1.pointer.codec.decode(out, len(triplet[0]))[0].numpy()
+    return groundtruth.log_spectral_distance(audio, triplet[4], rate, model.config.frame_dim)
+
+
 def seek_truth(fine_weights=(1.0, 4.0, 16.0, 100.0)):
     """The untrained head on the default run's held-out triplets, with pointer_fine at each weight,
     seeking the input's fine levels (what an untrained prediction seeks) or the ground truth's own
     (a perfect prediction): the median log-spectral distance to the truth, with the choice's
     other terms (chroma, continuity) at their defaults and off."""
-    hp = {**hyperparameters.of_script(os.path.join(HERE, "train.py"))}
-    _, triplets = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
-    rate = hp["sample_rate"]
+    _, triplets, rate = triplets_and_rate()
     print(f"{len(triplets)} held-out triplets; median log-spectral distance to the truth (dB)")
     print(f"{'pointer_fine':>12} {'other terms':>12} {'seeks input':>12} {'seeks truth':>12}")
     for weight in fine_weights:
         for others in ({}, {"pointer_chroma": 0.0, "pointer_continuity": 0.0}):
-            torch.manual_seed(0)
             model = Cascade(CascadeConfig(pointer_fine=weight, **others)).eval()
-            codec, distances = model.stage1.pointer.codec, {"input": [], "truth": []}
-            for index in range(len(triplets)):
-                x_in, x_tgt, material, length, truth = triplets[index]
-                frames = [codec.encode(torch.from_numpy(a)[None]) for a in (x_in, x_tgt, truth)]
-                corpus = model.stage1.pointer.describe(torch.from_numpy(material)[None], torch.tensor([length]))
-                level = combined_rms(frames[0], frames[1], model.config.rms_floor)
-                for seeks in distances:
-                    for stage in (model.stage1, model.stage2):  # a perfect prediction stands in for the learned one
-                        wanted = stage.pointer.fine_levels(frames[2] / level) if seeks == "truth" else None
-                        stage.pointer.sought_fine = (lambda x, f, w=wanted, head=stage.pointer:
-                                                     w if w is not None else head.fine_levels(f))
-                    with torch.no_grad():
-                        out, _ = model(frames[0], frames[1], corpus)
-                    audio = codec.decode(out, len(x_in))[0].numpy()
-                    distances[seeks].append(groundtruth.log_spectral_distance(audio, truth, rate, model.config.frame_dim))
+            distances = {"input": [], "truth": []}
+            for triplet in triplets:
+                frames, corpus, fine_in, fine_truth, _ = fine_levels_of(model, triplet)
+                for seeks, wanted in (("input", fine_in), ("truth", fine_truth)):
+                    distances[seeks].append(lsd_seeking(model, triplet, frames, corpus, wanted, rate))
             print(f"{weight:>12g} {'off' if others else 'defaults':>12} {np.median(distances['input']):>12.2f} "
                   f"{np.median(distances['truth']):>12.2f}", flush=True)
+
+
+def chunk_means(levels, R):
+    """Each chunk's mean over its R frames. # (1, T, bands) -> (n_chunks, bands)"""
+    return torch.stack([chunk.mean(dim=0) for chunk in levels[0].split(R)])
+
+
+def chunk_design(fine_in, fine_material, R):
+    """What a linear prediction of a chunk's move toward the truth may use: the input's chunk
+    means and the material's mean minus the input's (the two instruments' average difference). # (n_chunks, 2*bands+1)"""
+    means = chunk_means(fine_in, R)
+    offset = (fine_material.mean(dim=1) - fine_in.mean(dim=1)).expand(len(means), -1)
+    return torch.cat([means, offset, torch.ones(len(means), 1)], dim=1).double()
+
+
+def fitted_move(model, triplets, R, ridge=1.0):
+    """Least squares (ridge) from chunk_design to the truth's chunk means minus the input's, over triplets."""
+    rows, moves = [], []
+    for triplet in triplets:
+        _, _, fine_in, fine_truth, fine_material = fine_levels_of(model, triplet)
+        rows.append(chunk_design(fine_in, fine_material, R))
+        moves.append((chunk_means(fine_truth, R) - chunk_means(fine_in, R)).double())
+    X, Y = torch.cat(rows), torch.cat(moves)
+    return torch.linalg.solve(X.T @ X + ridge * torch.eye(X.shape[1], dtype=X.dtype), X.T @ Y)
+
+
+def truth_needed(epochs=4, fractions=(0.25, 0.5, 0.75, 0.9)):
+    """How much of the ground truth's fine levels the heads must know to close half the gap: the
+    untrained head at the setting where seeking the truth goes furthest (pointer_fine 16, chroma
+    and continuity off) seeking fine levels between the input's and the truth's, and predictions of
+    them a model could make, linear in each chunk's input levels and the instruments' average
+    difference, fitted on `epochs` draws of the training triplets, or on the held-out ones
+    themselves (the best any such map could do)."""
+    train, held_out, rate = triplets_and_rate()
+    model = Cascade(CascadeConfig(pointer_fine=16.0, pointer_chroma=0.0, pointer_continuity=0.0)).eval()
+    R = model.config.chunk_frames
+    training = []
+    for epoch in range(epochs):
+        train.set_epoch(epoch)
+        training += [train[i] for i in range(len(train))]
+    maps = {"training": fitted_move(model, training, R), "held-out": fitted_move(model, held_out, R)}
+
+    def frame_by_frame(chunks, T):  # (n_chunks, bands) -> (1, T, bands)
+        return chunks.repeat_interleave(R, dim=0)[None, :T]
+
+    def predicted(fine_in, fine_material, which):
+        move = (chunk_design(fine_in, fine_material, R) @ maps[which]).float()
+        return fine_in + frame_by_frame(move, fine_in.shape[1])
+
+    # what both heads seek, from the fine levels of input i, truth t and material m
+    rows = {"the input's (what an untrained prediction seeks)": lambda i, t, m: i,
+            "the input's + the material's mean - the input's": lambda i, t, m: i + m.mean(1, True) - i.mean(1, True),
+            "a linear prediction fitted on training triplets": lambda i, t, m: predicted(i, m, "training"),
+            "a linear prediction fitted on these triplets": lambda i, t, m: predicted(i, m, "held-out"),
+            "the truth's mean over each chunk": lambda i, t, m: frame_by_frame(chunk_means(t, R), t.shape[1])}
+    for f in fractions:
+        rows[f"the input's, {f:.0%} of the way to the truth's"] = lambda i, t, m, f=f: i + f * (t - i)
+    rows["the truth's own"] = lambda i, t, m: t
+    distances, errors = {name: [] for name in rows}, {name: [] for name in rows}
+    for triplet in held_out:
+        frames, corpus, fine_in, fine_truth, fine_material = fine_levels_of(model, triplet)
+        for name, wanted in rows.items():
+            sought = wanted(fine_in, fine_truth, fine_material)
+            errors[name].append(float((sought - fine_truth).pow(2).mean()))
+            distances[name].append(lsd_seeking(model, triplet, frames, corpus, sought, rate))
+    print(f"{len(held_out)} held-out triplets, the untrained head with pointer_fine 16 and chroma and continuity off")
+    print(f"{'the fine levels both heads seek':<52} {'error (10 dB)^2':>15} {'median LSD (dB)':>15}")
+    for name in rows:
+        print(f"{name:<52} {np.mean(errors[name]):>15.2f} {np.median(distances[name]):>15.2f}", flush=True)
+
+
+def semitone_filter(sample_rate, n_fft, lowest=28, highest=100):
+    """Triangular weights of every FFT bin on each semitone from MIDI note `lowest` to `highest`:
+    a grain's spectrum with its octaves kept, which chroma folds together. # (semitones, n_fft//2 + 1)"""
+    pitch = 69 + 12 * np.log2(np.maximum(np.fft.rfftfreq(n_fft, 1 / sample_rate), 1e-3) / 440)
+    weights = [np.maximum(0, 1 - np.abs(pitch - note)) for note in range(lowest, highest + 1)]
+    return torch.from_numpy(np.stack(weights)).float()
+
+
+class GrainEncoder(torch.nn.Module):
+    """A grain's semitone levels, loudness removed, as a unit vector: a learned description of what it plays."""
+
+    def __init__(self, n_semitones, width=128, n_out=32):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(n_semitones, width), torch.nn.GELU(),
+                                       torch.nn.Linear(width, width), torch.nn.GELU(), torch.nn.Linear(width, n_out))
+
+    def forward(self, levels):  # (..., n_semitones) -> (..., n_out)
+        return torch.nn.functional.normalize(self.net(levels - levels.mean(dim=-1, keepdim=True)), dim=-1)
+
+    def distance(self, queries, keys):
+        """1 - cosine of every query's description with every key's, times 10: weighed as a 10 dB miss,
+        as the head weighs chroma. # (n, n_semitones), (P, n_semitones) -> (n, P)"""
+        return 10 * (1 - self(queries) @ self(keys).T)
+
+
+def grains_of(audio, R, D):
+    """Grain t of audio: its samples [tD, tD + RD), silence after its end. # (N,) numpy -> (N//D + 1, R*D)"""
+    return torch.nn.functional.pad(torch.from_numpy(audio).float(), (0, R * D)).unfold(0, R * D, D)
+
+
+def chunks_of(levels, starts, R):
+    """The R frames of levels from each start, flattened: a chunk's or grain's description. # (T, C) -> (n, R*C)"""
+    return levels.unfold(0, R, 1)[starts].reshape(len(starts), -1)
+
+
+def choice_terms(head, semitones, triplet, rate):
+    """One triplet's choice for a single head (as the oracle plays): the untrained head's fixed
+    distance of every material grain to each input chunk (band levels and chroma, no continuity),
+    the semitone levels of the input's chunks and the material's grains, and the oracle's
+    distance of every grain to the truth's chunks (mean squared mel dB)."""
+    x_in, x_tgt, material, length, truth = triplet
+    D, R = head.codec.D, head.chunk_frames
+    frames = [head.codec.encode(torch.from_numpy(a)[None]) for a in (x_in, x_tgt)]
+    level = combined_rms(*frames, CascadeConfig.rms_floor)
+    T = frames[0].shape[2]
+    own = (torch.arange(-(-T // R)) * R).clamp(max=T - 1)  # each chunk's first frame
+    corpus = head.describe(torch.from_numpy(material)[None], torch.tensor([length])).at_unit_level(1 / level.view(-1), R)
+    grains = torch.arange(corpus.allowed.shape[1])
+    queries = chunks_of(head.describe_frames(torch.nn.functional.pad(frames[0] / level, (0, R - 1)))[0], own, R)
+    fixed = torch.cdist(queries, chunks_of(corpus.levels[0], grains, R)).pow(2) / queries.shape[1]
+    fixed = fixed + head.chroma_weight * 10 * (1 - head.grains_chroma(grains_of(x_in, R, D)[own]) @ corpus.chroma[0].T)
+
+    def mel(audio, n):  # its first n mel frames, silence after its end
+        frames = torch.from_numpy(groundtruth.mel_db(audio, rate, D)).float()[:n]
+        return torch.nn.functional.pad(frames, (0, 0, 0, n - len(frames)), value=float(frames.min()))
+
+    truth_chunks = chunks_of(mel(truth, len(own) * R + R), own, R)
+    oracle = torch.cdist(truth_chunks, chunks_of(mel(material, len(grains) + R), grains, R)).pow(2) / truth_chunks.shape[1]
+
+    def semitone_levels(grains):  # at the clip's unit level, as the band levels
+        power = torch.fft.rfft(grains * torch.hann_window(R * D), dim=-1).abs().pow(2)
+        return torch.log10(power @ semitones.T / level.view(()) ** 2 + 1e-6)
+
+    return dict(fixed=fixed, oracle=oracle, allowed=corpus.allowed[0], queries=semitone_levels(grains_of(x_in, R, D)[own]),
+                keys=semitone_levels(grains_of(material, R, D)[grains]), frames=frames[0], corpus=corpus, truth=truth)
+
+
+@torch.no_grad()
+def lsd_of_choice(head, terms, encoder, weight, rate):
+    """Median log-spectral distance to the truth when every chunk plays the grain of least fixed +
+    weight * learned distance. # terms: choice_terms of each triplet"""
+    distances = []
+    for t in terms:
+        distance = t["fixed"] + weight * encoder.distance(t["queries"], t["keys"]) if weight else t["fixed"]
+        best = distance.masked_fill(~t["allowed"][None], float("inf")).argmin(dim=1)
+        S, T, n_chunks = head.n_sources, t["frames"].shape[2], len(best)
+        played = head.play_grains(torch.ones(1, n_chunks, 1), (S * T + best).view(1, n_chunks, 1), [t["frames"]] * S,
+                                  t["corpus"])
+        audio = head.codec.decode(played, len(t["truth"]))[0].numpy()
+        distances.append(groundtruth.log_spectral_distance(audio, t["truth"], rate, head.codec.D))
+    return float(np.median(distances))
+
+
+def learned_choice(train_programs="", steps=1500, epochs=4, batch_size=8, temperature=10.0, report_every=250):
+    """Issue 31's first two levers in their strongest form, outside the cascade: a learned
+    description of grains (GrainEncoder, one for input chunks and material grains alike) added to
+    the untrained head's fixed distance with a learned weight, trained by cross-entropy of the
+    choice toward the grains nearest the truth (soft labels from the oracle's mel distance, at
+    `temperature` mean squared dB per nat), for far more steps than a default run takes. Judged
+    by the log-spectral distance of a single head's choice on held-out pieces, played by the
+    held-out programs and by the training programs (train.py's, or train_programs)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    train, held_out, rate = triplets_and_rate(train_programs)
+    head = Cascade(CascadeConfig()).stage1.pointer.eval()
+    semitones = semitone_filter(rate, head.chunk_frames * head.codec.D)
+    known_programs = scores.TripletDataset(train.renders, train.paths, held_out.pieces, train.programs, train.segment,
+                                           train.material, train.seed, fixed=True)
+    judged = {"held-out programs": [choice_terms(head, semitones, t, rate) for t in held_out],
+              "training programs": [choice_terms(head, semitones, t, rate) for t in known_programs]}
+    training = []
+    for epoch in range(epochs):
+        train.set_epoch(epoch)
+        training += [choice_terms(head, semitones, train[i], rate) for i in range(len(train))]
+    encoder, log_weight = GrainEncoder(len(semitones)), torch.zeros((), requires_grad=True)
+    optimizer = torch.optim.Adam([*encoder.parameters(), log_weight], lr=1e-3)
+
+    def report(step, loss, weight):
+        judged_lsd = " ".join(f"{lsd_of_choice(head, terms, encoder, weight, rate):>18.2f}" for terms in judged.values())
+        print(f"{step:>6} {loss:>14} {weight:>7.2f} {judged_lsd}", flush=True)
+
+    print(f"{len(training)} training triplets; median LSD (dB) on held-out pieces played by")
+    print(f"{'step':>6} {'cross-entropy':>14} {'weight':>7} " + " ".join(f"{name:>18}" for name in judged))
+    report("fixed", "", 0.0)
+    for step in range(1, steps + 1):
+        loss = 0.0
+        for index in rng.integers(len(training), size=batch_size):
+            t = training[index]
+            wanted = (-t["oracle"] / temperature).masked_fill(~t["allowed"][None], float("-inf")).softmax(dim=1)
+            distance = t["fixed"] + log_weight.exp() * encoder.distance(t["queries"], t["keys"])
+            chosen = (-head.sharpness * distance).masked_fill(~t["allowed"][None], float("-inf")).log_softmax(dim=1)
+            loss = loss - (wanted * chosen.masked_fill(~t["allowed"][None], 0)).sum(dim=1).mean() / batch_size
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % report_every == 0:
+            report(step, f"{loss.item():.2f}", log_weight.exp().item())
 
 
 def fetch_debian_music(folder, packages):
@@ -246,16 +466,26 @@ def main(argv):
     parser.add_argument("--real_music", action="store_true", help="judge and train on recorded music")
     parser.add_argument("--seek_truth", action="store_true", help="the untrained head seeking the ground truth's "
                         "fine levels: what a perfect prediction of them would give")
+    parser.add_argument("--truth_needed", action="store_true", help="how much of the ground truth's fine levels the "
+                        "head must know to close half the gap, and what linear predictions of them give")
+    parser.add_argument("--learned_choice", action="store_true", help="a learned description of grains trained by "
+                        "cross-entropy toward the grains nearest the truth, judged on held-out pieces")
+    parser.add_argument("--train_programs", default="", help="--learned_choice: the training triplets' programs "
+                        "instead of train.py's")
     parser.add_argument("--music_dir", default="", help="recorded music to use instead of Debian's")
     parser.add_argument("--ckpt", default="", help="--real_music: the checkpoint to judge (default: newest in checkpoints/)")
     parser.add_argument("--epochs", type=int, default=10, help="epochs of every training run (train.py's default: 10)")
     parser.add_argument("--pairs", type=int, default=200, help="--thresholds: pairs per collection")
     parser.add_argument("--out_dir", default="experiments", help="where the training runs go")
     args = parser.parse_args(argv)
-    if not (args.variants or args.thresholds or args.real_music or args.seek_truth):
-        parser.error("choose --variants, --thresholds, --seek_truth or --real_music")
+    if not (args.variants or args.thresholds or args.real_music or args.seek_truth or args.truth_needed or args.learned_choice):
+        parser.error("choose --variants, --thresholds, --seek_truth, --truth_needed, --learned_choice or --real_music")
     if args.seek_truth:
         seek_truth()
+    if args.truth_needed:
+        truth_needed()
+    if args.learned_choice:
+        learned_choice(args.train_programs)
     if args.variants:
         unknown = [name for name in args.variants.split(",") if name not in VARIANTS]
         if unknown:

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from helpers import (
     CHROMIUM,
@@ -17,6 +18,7 @@ from helpers import (
     table_rows,
 )
 from lib import data
+from model import Cascade, CascadeConfig, MDCTCodec
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +82,6 @@ def test_evaluate_counts_the_chunks_that_carry_on_the_previous_chunks_grain():
     where carrying on earns a large bonus, few where it earns nothing (noise has no other reason
     to choose the next grain of the same source)."""
     import evaluate
-    import torch
-
-    from model import Cascade, CascadeConfig, MDCTCodec
 
     class Pairs:
         def __init__(self, n, samples):

@@ -1,4 +1,8 @@
-"""experiments.py: the thresholds table and its refusals."""
+"""experiments.py: the thresholds table and its refusals, and the pieces of the issue-31 lab
+(the semitone spectrum a learned grain description reads, and what a chunk's levels mean)."""
+
+import numpy as np
+import torch
 
 from helpers import in_process
 
@@ -12,3 +16,30 @@ def test_experiments_thresholds_prints_every_reference_and_rejects_unknown_varia
     assert {"random grains", "Let it Bee", "another file"} <= set(verdicts)
     result = in_process("experiments", ["--variants=ours,bogus"], capsys)
     assert result.returncode != 0 and "unknown variants bogus" in result.stderr
+
+
+def test_a_grains_semitone_levels_name_its_notes_whatever_their_loudness():
+    """A sine lands on its own MIDI note, an octave apart stays apart (which chroma folds
+    together), and the learned description ignores loudness: it is computed on levels with their
+    mean removed, so a grain 20 dB louder is described the same."""
+    import experiments
+
+    rate, n = 16000, 2048
+    semitones = experiments.semitone_filter(rate, n, lowest=28, highest=100)
+    t = np.arange(n) / rate
+    for note in (45, 57, 69, 81):
+        sine = torch.from_numpy(np.sin(2 * np.pi * 440 * 2 ** ((note - 69) / 12) * t)).float() * torch.hann_window(n)
+        levels = torch.fft.rfft(sine).abs().pow(2) @ semitones.T
+        assert 28 + int(levels.argmax()) == note
+    encoder = experiments.GrainEncoder(len(semitones))
+    levels = torch.randn(3, len(semitones))
+    assert torch.allclose(encoder.distance(levels, levels + 2.0).diagonal(), torch.zeros(3), atol=1e-4)
+    assert encoder.distance(levels[:1], levels[1:]).min() > 1e-3
+
+
+def test_chunk_means_average_each_chunks_own_frames():
+    import experiments
+
+    levels = torch.arange(10.0).view(1, 10, 1).expand(1, 10, 2)
+    means = experiments.chunk_means(levels, 4)  # chunks of frames 0-3, 4-7 and 8-9
+    assert torch.equal(means, torch.tensor([[1.5, 1.5], [5.5, 5.5], [8.5, 8.5]]))
