@@ -7,6 +7,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +56,12 @@ def music_like(n_samples, sample_rate=16000, seed=0):
 def tiny_train(out_dir, *args):
     """train.py's path and arguments for a tiny run into out_dir."""
     return [os.path.join(ROOT, "train.py"), f"--out_dir={out_dir}", *TINY_RUN, *args]
+
+
+def train_here(out_dir, *args, capsys):
+    """run_train's tiny run in this process (in_process), for a run that needs no fault, no signal
+    and no process of its own."""
+    return in_process("train", tiny_train(out_dir, *args)[1:], capsys)
 
 
 def run_train(out_dir, *args, fault=(), timeout=120):
@@ -160,8 +167,10 @@ def generate_command(tmp_path, ckpt, input_path, target, out):
 def in_process(script, argv, capsys):
     """A script's main(argv) run in this process, whose imports are paid once (torch and
     torch._dynamo, which AdamW imports, cost 3.5 s a process): its exit code, stdout and
-    stderr, as the shell would see them (a SystemExit message goes to stderr, code 1)."""
+    stderr, as the shell would see them (a SystemExit message goes to stderr, code 1). The
+    SIGINT and SIGTERM handlers train.py installs are put back as they were."""
     import types
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         importlib.import_module(script).main(argv)
         code = 0
@@ -169,6 +178,9 @@ def in_process(script, argv, capsys):
         code = e.code if isinstance(e.code, int) or e.code is None else 1
         if not isinstance(e.code, int) and e.code is not None:
             print(e.code, file=sys.stderr)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
     captured = capsys.readouterr()
     return types.SimpleNamespace(returncode=code or 0, stdout=captured.out, stderr=captured.err)
 

@@ -11,11 +11,11 @@ from helpers import (
     in_process,
     newest,
     newest_of,
-    run_train,
     sha1,
     start_train,
     tiny_config,
     tiny_train,
+    train_here,
     wait_for_line,
 )
 from lib import checkpointing
@@ -32,7 +32,7 @@ def test_a_checkpoint_from_before_the_pointer_head_rebuilds_the_seeds_design():
     assert rebuilt.config.sample_rate == 8000
 
 
-def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path, one_epoch_run):
+def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path, one_epoch_run, capsys):
     copy_of(one_epoch_run, tmp_path)
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     process = start_train(tmp_path, "--epochs=2", "--resume=auto", fault=("slow_save", "30"))
@@ -46,7 +46,7 @@ def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path, one_e
     assert {p: sha1(p) for p in checkpointing.files(tmp_path)} == before
     for path in before:
         checkpointing.load(path)
-    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
+    result = train_here(tmp_path, "--epochs=2", "--resume=auto", capsys=capsys)
     assert result.returncode == 0 and f"resumed from {newest_of(before)}" in result.stdout
     assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
 
@@ -57,7 +57,7 @@ def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path, capsy
     truncated, foreign = tmp_path / "epoch_9_step_999.pth", tmp_path / "epoch_8_step_998.pth"
     truncated.write_bytes(open(good, "rb").read()[:3000])
     torch.save({"something": "else"}, foreign)
-    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
+    result = train_here(tmp_path, "--epochs=2", "--resume=auto", capsys=capsys)
     assert result.returncode == 0, result.stderr
     assert f"warning: skipping {truncated} is not a readable checkpoint" in result.stdout
     assert f"warning: skipping {foreign} is a torch file but not a checkpoint" in result.stdout

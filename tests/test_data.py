@@ -4,13 +4,14 @@ import os
 
 import torch
 
-from helpers import run_train, sha1, write_collection
+from helpers import sha1, train_here, write_collection
 
 
-def test_a_mixed_folder_trains_and_names_exactly_the_bad_files(tmp_path):
+def test_a_mixed_folder_trains_and_names_exactly_the_bad_files(tmp_path, capsys):
     good, bad = write_collection(tmp_path / "music")
     before = {p: sha1(p) for p in good + bad}
-    result = run_train(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1")
+    result = train_here(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1",
+                        capsys=capsys)
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stdout.splitlines() if line.startswith("warning: skipping")]
     assert sorted(w.split(": ")[1].removeprefix("skipping ") for w in warnings) == sorted(bad), warnings
@@ -18,11 +19,12 @@ def test_a_mixed_folder_trains_and_names_exactly_the_bad_files(tmp_path):
     assert "train: 5 files" in result.stdout and "val: 1 files" in result.stdout and "step 1/" in result.stdout
     assert f"decoding {tmp_path / 'music'}" in result.stderr  # the cache build's progress bar
     assert {p: sha1(p) for p in good + bad} == before, "the user's files are only ever read"
-    again = run_train(tmp_path / "ck2", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1")
+    again = train_here(tmp_path / "ck2", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1",
+                       capsys=capsys)
     assert again.returncode == 0 and again.stdout.count("warning: skipping") == 3  # from the cache now
 
 
-def test_a_folder_of_only_bad_files_fails_before_any_model(tmp_path):
+def test_a_folder_of_only_bad_files_fails_before_any_model(tmp_path, capsys):
     _, bad = write_collection(tmp_path / "music")
     for path in os.listdir(tmp_path / "music"):
         full = str(tmp_path / "music" / path)
@@ -30,7 +32,7 @@ def test_a_folder_of_only_bad_files_fails_before_any_model(tmp_path):
             os.remove(full)
     import shutil
     shutil.rmtree(tmp_path / "music" / "sub")
-    result = run_train(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}")
+    result = train_here(tmp_path / "ck", f"--data_dir={tmp_path / 'music'}", f"--cache_dir={tmp_path / 'cache'}", capsys=capsys)
     assert result.returncode != 0
     assert f"no usable audio in {tmp_path / 'music'}" in result.stderr and "too short" in result.stderr
     assert "model:" not in result.stdout
@@ -56,7 +58,7 @@ def test_shuffle_targets_draws_from_another_file():
         assert x[0].item() == track and y[0].item() != track
 
 
-def test_bad_sample_values_are_caught_when_reading_and_silence_trains(tmp_path):
+def test_bad_sample_values_are_caught_when_reading_and_silence_trains(tmp_path, capsys):
     import numpy as np
     import soundfile as sf
 
@@ -72,8 +74,8 @@ def test_bad_sample_values_are_caught_when_reading_and_silence_trains(tmp_path):
         audio = data.demo_piece(400, 1.6, 8000)
         audio[5000] = value
         sf.write(music / name, audio, 8000, subtype="FLOAT")
-    result = run_train(tmp_path / "ck", f"--data_dir={music}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1",
-                       "--recon_weight=0.05")
+    result = train_here(tmp_path / "ck", f"--data_dir={music}", f"--cache_dir={tmp_path / 'cache'}", "--epochs=1",
+                        "--recon_weight=0.05", capsys=capsys)
     assert result.returncode == 0, result.stderr
     for name, reason in (("nan.wav", "NaN or Inf"), ("inf.wav", "NaN or Inf"), ("huge.wav", "beyond")):
         assert any(line.startswith(f"warning: skipping {music / name}: ") and reason in line

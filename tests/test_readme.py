@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import traceback
@@ -92,13 +91,10 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
         if argv[0] == README_TRAIN:  # the wrapper is exec python train.py "$@", run for real by conftest
             argv = ["python", "train.py", *argv[1:]]
         if argv[0] == "python" and argv[1] in IN_PROCESS:
-            handlers = [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)]  # train.py installs its own
             try:
                 result = in_process(argv[1][:-3], argv[2:], capsys)
             except Exception:  # what the shell would show as a traceback and exit 1
                 result = types.SimpleNamespace(returncode=1, stderr=traceback.format_exc())
-            for signum, handler in zip((signal.SIGINT, signal.SIGTERM), handlers):
-                signal.signal(signum, handler)
         else:
             result = subprocess.run(as_run_here(argv), cwd=ROOT, capture_output=True, text=True, timeout=300)
         ran.append(command)

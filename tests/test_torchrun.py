@@ -16,11 +16,11 @@ from helpers import (
     as_run_here,
     newest,
     readme_commands,
-    run_train,
     same_training_state,
     sha1,
     step_rows,
     tiny_train,
+    train_here,
     wait_for_line,
     with_fault,
     write_collection,
@@ -73,10 +73,10 @@ def two_rank_epoch(tmp_path_factory):
     return folder
 
 
-def test_two_ranks_match_one_process_on_the_same_global_batch(tmp_path, two_rank_epoch):
+def test_two_ranks_match_one_process_on_the_same_global_batch(tmp_path, two_rank_epoch, capsys):
     assert [os.path.basename(p) for p in checkpointing.files(two_rank_epoch)] == ["epoch_1_step_5.pth"]
     single = tmp_path / "single"
-    assert run_train(single, "--epochs=1", "--batch_size=4").returncode == 0
+    assert train_here(single, "--epochs=1", "--batch_size=4", capsys=capsys).returncode == 0
     losses_ddp, losses_single = step_rows(two_rank_epoch), step_rows(single)
     assert sorted(losses_ddp) == sorted(losses_single) == [1, 2, 3, 4, 5]
     for step in losses_single:  # step 1 checks the sharding, the later ones the averaged gradients
@@ -115,7 +115,7 @@ def test_a_nan_on_one_rank_stops_both_with_the_abort_code_and_keeps_checkpoints(
     assert {p: sha1(p) for p in checkpointing.files(tmp_path)} == before
 
 
-def test_a_signal_to_one_rank_stops_both_with_a_checkpoint_that_resumes_on_one(tmp_path):
+def test_a_signal_to_one_rank_stops_both_with_a_checkpoint_that_resumes_on_one(tmp_path, capsys):
     ranks = start_ranks(tmp_path, "--epochs=50")
     wait_for_line(ranks[0], "step 8/")  # mid epoch 2
     ranks[1].send_signal(15)
@@ -123,7 +123,7 @@ def test_a_signal_to_one_rank_stops_both_with_a_checkpoint_that_resumes_on_one(t
     assert [rank.returncode for rank in ranks] == [128 + 15] * 2, outputs
     interrupted = newest(tmp_path)
     assert os.path.basename(interrupted).startswith("interrupted_epoch_2_")
-    result = run_train(tmp_path, "--epochs=2", "--resume=auto")
+    result = train_here(tmp_path, "--epochs=2", "--resume=auto", capsys=capsys)
     assert result.returncode == 0 and f"resumed from {interrupted}" in result.stdout, result.stderr
     assert "comes from 2 rank(s), this run has 1" in result.stdout
     assert os.path.basename(newest(tmp_path)).startswith("epoch_2_")

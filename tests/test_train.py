@@ -17,6 +17,7 @@ from helpers import (
     start_train,
     step_rows,
     tiny_train,
+    train_here,
     wait_for_line,
 )
 from lib import checkpointing, training
@@ -139,7 +140,7 @@ def test_a_second_run_on_the_same_folder_refuses_and_a_dead_run_does_not_block(t
     first.kill()
     first.communicate()
     assert (tmp_path / ".lock").exists()  # the crashed run's lock file is still there...
-    third = run_train(tmp_path, "--resume=auto", "--epochs=1")
+    third = train_here(tmp_path, "--resume=auto", "--epochs=1", capsys=capsys)
     assert third.returncode == 0, third.stderr  # ...but the kernel released its lock
 
 
