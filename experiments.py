@@ -330,13 +330,7 @@ def choice_terms(head, semitones, triplet, rate):
     queries = chunks_of(head.describe_frames(torch.nn.functional.pad(frames[0] / level, (0, R - 1)))[0], own, R)
     fixed = torch.cdist(queries, chunks_of(corpus.levels[0], grains, R)).pow(2) / queries.shape[1]
     fixed = fixed + head.chroma_weight * 10 * (1 - head.grains_chroma(grains_of(x_in, R, D)[own]) @ corpus.chroma[0].T)
-
-    def mel(audio, n):  # its first n mel frames, silence after its end
-        frames = torch.from_numpy(groundtruth.mel_db(audio, rate, D)).float()[:n]
-        return torch.nn.functional.pad(frames, (0, 0, 0, n - len(frames)), value=float(frames.min()))
-
-    truth_chunks = chunks_of(mel(truth, len(own) * R + R), own, R)
-    oracle = torch.cdist(truth_chunks, chunks_of(mel(material, len(grains) + R), grains, R)).pow(2) / truth_chunks.shape[1]
+    oracle = groundtruth.oracle_distances(head, truth, material, rate) / (R * groundtruth.N_MELS)  # mean squared dB
 
     def semitone_levels(grains):  # at the clip's unit level, as the band levels
         power = torch.fft.rfft(grains * torch.hann_window(R * D), dim=-1).abs().pow(2)

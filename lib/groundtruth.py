@@ -59,27 +59,35 @@ def measure(out, truth, truth_features, sample_rate, hop):
 
 
 @torch.no_grad()
-def oracle(head, truth, material, material_length, sample_rate):
-    """The grains of the material nearest the ground truth, chunk by chunk, by the squared
-    difference of their mel spectra in dB over the chunk's frames, played by the head (a
-    PointerHead) with its crossfades. The ceiling of any choice of grains. # truth (N,) -> (N,)"""
+def oracle_distances(head, truth, material, sample_rate):
+    """The squared difference in dB of the mel spectra of every chunk of the ground truth and every
+    grain of the material, summed over the chunk's frames, with the pointer head's (a PointerHead)
+    chunking and grains. # truth (N,), material (M,) -> (n_chunks, P), P grains as head.describe counts them"""
     D, R = head.codec.D, head.chunk_frames
-    corpus = head.describe(torch.from_numpy(material)[None], torch.tensor([material_length]))
-    P = corpus.allowed.shape[1]
+    P = len(material) // D - 1
     truth_frames = torch.from_numpy(mel_db(truth, sample_rate, D)).float()  # (frames, N_MELS)
     material_frames = torch.from_numpy(mel_db(material, sample_rate, D)).float()[: P + R - 1]
     material_frames = F.pad(material_frames, (0, 0, 0, P + R - 1 - len(material_frames)))
-    x = head.codec.encode(torch.from_numpy(truth)[None])  # (1, D, T): the clip's frames, for the chunking
-    T = x.shape[2]
+    T = -(-len(truth) // D) + 1  # the clip's frames, as MDCTCodec.encode makes them
     n_chunks = -(-T // R)
     chunks = F.pad(truth_frames, (0, 0, 0, n_chunks * R - len(truth_frames)))[: n_chunks * R]
     kernels = chunks.view(n_chunks, R, N_MELS).transpose(1, 2)  # (n_chunks, N_MELS, R)
     cross = F.conv1d(material_frames.T[None], kernels)[0]  # (n_chunks, P)
     squared = F.pad(material_frames.pow(2).sum(dim=1).cumsum(0), (1, 0))
     norms = squared[R:] - squared[:-R]  # (P,): each grain's squared frames
-    distance = norms[None, :P] - 2 * cross[:, :P] + kernels.pow(2).sum(dim=(1, 2))[:, None]
+    return norms[None, :P] - 2 * cross[:, :P] + kernels.pow(2).sum(dim=(1, 2))[:, None]
+
+
+@torch.no_grad()
+def oracle(head, truth, material, material_length, sample_rate):
+    """The grains of the material nearest the ground truth, chunk by chunk (oracle_distances),
+    played by the head (a PointerHead) with its crossfades. The ceiling of any choice of grains.
+    # truth (N,) -> (N,)"""
+    corpus = head.describe(torch.from_numpy(material)[None], torch.tensor([material_length]))
+    distance = oracle_distances(head, truth, material, sample_rate)
     grains = distance.masked_fill(~corpus.allowed[0][None], float("inf")).argmin(dim=1)  # (n_chunks,)
-    corpus = corpus.at_unit_level(torch.ones(1), R)
-    S = head.n_sources
+    x = head.codec.encode(torch.from_numpy(truth)[None])  # (1, D, T): the clip's frames, for the chunking
+    corpus = corpus.at_unit_level(torch.ones(1), head.chunk_frames)
+    S, T, n_chunks = head.n_sources, x.shape[2], len(grains)
     played = head.play_grains(torch.ones(1, n_chunks, 1), (S * T + grains).view(1, n_chunks, 1), [x] * S, corpus)
     return head.codec.decode(played, len(truth))[0].numpy()
