@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 from lib import checkpointing, data, hyperparameters, objective, training
-from model import Cascade, MDCTCodec
+from model import HARMONICS, N_KEYS, Cascade, MDCTCodec
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HYPERPARAMETERS = hyperparameters.of_script(os.path.join(HERE, "train.py"))  # what the timed step runs with
@@ -94,6 +94,10 @@ def step_flops(config, B, T, attention=True):
                               + chunks * min(config.pointer_candidates, S * T) * (R + 2) * D)  # mix the candidates
         else:
             total += 2 * B * T * width * D
+    if config.notes:  # stage 1's transcription: decode, harmonic filterbank, key convolution, projections, note head
+        keys = len(HARMONICS) * N_KEYS
+        total += 2 * B * T * (D * 2 * D + (config.note_fft // 2 + 1) * keys + 8 * keys * 5
+                              + 8 * N_KEYS * 2 * D + 2 * D * N_KEYS)
     return 3 * total
 
 

@@ -40,6 +40,7 @@ from lib import (
     groundtruth,
     hyperparameters,
     listening,
+    notes,
     quality,
     scores,
     training,
@@ -53,6 +54,7 @@ TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", 
 QUALITY = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "dist_tgt": False, "extra_onsets": False,
            "grid_onsets": False}
 TRAINED, UNTRAINED = "trained model", "untrained model"
+TRAINING_PROGRAMS_SHOWN = 12  # training programs whose F1 on the held-out pieces shows the transfer gap
 TRUTH, ORACLE = "ground truth", "oracle"  # rendered scores: the right answer, and the grains nearest it
 LEARNS_NOTHING = (UNTRAINED, "random grains", "Let it Bee")  # the gap to the oracle is measured from the nearest
 COMPARED = (UNTRAINED, "random grains", "Let it Bee", "50/50 mix")  # the paired table's baselines
@@ -205,12 +207,18 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     return rows, rate, kept
 
 
-def evaluate_truth(path, state, model, max_pairs, seed, keep=()):
+def held_out_triplets(state, soundfont=""):
+    """The checkpoint's training and held-out triplets (scores.triplet_sets), rendered with its own
+    SoundFont or another."""
+    hp = {**state["hyperparameters"], **({"soundfont": soundfont} if soundfont else {})}
+    return scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
+
+
+def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
     """Every system against the ground truth of the checkpoint's held-out triplets (pieces and
     programs no training triplet used): {name: [groundtruth metrics of each triplet]}, the
     model's rate, and the audio of the triplets numbered in `keep` ({triplet: {name: (N,)}})."""
     hp = state["hyperparameters"]
-    _, triplets = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(triplets))[:max_pairs])
     triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
@@ -236,7 +244,8 @@ def evaluate_truth(path, state, model, max_pairs, seed, keep=()):
             rows.setdefault(name, []).append(groundtruth.measure(audio, truth, heard, rate, model.config.frame_dim))
     pieces = sorted({os.path.basename(triplets.paths[piece]) for piece, _ in triplets.items})
     print(f"{path} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played by "
-          f"programs {triplets.programs}; no training triplet used these pieces or programs")
+          f"programs {triplets.programs} of {os.path.basename(triplets.renderer.soundfont)}; no training triplet used "
+          f"these pieces or programs")
     if trained_grains:  # every grain is the material's: the shares say nothing here
         print(grains_lines({TRAINED: trained_grains, UNTRAINED: untrained_grains}, sources=False))
     return rows, rate, kept
@@ -316,10 +325,52 @@ def write_summary_csv(summary, path):
             writer.writerow([name, *(f"{shares[v]:.4f}" for v in verdict.VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
 
 
+def blocks_reset(model, seed):
+    """The model with stage 1's blocks back at the run's initial weights (train.py seeds rank 0
+    with the run's seed before building it), every other weight as trained."""
+    torch.manual_seed(seed)
+    reset = Cascade(model.config).eval()
+    blocks = {k: v for k, v in reset.state_dict().items() if k.startswith("stage1.blocks.")}
+    reset.load_state_dict({**model.state_dict(), **blocks})
+    return reset
+
+
+def transcription_table(state, model, train, held_out):
+    """Frame F1 of stage 1's transcription on the held-out pieces, from audio alone: for each
+    held-out program, pooled over them, and pooled over a sample of the training programs (the
+    transfer gap); beside it the same model with stage 1's blocks reset to the run's initial
+    weights (what the blocks learned)."""
+    config = model.config
+    reset = blocks_reset(model, state["hyperparameters"]["seed"])
+    codec = MDCTCodec(config.frame_dim)
+    training_sample = train.programs[:: max(len(train.programs) // TRAINING_PROGRAMS_SHOWN, 1)][:TRAINING_PROGRAMS_SHOWN]
+    systems = {"trained": model, "blocks reset": reset}
+    counts = {name: {**notes.transcription_counts(m, codec, held_out.renderer, held_out.scores, held_out.programs, held_out.segment),
+                     **notes.transcription_counts(m, codec, held_out.renderer, held_out.scores, training_sample, held_out.segment)}
+              for name, m in systems.items()}
+    rows = [(f"program {p} (held out)", [p]) for p in held_out.programs]
+    rows += [("held-out programs, pooled", held_out.programs), (f"{len(training_sample)} training programs, pooled",
+                                                               training_sample)]
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [f"stage 1's transcription of the {len(held_out.scores)} held-out pieces with "
+             f"{os.path.basename(held_out.renderer.soundfont)}: frame F1 on 16 ms frames, 88 keys, threshold 0.5, "
+             f"from audio alone (training programs shown: {training_sample})",
+             f"{'':<{width}}" + "".join(f" {name:>13}" for name in systems)]
+    lines.append("-" * len(lines[-1]))
+    f1 = {}
+    for label, programs in rows:
+        f1[label] = {name: notes.f1(sum(counts[name][p] for p in programs)) for name in systems}
+        lines.append(f"{label:<{width}}" + "".join(f" {f1[label][name]:>13.3f}" for name in systems))
+    return "\n".join(lines), f1
+
+
 def report_truth(args, state, model, keep, audio_pairs):
-    """evaluate.py on a checkpoint trained on rendered scores: the ground-truth tables, and the
-    audio, listening page and CSV files asked for."""
-    rows, rate, kept = evaluate_truth(args.ckpt, state, model, args.pairs, args.seed, keep)
+    """evaluate.py on a checkpoint trained on rendered scores: the ground-truth tables, stage 1's
+    transcription, and the audio, listening page and CSV files asked for."""
+    train, held_out = held_out_triplets(state, args.soundfont)
+    if model.config.notes:
+        print(transcription_table(state, model, train, held_out)[0] + "\n")
+    rows, rate, kept = evaluate_truth(args.ckpt, state, model, held_out, args.pairs, args.seed, keep)
     for index in audio_pairs if args.audio else ():
         if index in kept:
             write_audio(args.audio, index, kept[index], rate)
@@ -355,6 +406,8 @@ def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--ckpt", help="a checkpoint written by train.py: judge its validation pairs")
     parser.add_argument("--data_dir", default="", help="with --ckpt: validate on this folder's files instead")
+    parser.add_argument("--soundfont", default="", help="with --ckpt trained on scores: render its held-out triplets "
+                                                         "with this .sf2/.sf3 SoundFont instead of the run's own")
     parser.add_argument("--pairs", type=int, default=64, help="with --ckpt: at most this many validation pairs")
     parser.add_argument("--audio", help="with --ckpt: write the --audio_pairs' input, target and every system's "
                                         "output to this folder as WAV (then: python plot.py --compare FOLDER)")

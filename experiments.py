@@ -369,8 +369,8 @@ def learned_choice(train_programs="", steps=1500, epochs=4, batch_size=8, temper
     train, held_out, rate = triplets_and_rate(train_programs)
     head = Cascade(CascadeConfig()).stage1.pointer.eval()
     semitones = semitone_filter(rate, head.chunk_frames * head.codec.D)
-    known_programs = scores.TripletDataset(train.renders, train.paths, held_out.pieces, train.programs, train.segment,
-                                           train.material, train.seed, fixed=True)
+    known_programs = scores.TripletDataset(train.renderer, list(zip(held_out.paths, held_out.scores)), train.programs,
+                                           train.segment, train.material, train.hop, train.seed, fixed=True)
     judged = {"held-out programs": [choice_terms(head, semitones, t, rate) for t in held_out],
               "training programs": [choice_terms(head, semitones, t, rate) for t in known_programs]}
     training = []

@@ -3,6 +3,7 @@ Turn an input song into a new piece made of a target's audio, with a trained che
 
     python generate.py --ckpt checkpoints/epoch_10_step_270.pth --input song.wav --target other.flac --out out.wav
     python generate.py --ckpt checkpoints/epoch_10_step_270.pth --input song.wav --target ~/samples --out out.flac
+    python generate.py ... --midi notes.mid   # also the input's transcription by stage 1, as MIDI
 
 The model is rebuilt from the checkpoint alone. It chooses at its own rate (mono),
 window by window over the input, and every window may copy grains from anywhere in the
@@ -22,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lib import checkpointing, corpus, data, health_report, rendering, verdict
+from lib import checkpointing, corpus, data, health_report, notes, rendering, verdict
 
 INTERRUPTED_EXIT = 130  # as train.py's, and the shell's for Ctrl-C
 MAX_CHANNELS = 2  # mono or stereo: the render keeps each channel; more would need a layout to keep
@@ -77,6 +78,10 @@ def write_output(path, audio, rate, extension):
 def generate(args):
     began = time.perf_counter()
     extension = output_format(args.out)
+    if args.midi:
+        output_format(args.midi + ".wav")  # the same check of its folder
+        if not args.midi.lower().endswith((".mid", ".midi")):
+            raise SystemExit(f"--midi {args.midi}: name a .mid file")
     try:
         state = checkpointing.load(args.ckpt)
         model = checkpointing.model_from(state).eval()
@@ -86,11 +91,13 @@ def generate(args):
     if config.head != "pointer":
         raise SystemExit(f"--ckpt {args.ckpt} has the original design's linear head, which makes no grains to render: "
                          f"train with --head=pointer")
+    if args.midi and not config.notes:
+        raise SystemExit(f"--midi: {args.ckpt} does not transcribe (trained with notes=False)")
     rate = config.sample_rate
     in_model, in_full, info = input_audio(args.input, rate)
     target = corpus.TargetFiles(args.target, model.stage1.pointer, rate, info.samplerate, info.channels, args.cache_dir, in_model)
     generator = rendering.Generator(model, target, checkpointing.segment_samples(state))
-    out, out_model, scales = generator.generate(in_model, in_full)
+    out, out_model, scales, probabilities = generator.generate(in_model, in_full)
     peak = float(np.abs(out).max())
     if peak > 1.0:  # the health report below judges the output before this
         print(f"output peaked at {peak:.3f}; turned down by {20 * np.log10(peak / 0.999):.1f} dB instead of clipping")
@@ -107,6 +114,10 @@ def generate(args):
     print(f"wrote {args.out}: {len(out) / info.samplerate:.2f} s at {info.samplerate} Hz, {info.channels} channel(s), "
           f"from {args.ckpt} (epoch {state['epoch']}) and {len(target.recordings)} target file(s); "
           f"{len(warnings)} warnings\n" + "\n".join(lines))
+    if args.midi:
+        transcribed = notes.notes_of(probabilities, config.frame_dim / rate)
+        notes.write_midi(args.midi, transcribed)
+        print(f"wrote {args.midi}: {len(transcribed)} notes, the input's transcription by stage 1")
     took = time.perf_counter() - began
     print(f"took {took:.1f} s for {seconds:.1f} s of audio, reading and writing included: real-time factor "
           f"{took / seconds:.3f} ({seconds / took:.1f}x faster than real time)")
@@ -118,6 +129,7 @@ def main(argv):
     parser.add_argument("--input", required=True, help="the input song (any format libsndfile reads), mono or stereo")
     parser.add_argument("--target", required=True, help="the target song, or a folder of them: the corpus")
     parser.add_argument("--out", required=True, help="where to write the result (.wav, .flac, ...)")
+    parser.add_argument("--midi", help="also write the input's transcription by stage 1 to this .mid file")
     parser.add_argument("--cache_dir", default=".cache/audio", help="where the target is decoded once, at both rates")
     args = parser.parse_args(argv)
     try:

@@ -78,6 +78,10 @@ class CascadeConfig:
     # LayerNorm every frame on entry and before the head (the original design): it
     # erases each frame's loudness, so the head cannot see the music's envelope.
     frame_norm: bool = False
+    # Stage 1 transcribes the input: which of the 88 piano keys sound in each frame, read by its
+    # blocks from the input's harmonic spectrum (HarmonicSpectrum), which they see beside the frames.
+    notes: bool = True
+    note_fft: int = 4096  # samples per window of the harmonic spectrum: 256 ms at 16 kHz, 3.9 Hz apart
     # Any RMS below this counts as this, in forward and backward, so silence
     # stays finite. 1e-6 is -120 dBFS: below 24-bit dither, i.e. silence.
     rms_floor: float = 1e-6
@@ -165,6 +169,73 @@ class MDCTCodec(nn.Module):
         # overlap-add at 50%: hop j is the second half of frame j plus the first half of frame j+1
         audio = (pieces[:, :-1, D:] + pieces[:, 1:, :D]).flatten(1)  # (B, (T-1)*D)
         return audio if length is None else F.pad(audio, (0, max(length - audio.shape[1], 0)))[:, :length]
+
+
+# -----------------------------------------------------------------------------
+# what stage 1 hears: the harmonic spectrum
+
+LOWEST_KEY, N_KEYS = 21, 88  # the piano's keys, A0 (MIDI 21) to C8 (108): what stage 1 transcribes
+# Harmonics stacked per key, as Spotify's basic-pitch stacks them: a note shows as energy at one
+# key across its harmonics whatever its instrument; the sub-octave tells it from its own octave above.
+HARMONICS = (0.5, 1, 2, 3, 4, 5)
+SPECTRUM_FLOOR = 1e-6  # power (of a unit-RMS clip) below this counts as this: -60 dB
+
+
+def key_frequency(key):
+    """The equal-tempered frequency of a MIDI key, A4 = 440 Hz."""
+    return 440.0 * 2.0 ** ((np.asarray(key, dtype=np.float64) - 69) / 12)
+
+
+def harmonic_filterbank(sample_rate, n_fft):
+    """Row (h, k) averages the FFT bins within a semitone of harmonic h of key k, triangularly on
+    a log-frequency axis; where bins lie further apart than that (the bass), it interpolates
+    between the two nearest. Rows above Nyquist are zero. # (len(HARMONICS) * N_KEYS, n_fft//2 + 1)"""
+    bins = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    centres = np.outer(HARMONICS, key_frequency(np.arange(LOWEST_KEY, LOWEST_KEY + N_KEYS))).reshape(-1, 1)
+    semitones = 12 * np.log2(np.maximum(bins, 1e-3) / centres)
+    weights = np.maximum(np.maximum(0.0, 1 - np.abs(semitones)), np.maximum(0.0, 1 - np.abs(bins - centres) / bins[1]))
+    weights[centres[:, 0] >= sample_rate / 2] = 0.0
+    total = weights.sum(axis=1, keepdims=True)
+    return torch.from_numpy(weights / np.where(total > 0, total, 1.0)).float()
+
+
+class HarmonicSpectrum(nn.Module):
+    """Frames -> each frame's log power at every harmonic of every piano key, from a long window
+    centred on the frame: the MDCT's bins are 62.5 Hz apart, a semitone in the bass is 4 Hz.
+    # (B, D, T) -> (B, T, len(HARMONICS) * N_KEYS)"""
+
+    def __init__(self, frame_dim, sample_rate, n_fft):
+        super().__init__()
+        self.codec, self.n_fft = MDCTCodec(frame_dim), n_fft
+        window = torch.hann_window(n_fft)
+        self.register_buffer("window", window / window.sum(), persistent=False)  # a sine of amplitude a peaks at a^2/4
+        self.register_buffer("filterbank", harmonic_filterbank(sample_rate, n_fft), persistent=False)
+
+    def forward(self, frames):
+        audio = self.codec.decode(frames.float())  # (B, (T-1)*D): frame t is centred on sample t*D
+        spectrum = torch.stft(audio, self.n_fft, self.codec.D, window=self.window, center=True, pad_mode="constant",
+                              return_complex=True).abs().pow(2)  # (B, n_fft//2 + 1, T)
+        # log10 power scaled so that the floor is -1 and unit power +1: the range of the frames' values
+        return torch.log10(spectrum.transpose(1, 2) @ self.filterbank.T + SPECTRUM_FLOOR) / 3 + 1
+
+
+class KeyFeatures(nn.Module):
+    """The harmonic spectrum -> d_model features of a frame: one small convolution over
+    neighbouring keys, the same at every key (a note's harmonics look alike at any pitch), then
+    a linear map of all keys' channels. # (B, T, len(HARMONICS) * N_KEYS) -> (B, T, d_model)"""
+
+    def __init__(self, d_model, channels=8, width=5):
+        super().__init__()
+        self.conv = nn.Conv1d(len(HARMONICS), channels, width, padding=width // 2)
+        self.proj = nn.Linear(channels * N_KEYS, d_model)
+        # at the frames' scale: unnormalised, the frames' MDCT coefficients (RMS ~1 each) drown it in
+        # what the blocks' LayerNorms see
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, spectrum):
+        B, T, _ = spectrum.shape
+        x = F.gelu(self.conv(spectrum.reshape(B * T, len(HARMONICS), N_KEYS)))  # (B*T, channels, N_KEYS)
+        return self.norm(self.proj(x.reshape(B, T, -1)))
 
 
 # -----------------------------------------------------------------------------
@@ -538,10 +609,15 @@ class PointerHead(nn.Module):
 class Stage(nn.Module):
     """concat(sources) -> positions -> blocks -> head -> + residual -> fixed RMS."""
 
-    def __init__(self, n_sources, residual_weight, config):
+    def __init__(self, n_sources, residual_weight, config, transcribes=False):
         super().__init__()
         self.residual_weight = residual_weight
         d_model = n_sources * config.frame_dim
+        self.transcribes = transcribes
+        if transcribes:  # the input's harmonic spectrum joins the frames; a note head reads the blocks' output
+            self.spectrum = HarmonicSpectrum(config.frame_dim, config.sample_rate, config.note_fft)
+            self.spectrum_in = KeyFeatures(d_model)
+            self.notes = nn.Linear(d_model, N_KEYS)
         self.norm_in = nn.LayerNorm(d_model) if config.frame_norm else nn.Identity()
         self.blocks = nn.ModuleList(Block(d_model, config.n_head, config.dropout) for _ in range(config.n_layer))
         self.norm_out = nn.LayerNorm(d_model) if config.frame_norm else nn.Identity()
@@ -556,14 +632,22 @@ class Stage(nn.Module):
             nn.init.normal_(self.proj.weight, std=self.head_gain * d_model**-0.5)  # the gain, folded into the init
             nn.init.zeros_(self.proj.bias)
 
-    def forward(self, sources, target_rms, floor, corpus=None):  # sources: each (B, D, T)
-        """-> (out (B, D, T), scale factor (B,), the grains the pointer played and the fine levels
-        it sought (PointerHead.forward), each None where the head has none)"""
+    def features(self, sources):  # sources: each (B, D, T), sources[0] the input
+        """What the blocks make of the sources. # (B, T, C)"""
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
+        if self.transcribes:
+            x = x + self.spectrum_in(self.spectrum(sources[0]))
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
-        x = self.norm_out(x)
+        return self.norm_out(x)
+
+    def forward(self, sources, target_rms, floor, corpus=None):  # sources: each (B, D, T)
+        """-> (out (B, D, T), scale factor (B,), the grains the pointer played and the fine levels
+        it sought (PointerHead.forward), the note logits (B, T, N_KEYS); each None where the
+        stage has none)"""
+        x = self.features(sources)
+        notes = self.notes(x) if self.transcribes else None
         grains = sought = None
         if hasattr(self, "pointer"):
             x, grains, sought = self.pointer(x, sources, corpus)
@@ -571,39 +655,57 @@ class Stage(nn.Module):
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return *scale_to_rms(x, target_rms, floor), grains, sought
+        return *scale_to_rms(x, target_rms, floor), grains, sought, notes
 
 
 class Cascade(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.stage1 = Stage(2, 1.0, config)
+        self.stage1 = Stage(2, 1.0, config, transcribes=config.notes)
         self.stage2 = Stage(3, config.final_residual, config)
 
-    def forward(self, x_in, x_tgt, corpus=None):
+    def forward(self, x_in, x_tgt, corpus=None, notes_only=False):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
         scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
         grains each stage played (grains1, grains2), and with pointer_fine the fine levels each
         sought, at unit level (sought1, sought2). With a Corpus, the heads play its grains
-        instead of the target's; x_tgt is still what the transformers see."""
-        if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
-            raise ValueError(
-                f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"
-            )
+        instead of the target's; x_tgt is still what the transformers see. With notes, stage 1's
+        note logits (notes, (B, T, N_KEYS)). notes_only: (None, {"notes": transcribe()}), playing
+        nothing: a transcription step, through forward since DDP syncs gradients there alone."""
+        if notes_only:
+            return None, {"notes": self.transcribe(x_in, x_tgt)}
         floor = self.config.rms_floor
-        level = combined_rms(x_in, x_tgt, floor)  # (B, 1, 1)
-        x_in, x_tgt = x_in / level, x_tgt / level
+        x_in, x_tgt, level = self.at_unit_level(x_in, x_tgt)
         unit = combined_rms(x_in, x_tgt, floor)  # 1, or ~0 for a silent pair
         if corpus is not None:
             if corpus.audio.shape[0] != x_in.shape[0]:
                 raise ValueError(f"one corpus per clip: {corpus.audio.shape[0]} corpora for a batch of {x_in.shape[0]}")
             corpus = corpus.at_unit_level(1 / level.view(-1), self.config.chunk_frames, fine_scale(self.config))
-        out1, scale1, grains1, sought1 = self.stage1([x_in, x_tgt], unit, floor, corpus)
-        out2, scale2, grains2, sought2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
+        out1, scale1, grains1, sought1, notes = self.stage1([x_in, x_tgt], unit, floor, corpus)
+        out2, scale2, grains2, sought2, _ = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
         stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
+        if notes is not None:
+            stats["notes"] = notes
         if grains1 is not None:
             stats.update(grains1=grains1, grains2=grains2)
         if sought1 is not None:  # at the clip's unit level
             stats.update(sought1=sought1, sought2=sought2)
         return out2 * level, stats
+
+    def at_unit_level(self, x_in, x_tgt):
+        """Both clips divided by their shared reference level, and the level. # (B, D, T) x 2, (B, 1, 1)"""
+        if x_in.shape != x_tgt.shape or x_in.dim() != 3 or x_in.shape[1] != self.config.frame_dim:
+            raise ValueError(
+                f"x_in {tuple(x_in.shape)} and x_tgt {tuple(x_tgt.shape)} must both be (B, {self.config.frame_dim}, T)"
+            )
+        level = combined_rms(x_in, x_tgt, self.config.rms_floor)  # (B, 1, 1)
+        return x_in / level, x_tgt / level, level
+
+    def transcribe(self, x_in, x_tgt):
+        """Stage 1's note logits alone, without playing anything: which piano keys sound in each
+        frame of the input (sigmoid > 0.5: sounding). # (B, D, T) x 2 -> (B, T, N_KEYS)"""
+        if not self.stage1.transcribes:
+            raise ValueError("this model does not transcribe (notes=False)")
+        x_in, x_tgt, _ = self.at_unit_level(x_in, x_tgt)
+        return self.stage1.notes(self.stage1.features([x_in, x_tgt]))

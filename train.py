@@ -26,7 +26,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from lib import checkpointing, data, health_report, hyperparameters, objective, scores, training
+from lib import checkpointing, data, health_report, hyperparameters, notes, objective, scores, training
 from model import Cascade, CascadeConfig, MDCTCodec
 
 # ----------------------------------------------------------------------------- hyperparameters
@@ -34,21 +34,32 @@ from model import Cascade, CascadeConfig, MDCTCodec
 dataset = "scores"  # scores: scores rendered with two instruments, so each input has a right answer; demo: synthetic songs
 data_dir = ""  # a folder of your audio (searched recursively): trains on it instead of dataset, with no right answer
 segment_seconds = 2.0  # length of one clip
-val_fraction = 0.15  # share of pieces (scores), songs (demo) or files held out for validation
+val_fraction = 0.15  # demo and data_dir: share of songs or files held out for validation
 score_dir = ""  # scores: a folder of your MIDI/MusicXML files; "" = Bach chorales from music21's corpus
-score_pieces = 12  # scores: how many chorales (with score_dir: every file)
+score_pieces = 100  # scores: how many chorales (with score_dir: every file)
+val_pieces = 4  # scores: pieces held out for validation, chosen by seed
 soundfont = ""  # scores: a .sf2/.sf3 file; "" = TimGM6mb, the General MIDI SoundFont in pretty_midi's wheel
-train_programs = "0,6,24,40,56,68,71"  # scores: General MIDI programs of the training triplets (piano ... clarinet)
+train_programs = "melodic"  # scores: General MIDI programs of training, comma-separated; melodic = 0-111 less val_programs
 val_programs = "19,42,73"  # scores: programs held out for validation (organ, cello, flute)
 score_seconds = 30.0  # scores: each piece's first seconds (0: whole pieces)
 material_seconds = 20.0  # scores: how much of the target's piece the pointer heads may play from
+epoch_triplets = 136  # scores: training triplets drawn afresh for each cascade epoch (0: every segment of every piece)
 shuffle_targets = False  # demo and data_dir: pair each input with a segment of another file
 demo_pieces = 24  # demo: synthetic songs generated, train + validation
 demo_seconds = 24.0  # demo: length of each song
 cache_dir = ".cache/audio"  # your audio decoded, and scores rendered, once
 # model: every field of CascadeConfig (model.py, with its defaults and what each does) is a
 # hyperparameter too: set one here (n_layer = 4) or on the command line (--n_layer=4)
+# transcription: stage 1 learns which notes sound (scores only)
+transcribe_epochs = 4  # the run's first epochs train stage 1's transcription alone, on excerpts rendered afresh
+transcribe_steps = 100  # steps in each of them
+transcribe_batch = 16  # excerpts per step, per rank
+transcribe_lr = 2e-3
+augment_gain_db = 12.0  # each excerpt's gain within +-this
+augment_tilt_db = 3.0  # and its spectrum tilted within +-this per octave,
+augment_bell_db = 9.0  # with three bell-shaped boosts or cuts within +-this: timbre is never a cue to notes
 # loss
+notes_weight = 1.0  # scores: stage 1's note logits against the score's piano roll (binary cross-entropy)
 follow_weight = 1.0  # the output's band levels follow the input's, frame by frame
 sound_weight = 1.0  # the output's average spectrum is the target's: its instruments and key
 harmony_weight = 0.0  # the output's pitch classes are the input's, frame by frame (docs/LOG.md: no better at 1)
@@ -64,7 +75,7 @@ weight_decay = 0.01
 grad_clip = 1.0  # max-norm of the total gradient
 batch_size = 8  # pairs per step, per rank under torchrun
 # run
-epochs = 10
+epochs = 6
 seed = 1337
 out_dir = "checkpoints"
 keep_checkpoints = 3  # newest checkpoints kept; older ones are deleted
@@ -91,7 +102,8 @@ def main(argv):
     log("hyperparameters:\n" + "\n".join(f"  {k} = {v!r}" for k, v in hp.items()))
 
     # ------------------------------------------------------------------ data
-    train_set, val_set = load_data(hp, process)
+    train_set, val_set, note_clips = load_data(hp, process)
+    transcribe_epochs = hp["transcribe_epochs"] if note_clips else 0
     # each rank takes every world-th pair of one seeded permutation per epoch
     sampler = DistributedSampler(train_set, process.world, process.rank, shuffle=True, seed=hp["seed"], drop_last=True)
     steps_per_epoch = len(sampler) // hp["batch_size"]
@@ -109,14 +121,22 @@ def main(argv):
         step, start_epoch, start_batch = training.restore(state, model, optimizer, process, steps_per_epoch,
                                                             hp["batch_size"] * process.world, hp["seed"])
         log(f"resumed from {resumed_from} at step {step}")
+
+    def steps_in(epoch):  # transcription epochs, then cascade epochs
+        return hp["transcribe_steps"] if epoch < transcribe_epochs else steps_per_epoch
+
     train_model = model  # what the step runs; checkpoints and the NaN report use the plain model
     if hp["compile"]:
         log("compile=True: the first step compiles the model with torch.compile (about 30 s on a 2-core CPU)")
         train_model = torch.compile(model)
     if process.distributed:
         device_ids = [process.device] if process.device_type == "cuda" else None
-        train_model = DistributedDataParallel(train_model, device_ids=device_ids)
-    total_steps = step + (steps_per_epoch - start_batch) + steps_per_epoch * (hp["epochs"] - start_epoch - 1)
+        # a transcription step leaves stage 2 out, and a pair, which has no notes, the note head
+        train_model = DistributedDataParallel(train_model, device_ids=device_ids, find_unused_parameters=config.notes)
+    total_steps = step - start_batch + sum(steps_in(epoch) for epoch in range(start_epoch, hp["epochs"]))
+    if transcribe_epochs:
+        log(f"epochs 1-{min(transcribe_epochs, hp['epochs'])} train stage 1's transcription alone: {hp['transcribe_steps']} "
+            f"steps of {hp['transcribe_batch']} excerpts x {process.world} rank(s), lr {hp['transcribe_lr']:.0e}")
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; batch {hp['batch_size']} x "
         f"{process.world} rank(s) = {hp['batch_size'] * process.world} pairs per step; {steps_per_epoch} steps/epoch, "
         f"{total_steps} steps, device {process.device}, {process.dtype}")
@@ -124,8 +144,8 @@ def main(argv):
     weights = hyperparameters.section(objective.LossWeights, hp)
     step_config = hyperparameters.section(training.StepConfig, hp)
     run = Run(hp, config, weights, step_config, process, codec, model, train_model, optimizer, train_set, val_set,
-              sampler, metrics, step, resumed_from)
-    loop(run, start_epoch, start_batch, steps_per_epoch, total_steps)
+              sampler, metrics, step, resumed_from, note_clips, transcribe_epochs)
+    loop(run, start_epoch, start_batch, steps_in, total_steps)
     process.finish(0)
     if lock:
         lock.close()
@@ -133,7 +153,8 @@ def main(argv):
 
 def load_data(hp, process):
     """The run's training and validation sets: triplets of rendered scores, or pairs of the demo
-    music or of the user's audio (rank 0 renders or decodes into the cache first)."""
+    music or of the user's audio (rank 0 reads or decodes into the cache first); and for scores
+    the excerpts the transcription epochs draw (notes.NoteClips), else None."""
     if process.distributed and not process.master:
         dist.barrier()  # the others wait, then read the cache rank 0 wrote
     if hp["data_dir"] or hp["dataset"] == "demo":
@@ -142,15 +163,18 @@ def load_data(hp, process):
         train_tracks, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
         train_set = data.PairDataset(train_tracks, segment, hp["shuffle_targets"], hp["seed"])
         val_set = data.PairDataset(val_tracks, segment)
-        sizes, units = (len(train_tracks), len(val_tracks)), ("files", "pairs")
+        sizes, units, note_clips = (len(train_tracks), len(val_tracks)), ("files", "pairs"), None
     else:
         train_set, val_set = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), process.log)
         sizes, units = (len(train_set.pieces), len(val_set.pieces)), ("pieces", "triplets")
+        augment = notes.Augment(gain_db=hp["augment_gain_db"], tilt_db=hp["augment_tilt_db"], bell_db=hp["augment_bell_db"])
+        note_clips = notes.NoteClips(train_set.renderer, train_set.scores, train_set.programs, train_set.segment,
+                                     hp["frame_dim"], augment)
     if process.distributed and process.master:
         dist.barrier()
     for name, n, examples in (("train", sizes[0], train_set), ("val", sizes[1], val_set)):
         process.log(f"{name}: {n} {units[0]}, {len(examples)} {units[1]}, {examples.minutes(hp['sample_rate']):.1f} min")
-    return train_set, val_set
+    return train_set, val_set, note_clips
 
 
 @dataclass
@@ -171,27 +195,39 @@ class Run:
     metrics: checkpointing.MetricsFile
     step: int
     newest: str  # the newest checkpoint written or resumed from
+    note_clips: notes.NoteClips | None  # what transcription epochs train on
+    transcribe_epochs: int
     corpora: dict = field(default_factory=dict)  # each material's description (training.encode)
 
 
-def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
+def loop(run, start_epoch, start_batch, steps_in, total_steps):
     hp, process, log = run.hp, run.process, run.process.log
     stop = training.install_signal_handlers()
     grad_norms, t_run, start_step = [], time.time(), run.step
     for epoch in range(start_epoch, hp["epochs"]):
+        transcribing = epoch < run.transcribe_epochs
+        lr = hp["transcribe_lr"] if transcribing else hp["lr"]
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
         run.train_set.set_epoch(epoch)
         run.sampler.set_epoch(epoch)
         order = list(run.sampler)
         run.model.train()
-        for i in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
+        for i in range(start_batch if epoch == start_epoch else 0, steps_in(epoch)):
             t0 = time.time()
-            batch = run.train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]])
-            x_in, x_tgt, corpus = training.encode(run.model, run.codec, batch, process.device, run.corpora)
-            truth = training.truth_levels(run.model, run.codec, batch, x_in, x_tgt, process.device)
+            if transcribing:  # every rank its own excerpts, the same again on resuming
+                excerpts = run.note_clips.batch(hp["transcribe_batch"], np.random.default_rng([hp["seed"], epoch, i, process.rank]))
+                x_in, x_tgt, rolls = (t.to(process.device) for t in excerpts)
+                x_in, x_tgt, corpus, truth = run.codec.encode(x_in), run.codec.encode(x_tgt), None, None
+            else:
+                batch = run.train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]])
+                x_in, x_tgt, corpus = training.encode(run.model, run.codec, batch, process.device, run.corpora)
+                truth = training.truth_levels(run.model, run.codec, batch, x_in, x_tgt, process.device)
+                rolls = batch.rolls.to(process.device) if batch.rolls is not None else None
             try:
                 loss, terms, grad_norm = training.train_step(run.model, run.train_model, run.optimizer, run.codec, x_in,
                                                              x_tgt, run.weights, run.step_config, process, run.step + 1,
-                                                             run.newest, corpus, truth)
+                                                             run.newest, corpus, truth, rolls, transcribing)
             except training.NonFiniteError as e:
                 if process.master:
                     run.metrics.write(kind="nan_abort", epoch=epoch + 1, step=run.step + 1, loss=e.loss,
@@ -203,9 +239,9 @@ def loop(run, start_epoch, start_batch, steps_per_epoch, total_steps):
             dt = (time.time() - t0) * 1000
             named = ", ".join(f"{name} {value:.4f}" for name, value in terms.items())
             log(f"step {run.step}/{total_steps} | epoch {epoch + 1} | loss {loss:.4f} ({named}) | grad_norm {grad_norm:.4f} "
-                f"| lr {hp['lr']:.2e} | dt {dt:.0f} ms", flush=True)
+                f"| lr {lr:.2e} | dt {dt:.0f} ms", flush=True)
             if process.master:
-                run.metrics.write(kind="step", epoch=epoch + 1, step=run.step, loss=loss, grad_norm=grad_norm, lr=hp["lr"],
+                run.metrics.write(kind="step", epoch=epoch + 1, step=run.step, loss=loss, grad_norm=grad_norm, lr=lr,
                                   dt_ms=dt, **terms)
             if run.step % hp["log_interval"] == 0:
                 log(f"top grads: {training.top_gradients(training.gradient_norms(run.model), hp['top_k'])}")
@@ -235,7 +271,8 @@ def end_of_epoch(run, epoch, grad_norms, eta):
             if grad_norms else {}  # none when resumed from an interrupt after the epoch's last step
         run.metrics.write(kind="epoch", epoch=epoch + 1, step=run.step, warnings=" ".join(warnings), **norms,
                           **{k: v for k, v in health.items() if k in checkpointing.MetricsFile.COLUMNS})
-        checkpointing.write_samples(os.path.join(hp["out_dir"], "samples"), epoch + 1, sample, hp["sample_rate"])
+        checkpointing.write_samples(os.path.join(hp["out_dir"], "samples"), epoch + 1, sample, hp["sample_rate"],
+                                    hp["frame_dim"])
     process.log(f"saved {path}")
 
 

@@ -17,7 +17,7 @@ import torch
 
 from model import Cascade, CascadeConfig
 
-from . import data
+from . import data, pianoroll
 
 FORMAT = "cascade-checkpoint-v1"
 # model config fields added after the first checkpoints were written, with the values those were
@@ -160,7 +160,7 @@ class MetricsFile:
     COLUMNS = ["kind", "epoch", "step", "loss", "follow", "sound", "copy", "novelty", "recon", "grad_norm", "lr", "dt_ms",
                "val_loss", "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope",
                "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings",
-               "unrelated_share", "harmony", "onsets", "truth"]  # last: rows of runs from before they were added still line up on resume
+               "unrelated_share", "harmony", "onsets", "truth", "notes", "note_f1"]  # last: rows of runs from before they were added still line up on resume
 
     def __init__(self, path, keep_until_step):
         self.path = path
@@ -187,8 +187,13 @@ def write_wav(path, audio, sample_rate):
     sf.write(path, audio / max(1.0, float(np.abs(audio).max()) / 0.999), sample_rate, subtype="FLOAT")
 
 
-def write_samples(folder, epoch, sample, sample_rate):
-    """An epoch's validation sample (input, target, output audio) as float WAV files."""
+def write_samples(folder, epoch, sample, sample_rate, hop):
+    """An epoch's validation sample (input, target, output audio) as float WAV files, and where
+    it has the input's piano roll and its transcription (frames hop samples apart) the two as
+    epoch_N_transcription.png."""
     os.makedirs(folder, exist_ok=True)
     for name, audio in zip(("input", "target", "output"), sample):
         write_wav(os.path.join(folder, f"epoch_{epoch}_{name}.wav"), audio, sample_rate)
+    if len(sample) == 5:
+        pianoroll.write_figure(os.path.join(folder, f"epoch_{epoch}_transcription.png"), *sample[3:], hop / sample_rate,
+                               f"(epoch {epoch}'s validation sample)")

@@ -132,6 +132,7 @@ class Batch:
     material_lengths: torch.Tensor | None = None  # (B,) long: samples of each material before its padding
     truths: torch.Tensor | None = None
     material_keys: tuple | None = None  # what each material is, the same key for the same audio
+    rolls: torch.Tensor | None = None  # (B, T, N_KEYS) float: the keys sounding in each input frame (scores)
 
 
 class PairDataset:

@@ -19,6 +19,8 @@ from .verdict import (
 )
 
 HEALTHY_GRAD_NORM = 100.0
+LEARNING_GRAD_NORM = 1e-6  # an epoch whose largest pre-clip gradient norm stays below this learns nothing
+HEALTHY_NOTE_F1 = 0.5  # frame F1 of stage 1's transcription on the held-out triplets
 HEALTHY_SCALE = (0.8, 1.2)  # stage scale factors and the output/input RMS ratio
 HEALTHY_CORRELATION = 0.3
 HEALTHY_BLEND_SHARE = 0.8  # of validation pairs judged blend
@@ -91,6 +93,12 @@ def health_lines(h, grad_norms=None):
         gmax, gmed = max(grad_norms), float(np.median(grad_norms))
         check("grad_norm", gmax < HEALTHY_GRAD_NORM,
               f"gradient norms   max {gmax:.3g}, median {gmed:.3g} (healthy < {HEALTHY_GRAD_NORM:g})")
+        if gmax < LEARNING_GRAD_NORM:
+            check("nothing_learns", False, f"nothing is learning: no gradient norm of the epoch reached "
+                                           f"{LEARNING_GRAD_NORM:g}, so no weight moved")
+    if "note_f1" in h:
+        check("note_f1", h["note_f1"] >= HEALTHY_NOTE_F1, f"transcription    frame F1 {h['note_f1']:.3f} on the held-out "
+              f"triplets' inputs (healthy >= {HEALTHY_NOTE_F1})")
     low, high = HEALTHY_SCALE
     if "level_rule" in h:  # generate.py: two songs, not a training pair (generation_health)
         check("level_rule", low <= h["level_rule"] <= high, f"level rule       output RMS {h['level_rule']:.3f}x the songs' "

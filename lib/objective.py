@@ -92,6 +92,7 @@ class LossWeights:
     novelty_weight: float
     recon_weight: float
     truth_weight: float  # triplets with pointer_fine: the fine levels sought against the ground truth's
+    notes_weight: float  # triplets: stage 1's notes against the score's
 
 
 def truth_loss(stats, truth):
@@ -100,7 +101,13 @@ def truth_loss(stats, truth):
     return sum((stats[name] - truth).pow(2).mean() for name in ("sought1", "sought2")) / 2
 
 
-def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None):
+def notes_loss(logits, rolls):
+    """Binary cross-entropy of stage 1's note logits against the score's piano roll, every
+    (frame, key) cell alike. # (B, T, N_KEYS) x 2"""
+    return F.binary_cross_entropy_with_logits(logits.float(), rolls)
+
+
+def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None, rolls=None):
     """Total loss and each named term, all on (B, D, T) frames.
 
     follow   the output's band levels, frame by frame, are the input's: its rhythm,
@@ -116,6 +123,7 @@ def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None):
     recon    the original design's term: relative squared error to the target
     truth    triplets with pointer_fine: the fine levels the heads seek against the ground truth's
              (truth_loss; stats from Cascade, truth from training.truth_levels), else 0
+    notes    triplets: stage 1's note logits (stats) against the input's piano roll (notes_loss), else 0
 
     weights: LossWeights; config: the model's CascadeConfig (its rate and RMS floor).
     """
@@ -136,6 +144,7 @@ def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None):
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
         "truth": truth_loss(stats, truth) if truth is not None else out.new_zeros(()),
+        "notes": notes_loss(stats["notes"], rolls) if rolls is not None and "notes" in stats else out.new_zeros(()),
     }
     total = sum(getattr(weights, name + "_weight") * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}

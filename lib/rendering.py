@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model import MDCTCodec, grain_window
+from model import N_KEYS, MDCTCodec, grain_window
 
 
 def window_size(segment_samples, frame_dim, chunk_frames):
@@ -87,7 +87,9 @@ class Generator:
     @torch.no_grad()
     def generate(self, in_model, in_full, progress=True):
         """in_model: (n,) mono at the model's rate; in_full: (N, channels) at the output's rate.
-        -> (output like in_full, the model-rate output (n,), every window's (scale1, scale2) (W, 2))"""
+        -> (output like in_full, the model-rate output (n,), every window's (scale1, scale2) (W, 2),
+        and where stage 1 transcribes, the probability of each key sounding in each frame of the
+        input, windows crossfaded as the output is (n // D + 1, N_KEYS), else None)"""
         size, ratio = self.size, self.ratio
         starts = window_starts(len(in_model), size)
         tgt_model = self.target.looped(len(in_model))
@@ -97,7 +99,8 @@ class Generator:
         out_full = np.zeros((len(in_full) + 3 * offset, in_full.shape[1]), np.float32)
         single = len(starts) == 1
         model_share = share(np.arange(size, dtype=np.float64), size, single, self.D)
-        scales = []
+        scales, hop_share = [], model_share[:: self.D]  # each window frame's share: frame t lies at sample t * D
+        notes = np.zeros((len(in_model) // self.D + 2 * (size // self.D) + 2, N_KEYS), np.float32)
         for start in tqdm(starts, desc="generating", unit="window", disable=not progress, dynamic_ncols=True):
             x_in = self.codec.encode(torch.from_numpy(span(in_model, start, size))[None])
             x_tgt = self.codec.encode(torch.from_numpy(span(tgt_model, start, size))[None])
@@ -112,7 +115,11 @@ class Generator:
             rendered = self.render(stats, span(in_full, first, n), span(tgt_full, first, n), at, x_in.shape[2])
             out_full[offset + first : offset + first + n] += share(at, size, single, self.D)[:, None] * rendered
             scales.append((stats["scale1"].item(), stats["scale2"].item()))
-        return out_full[offset : offset + len(in_full)], out_model[size : size + len(in_model)], np.array(scales)
+            if "notes" in stats:
+                at_frame = (size + start) // self.D
+                notes[at_frame : at_frame + len(hop_share)] += hop_share[:, None] * stats["notes"][0, : len(hop_share)].sigmoid().numpy()
+        notes = notes[size // self.D : size // self.D + len(in_model) // self.D + 1] if "notes" in stats else None
+        return out_full[offset : offset + len(in_full)], out_model[size : size + len(in_model)], np.array(scales), notes
 
     def render(self, stats, in_full, tgt_full, at, T):
         """One window's output at the output's rate: the stages' sums (module docstring) of

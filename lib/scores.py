@@ -16,6 +16,7 @@ wheel) by default. Renders are cached, so a run is offline and pays for them onc
 
 import hashlib
 import importlib.util
+import multiprocessing
 import os
 import struct
 import tempfile
@@ -25,12 +26,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model import LOWEST_KEY, N_KEYS
+
 from .data import Batch, seconds_to_samples
+from .notes import note_array, piano_roll
 
 SCORE_SUFFIXES = (".mid", ".midi", ".mxl", ".musicxml", ".xml")
 RENDER_RMS = 0.05  # every render at this RMS (-26 dBFS): input, material and truth share a level
 SILENT_RMS = 1e-6  # a render quieter than this (-120 dBFS) plays nothing
 BACH_CHORALES = "music21's Bach chorales"
+MELODIC_PROGRAMS = range(112)  # General MIDI's pitched programs: 112-127 are percussion and sound effects
 
 
 def default_soundfont():
@@ -82,6 +87,61 @@ def synthesizer(soundfont, programs, sample_rate):
         raise SystemExit(f"--soundfont {soundfont} does not load: {e}") from None
 
 
+PROBE_TIMEOUT = 0.5  # seconds one note may take to render before its key counts as broken (one takes ~1 ms)
+
+
+def _probe_keys(soundfont, pairs, sample_rate, connection):
+    """Render one note of every (program, key) pair in order, sending for each how it plays:
+    "ok", "silent" or "non-finite"."""
+    import symusic
+
+    synth = symusic.Synthesizer(soundfont, sample_rate=sample_rate)
+    for program, key in pairs:
+        score, track = symusic.Score(ttype="second"), symusic.Track(program=program, ttype="second")
+        track.notes.append(symusic.Note(0.0, 0.25, key, 90, ttype="second"))
+        score.tracks.append(track)
+        audio = np.asarray(synth.render(score, stereo=False), dtype=np.float64)
+        level = np.sqrt(np.mean(audio**2)) if audio.size else 0.0
+        connection.send("non-finite" if not np.isfinite(level) else "silent" if level < SILENT_RMS else "ok")
+
+
+def key_faults(soundfont, programs, keys, sample_rate, cache_dir):
+    """{(program, key): "hangs", "silent" or "non-finite"} for the notes among `keys` that symusic's
+    synthesizer never finishes rendering with this SoundFont, or renders as silence or non-finite
+    samples (TimGM6mb hangs on the top keys of many programs, 88 and up for the clavinet, 7; its
+    whistle, 78, renders NaN): found by rendering one note of each in a child process, replaced
+    where one hangs, and cached per SoundFont."""
+    stamp = f"{os.path.abspath(soundfont)}|{os.path.getsize(soundfont)}|{os.stat(soundfont).st_mtime_ns}|{sample_rate}"
+    cached = os.path.join(cache_dir, f"broken_keys_{hashlib.sha1(stamp.encode()).hexdigest()}.txt")
+    known = {}  # (program, key): how it plays
+    if os.path.exists(cached):
+        with open(cached) as f:
+            known = {(int(p), int(k)): fault for p, k, fault in (line.split() for line in f)}
+    pairs = [(p, k) for p in programs for k in sorted(keys) if (p, k) not in known]
+    if pairs:
+        context = multiprocessing.get_context("fork")  # the child renders only: no torch thread is used there
+        with tqdm(total=len(pairs), desc=f"probing {os.path.basename(soundfont)}", unit="note", leave=False) as bar:
+            while pairs:
+                receive, send = context.Pipe(duplex=False)
+                child = context.Process(target=_probe_keys, args=(soundfont, pairs, sample_rate, send), daemon=True)
+                child.start()
+                while pairs:
+                    rendered_one = receive.poll(PROBE_TIMEOUT)
+                    known[pairs[0]] = receive.recv() if rendered_one else "hangs"
+                    pairs = pairs[1:]
+                    bar.update()
+                    if not rendered_one:
+                        break
+                child.kill()
+                child.join()
+        os.makedirs(cache_dir, exist_ok=True)
+        partial = f"{cached}.{os.getpid()}.tmp"
+        with open(partial, "w") as f:
+            f.writelines(f"{p} {k} {fault}\n" for (p, k), fault in sorted(known.items()))
+        os.replace(partial, cached)
+    return {(p, k): fault for (p, k), fault in known.items() if fault != "ok" and p in programs and k in keys}
+
+
 def score_files(score_dir, n_pieces):
     """The scores a run renders: every MIDI or MusicXML file under score_dir (sorted), or the first
     n_pieces of music21's Bach chorales when score_dir is empty."""
@@ -120,59 +180,75 @@ def read_score(path):
     return score
 
 
-def render(score, program, synth):
-    """The score with every part played by one General MIDI program, mono, at RENDER_RMS; ValueError
-    if the program plays it as silence or non-finite samples (TimGM6mb's 78, whistle, does). # (N,)"""
-    score = score.copy()
-    for track in score.tracks:
-        track.program, track.is_drum = program, False
-    audio = np.asarray(synth.render(score, stereo=False), dtype=np.float32).reshape(-1)
-    level = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
-    if not np.isfinite(level) or level < SILENT_RMS:
-        raise ValueError(f"program {program} renders {'non-finite samples' if not np.isfinite(level) else 'silence'}")
-    return audio * (RENDER_RMS / level)
+def read_pieces(paths, seconds, cache_dir, log=print):
+    """Every readable score of paths, in seconds, cut to its first `seconds` (0: whole): [(path,
+    ScoreSecond)]. Each is parsed once and cached as MIDI (music21 takes ~0.25 s per chorale); a
+    score that cannot be read or has no notes is skipped with one warning line; SystemExit if none
+    is left."""
+    import symusic
 
-
-def cache_key(path, program, soundfont, sample_rate):
-    stamp = "|".join(f"{os.path.abspath(p)}|{os.path.getsize(p)}|{os.stat(p).st_mtime_ns}" for p in (path, soundfont))
-    return hashlib.sha1(f"{stamp}|{program}|{sample_rate}|{RENDER_RMS}".encode()).hexdigest()
-
-
-def rendered(paths, programs, soundfont, sample_rate, cache_dir, log=print):
-    """Every score of paths played by every program, decoded from the cache or rendered into it:
-    {(piece index, program): audio (N,)}. A score that cannot be read or has no notes is skipped
-    with one warning line; SystemExit if none is left."""
-    synth = None
     os.makedirs(cache_dir, exist_ok=True)
-    renders, skipped = {}, {}
-    with tqdm(total=len(paths) * len(programs), desc="rendering scores", unit="render", leave=False) as bar:
-        for index, path in enumerate(paths):
-            score = None
-            for program in programs:
-                cached = os.path.join(cache_dir, f"score_{cache_key(path, program, soundfont, sample_rate)}.f32")
-                if not os.path.exists(cached):
-                    try:
-                        score = read_score(path) if score is None else score
-                    except ValueError as e:
-                        skipped[path] = str(e)
-                        break
-                    synth = synthesizer(soundfont, programs, sample_rate) if synth is None else synth
-                    partial = f"{cached}.{os.getpid()}.tmp"
-                    try:
-                        audio = render(score, program, synth)
-                    except ValueError as e:  # the program's fault, not the score's: no other score would fare better
-                        raise SystemExit(f"{e} with {soundfont} (score {path}): leave program {program} out of "
-                                         f"--train_programs and --val_programs") from None
-                    audio.tofile(partial)
-                    os.replace(partial, cached)
-                renders[index, program] = np.fromfile(cached, dtype=np.float32)
-                bar.update()
-    for path, reason in skipped.items():
+    pieces, skipped = [], []
+    for path in tqdm(paths, desc="reading scores", unit="score", leave=False):
+        stamp = f"{os.path.abspath(path)}|{os.path.getsize(path)}|{os.stat(path).st_mtime_ns}"
+        cached = os.path.join(cache_dir, f"score_{hashlib.sha1(stamp.encode()).hexdigest()}.mid")
+        if not os.path.exists(cached):
+            try:
+                score = read_score(path)
+            except ValueError as e:
+                skipped.append(str(e))
+                continue
+            partial = f"{cached}.{os.getpid()}.tmp.mid"
+            score.dump_midi(partial)
+            os.replace(partial, cached)
+        score = symusic.Score(cached).to("second")
+        pieces.append((path, score.clip(0.0, seconds, clip_end=False) if seconds > 0 else score))
+    for reason in skipped:
         log(f"warning: skipping {reason}")
-    kept = sorted({index for index, _ in renders})
-    if not kept:
-        raise SystemExit(f"no usable score among {len(paths)} file(s): {'; '.join(skipped.values())}")
-    return {key: audio for key, audio in renders.items() if key[0] in kept}
+    if not pieces:
+        raise SystemExit(f"no usable score among {len(paths)} file(s): {'; '.join(skipped)}")
+    return pieces
+
+
+class Renderer:
+    """Scores played with General MIDI programs of one SoundFont, in memory: a 30 s render takes
+    ~10 ms, faster than reading it from disk. Checked on creation: the SoundFont holds every
+    program, and which of the scores' keys each program cannot play is known (key_faults): the
+    notes it hangs on or plays as silence are left out of every render and piano roll. A program
+    with a key that renders non-finite samples is unusable: it may poison any render."""
+
+    def __init__(self, soundfont, programs, keys, sample_rate, cache_dir):
+        self.soundfont, self.sample_rate = soundfont, sample_rate
+        self.synth = synthesizer(soundfont, programs, sample_rate)
+        faults = key_faults(soundfont, programs, keys, sample_rate, cache_dir)
+        self.unusable = sorted({p for (p, _), fault in faults.items() if fault == "non-finite"}
+                               | {p for p in programs if sum(q == p for q, _ in faults) == len(keys)})
+        self.broken = {}  # program: the keys left out
+        for (program, key), fault in faults.items():
+            if program not in self.unusable:
+                self.broken.setdefault(program, set()).add(key)
+
+    def played(self, score, program):
+        """The score with every part played by one program, and without the notes it hangs on."""
+        score, dropped = score.copy(), self.broken.get(program, set())
+        for track in score.tracks:
+            track.program, track.is_drum = program, False
+            if dropped:
+                track.notes = track.notes.filter(lambda note: note.pitch not in dropped)
+        return score
+
+    def render(self, score, program):
+        """The whole score played by one program, mono, at RENDER_RMS; ValueError if it renders
+        silence or non-finite samples (TimGM6mb's 78, whistle, does). # (N,)"""
+        audio = np.asarray(self.synth.render(self.played(score, program), stereo=False), dtype=np.float32).reshape(-1)
+        level = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
+        if not np.isfinite(level) or level < SILENT_RMS:
+            raise ValueError(f"program {program} renders {'non-finite samples' if not np.isfinite(level) else 'silence'}")
+        return audio * (RENDER_RMS / level)
+
+    def notes(self, score, program):
+        """The notes of the score that the program plays (onset, offset, MIDI pitch). # (n, 3)"""
+        return note_array(self.played(score, program))
 
 
 def programs_of(text, name):
@@ -197,34 +273,46 @@ class ScoresConfig:
     score_dir: str  # a folder of MIDI/MusicXML files, or "" for music21's Bach chorales
     score_pieces: int  # how many chorales (with score_dir: every file)
     soundfont: str  # a .sf2/.sf3 file, or "" for TimGM6mb
-    train_programs: str  # General MIDI programs the training triplets are played with
+    train_programs: str  # General MIDI programs the training triplets are played with ("melodic": 0-111 less val_programs)
     val_programs: str  # programs held out for validation: no training triplet uses them
-    score_seconds: float  # each rendering's first seconds (0: whole pieces)
+    val_pieces: int  # pieces held out for validation
+    score_seconds: float  # each piece's first seconds (0: whole pieces)
     material_seconds: float  # how much of the target's score the pointer heads may play from
-    val_fraction: float  # share of pieces held out for validation
+    epoch_triplets: int  # training triplets drawn afresh each epoch (0: every segment of every piece)
     segment_seconds: float
     sample_rate: int
+    frame_dim: int  # the model's hop: piano rolls are on its frames
     cache_dir: str
     seed: int
 
 
 class TripletDataset:
-    """(input, target, material, truth) for every segment of every piece: the input is segment k of
-    piece S played by A, the truth the same segment played by B; the material is the first
+    """(input, target, material, truth) for segments of pieces: the input is segment k of piece S
+    played by A, the truth the same segment played by B; the material is the first
     material_samples of another piece S' played by B, and the target its segment k (mod its length).
-    Training redraws A != B and S' every epoch (set_epoch); validation (fixed=True) keeps one draw,
-    cycling through every ordered pair of its programs."""
+    Training redraws A != B and S' every epoch (set_epoch), and with per_epoch > 0 which segments;
+    validation (fixed=True) keeps one draw, cycling through every ordered pair of its programs.
+    Renders are made when a batch first needs them (a scores.Renderer's) and kept for the epoch."""
 
-    def __init__(self, renders, paths, pieces, programs, segment_samples, material_samples, seed, fixed=False):
-        self.renders, self.paths, self.pieces, self.programs = renders, paths, pieces, programs
-        self.segment, self.material, self.seed, self.fixed = segment_samples, material_samples, seed, fixed
-        lengths = {piece: min(len(renders[piece, p]) for p in programs) for piece in pieces}
-        self.items = [(piece, k) for piece in pieces for k in range(lengths[piece] // segment_samples)]
+    def __init__(self, renderer, pieces, programs, segment_samples, material_samples, hop, seed, fixed=False,
+                 per_epoch=0):
+        self.renderer, self.paths, self.scores = renderer, [path for path, _ in pieces], [score for _, score in pieces]
+        self.pieces, self.programs = list(range(len(pieces))), programs
+        self.segment, self.material, self.hop, self.seed = segment_samples, material_samples, hop, seed
+        self.fixed, self.per_epoch, self.renders, self.played_notes = fixed, per_epoch, {}, {}
+        rate = renderer.sample_rate
+        self.every_item = [(piece, k) for piece in self.pieces
+                           for k in range(int(self.scores[piece].end() * rate) // segment_samples)]
         assert len(pieces) >= 2 and len(programs) >= 2, "triplet_sets checks this"
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
         rng = np.random.default_rng([self.seed, 0 if self.fixed else epoch])
+        self.items = self.every_item
+        if self.per_epoch and not self.fixed:
+            self.renders = {}  # last epoch's renders are mostly not this one's
+            chosen = rng.permutation(len(self.every_item))[: self.per_epoch]
+            self.items = [self.every_item[i] for i in sorted(chosen)]
         pairs = [(a, b) for a in self.programs for b in self.programs if a != b]
         self.draws = []
         for index, (piece, _) in enumerate(self.items):
@@ -238,14 +326,31 @@ class TripletDataset:
     def minutes(self, sample_rate):
         return len(self.items) * self.segment / sample_rate / 60.0
 
+    def audio(self, piece, program):
+        """The piece played by the program. # (N,)"""
+        if (piece, program) not in self.renders:
+            self.renders[piece, program] = self.renderer.render(self.scores[piece], program)
+        return self.renders[piece, program]
+
+    def roll(self, index):
+        """The input's piano roll on the model's frames. # (T, N_KEYS) bool"""
+        (piece, k), (a, _, _) = self.items[index], self.draws[index]
+        if (piece, a) not in self.played_notes:
+            self.played_notes[piece, a] = self.renderer.notes(self.scores[piece], a)
+        rate = self.renderer.sample_rate
+        return piano_roll(self.played_notes[piece, a], self.segment // self.hop + 1, self.hop / rate, k * self.segment / rate)
+
     def __getitem__(self, index):  # -> input, target, material, material length, truth
         (piece, k), (a, b, other) = self.items[index], self.draws[index]
         n = self.segment
-        material = self.renders[other, b][: self.material]
-        k_target = k % max(len(material) // n, 1)
-        target = material[k_target * n : (k_target + 1) * n]
-        return (self.renders[piece, a][k * n : (k + 1) * n], np.pad(target, (0, n - len(target))),
-                np.pad(material, (0, self.material - len(material))), len(material), self.renders[piece, b][k * n : (k + 1) * n])
+
+        def segment(audio, k):
+            return np.pad(audio[k * n : (k + 1) * n], (0, max(n - len(audio[k * n : (k + 1) * n]), 0)))
+
+        material = self.audio(other, b)[: self.material]
+        target = segment(material, k % max(len(material) // n, 1))
+        return (segment(self.audio(piece, a), k), target, np.pad(material, (0, self.material - len(material))),
+                len(material), segment(self.audio(piece, b), k))
 
     def batch(self, indices):
         inputs, targets, materials, lengths, truths = zip(*(self[i] for i in indices))
@@ -254,33 +359,48 @@ class TripletDataset:
             return torch.from_numpy(np.stack(arrays).astype(np.float32))
 
         keys = tuple((self.draws[i][2], self.draws[i][1]) for i in indices)  # (target piece, program)
-        return Batch(stack(inputs), stack(targets), stack(materials), torch.tensor(lengths), stack(truths), keys)
+        return Batch(stack(inputs), stack(targets), stack(materials), torch.tensor(lengths), stack(truths), keys,
+                     stack([self.roll(i) for i in indices]))
 
 
 def triplet_sets(config, log=print):
-    """The training and validation triplets of a run: pieces split by val_fraction and programs by
-    train_programs / val_programs, so no validation piece or program is heard in training."""
-    train_programs = programs_of(config.train_programs, "train_programs")
+    """The training and validation triplets of a run, the renderer and the training pieces: pieces
+    split by val_pieces and programs by train_programs / val_programs, so no validation piece or
+    program is heard in training."""
     val_programs = programs_of(config.val_programs, "val_programs")
+    train_programs = (programs_of(config.train_programs, "train_programs") if config.train_programs != "melodic"
+                      else [p for p in MELODIC_PROGRAMS if p not in val_programs])
     if set(train_programs) & set(val_programs):
         raise SystemExit(f"--train_programs and --val_programs share {sorted(set(train_programs) & set(val_programs))}: "
                          f"validation programs must be held out from training")
     soundfont = config.soundfont or default_soundfont()
     paths = score_files(config.score_dir, config.score_pieces)
-    renders = rendered(paths, train_programs + val_programs, soundfont, config.sample_rate, config.cache_dir, log)
-    if config.score_seconds > 0:
-        renders = {key: audio[: seconds_to_samples(config.score_seconds, config.sample_rate)] for key, audio in renders.items()}
-    pieces = sorted({piece for piece, _ in renders})
+    pieces = read_pieces(paths, config.score_seconds, config.cache_dir, log)
+    if len(pieces) < config.val_pieces + 2 or config.val_pieces < 2:
+        raise SystemExit(f"{len(pieces)} usable score(s) for --val_pieces={config.val_pieces}: triplets need at least "
+                         f"two pieces held out and two for training; add scores or change val_pieces")
+    keys = {int(key) for _, score in pieces for key in note_array(score)[:, 2]}
+    renderer = Renderer(soundfont, train_programs + val_programs, keys, config.sample_rate, config.cache_dir)
+    if renderer.unusable and (config.train_programs != "melodic" or set(renderer.unusable) & set(val_programs)):
+        raise SystemExit(f"program(s) {renderer.unusable} of {soundfont} render non-finite samples or nothing: leave "
+                         f"them out of --train_programs and --val_programs")
+    train_programs = [p for p in train_programs if p not in renderer.unusable]
     order = np.random.default_rng(config.seed).permutation(len(pieces))
-    n_val = min(max(2, round(config.val_fraction * len(pieces))), len(pieces) - 2)
-    if n_val < 2:
-        raise SystemExit(f"{len(pieces)} usable score(s): triplets need two pieces for training and two held out; add scores")
-    val_pieces = sorted(pieces[i] for i in order[:n_val])
-    train_pieces = sorted(pieces[i] for i in order[n_val:])
+    val_pieces = [pieces[i] for i in sorted(order[: config.val_pieces])]
+    train_pieces = [pieces[i] for i in sorted(order[config.val_pieces :])]
     segment = seconds_to_samples(config.segment_seconds, config.sample_rate)
     material = seconds_to_samples(config.material_seconds, config.sample_rate)
     source = config.score_dir or BACH_CHORALES
-    log(f"scores: {len(train_pieces)} training and {len(val_pieces)} held-out pieces of {source}; programs "
-        f"{train_programs} for training, {val_programs} held out")
-    return (TripletDataset(renders, paths, train_pieces, train_programs, segment, material, config.seed),
-            TripletDataset(renders, paths, val_pieces, val_programs, segment, material, config.seed, fixed=True))
+    if renderer.unusable:
+        log(f"programs {renderer.unusable} left out of training: {os.path.basename(soundfont)} renders them as non-finite "
+            f"samples or nothing")
+    log(f"scores: {len(train_pieces)} training and {len(val_pieces)} held-out pieces of {source} (held out: "
+        f"{', '.join(os.path.basename(path) for path, _ in val_pieces)}); {len(train_programs)} programs for "
+        f"training, {val_programs} held out; {soundfont}")
+    if renderer.broken:
+        log(f"notes left out of every render, since {os.path.basename(soundfont)} cannot play them: "
+            + "; ".join(f"program {p} keys {sorted(k)}" for p, k in sorted(renderer.broken.items())))
+    train = TripletDataset(renderer, train_pieces, train_programs, segment, material, config.frame_dim, config.seed,
+                           per_epoch=config.epoch_triplets)
+    val = TripletDataset(renderer, val_pieces, val_programs, segment, material, config.frame_dim, config.seed, fixed=True)
+    return train, val

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from model import Corpus, combined_rms
 
-from . import health_report, objective, verdict
+from . import health_report, notes, objective, verdict
 
 NAN_ABORT_EXIT = 3
 
@@ -241,19 +241,24 @@ def truth_levels(model, codec, batch, x_in, x_tgt, device):
 
 
 def train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, step, newest_checkpoint,
-               corpus=None, truth=None):
-    """One optimizer step on a batch of frames (and, for triplets, each clip's corpus): forward
-    (train_model: compiled or DDP-wrapped), the objective (objective.LossWeights), backward, the
-    NaN abort, clipping, AdamW. Returns the loss, its terms and the pre-clip gradient norm,
-    averaged over ranks; raises NonFiniteError instead of stepping."""
+               corpus=None, truth=None, rolls=None, notes_only=False):
+    """One optimizer step on a batch of frames (and, for triplets, each clip's corpus and the
+    input's piano roll): forward (train_model: compiled or DDP-wrapped), the objective
+    (objective.LossWeights), backward, the NaN abort, clipping, AdamW. notes_only: stage 1's
+    transcription alone, its loss the note term. Returns the loss, its terms and the pre-clip
+    gradient norm, averaged over ranks; raises NonFiniteError instead of stepping."""
     with process.autocast():
-        out, stats = train_model(x_in, x_tgt, corpus)
-    loss, terms = objective.objective(out, x_in, x_tgt, codec, weights, model.config, stats, truth)
+        out, stats = train_model(x_in, x_tgt, corpus, notes_only=notes_only)
+    if notes_only:
+        loss = objective.notes_loss(stats["notes"], rolls)
+        terms = {"notes": loss.item()}
+    else:
+        loss, terms = objective.objective(out, x_in, x_tgt, codec, weights, model.config, stats, truth, rolls)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     loss, terms, grad_norm = clip_gradients(model, step_config.grad_clip, step, loss.item(), terms,
-                                            lambda: model(x_in, x_tgt, corpus), step_config.top_k, newest_checkpoint,
-                                            process.mean)
+                                            lambda: model(x_in, x_tgt, corpus, notes_only=notes_only), step_config.top_k,
+                                            newest_checkpoint, process.mean)
     optimizer.step()
     return loss, terms, grad_norm
 
@@ -310,14 +315,17 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
     pair's audio is returned for the envelope bars and the samples."""
     model.eval()
     names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
-    sums, count, judged = [0.0] * len(names), 0, []
+    sums, count, judged, note_counts = [0.0] * len(names), 0, [], np.zeros(3)
     B, device, config = batch_size, process.device, model.config
     for start in range(process.rank * B, len(val_set), process.world * B):
         batch = val_set.batch(range(start, min(start + B, len(val_set))))
         x_in, x_tgt, corpus = encode(model, codec, batch, device, corpora)
         with process.autocast():
             out, stats = model(x_in, x_tgt, corpus)
-        loss, _ = objective.objective(out, x_in, x_tgt, codec, weights, config)
+        rolls = batch.rolls.to(device) if batch.rolls is not None and "notes" in stats else None
+        loss, _ = objective.objective(out, x_in, x_tgt, codec, weights, config, stats, None, rolls)
+        if rolls is not None:
+            note_counts += notes.f1_counts(*(notes.on_16ms_grid(r).cpu().numpy() for r in (stats["notes"] > 0, rolls > 0.5)))
         per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
                     **health_report.output_health(out, x_in, x_tgt, config.rms_floor)}
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
@@ -325,12 +333,18 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
         out_audio = codec.decode(out, batch.inputs.shape[1]).cpu().numpy()
         judged += [verdict.measure(o, i, t, config.sample_rate)
                    for o, i, t in zip(out_audio, batch.inputs.numpy(), batch.targets.numpy())]
-    *sums, count = over_ranks([*sums, count], device)
+    reduced = over_ranks([*sums, count, *note_counts], device)
+    sums, count, note_counts = reduced[: len(names)], reduced[len(names)], reduced[len(names) + 1 :]
     judged = [m for part in from_every_rank(judged) for m in part]
     batch = val_set.batch([0])
     with process.autocast():
-        out, _ = model(*encode(model, codec, batch, device, corpora))
+        out, stats = model(*encode(model, codec, batch, device, corpora))
     sample = [a[0].cpu().numpy() for a in (batch.inputs, batch.targets, codec.decode(out, batch.inputs.shape[1]))]
+    if batch.rolls is not None and "notes" in stats:  # the score's roll and the transcription's probabilities
+        sample += [batch.rolls[0].numpy(), stats["notes"][0].float().sigmoid().cpu().numpy()]
     model.train()
     health = {name: s / count for name, s in zip(names, sums)}
-    return {**health, **health_report.judged_health(judged, sample)}, sample
+    if sum(note_counts):
+        health["note_f1"] = notes.f1(note_counts)
+    return {**health, **health_report.judged_health(judged, sample[:3])}, sample
+

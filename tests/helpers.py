@@ -26,8 +26,11 @@ DEFAULTS = hyperparameters.of_script(os.path.join(ROOT, "train.py"))  # what a p
 TINY_RUN = ["--frame_dim=16", "--n_layer=1", "--n_head=2", "--sample_rate=8000", "--segment_seconds=0.25",
             "--dataset=demo", "--demo_pieces=4", "--demo_seconds=2.0", "--batch_size=2", "--epochs=2", "--log_interval=2",
             "--dtype=float32", "--dropout=0"]
-# after TINY_RUN: five chorales, their first 2 s, 1 s of material (3 training pieces, 2 held out)
-TINY_SCORES = ["--dataset=scores", "--score_pieces=5", "--score_seconds=2", "--material_seconds=1"]
+# after TINY_RUN: five chorales, their first 2 s, 1 s of material (3 training pieces, 2 held out), three
+# training programs, and one transcription epoch of two steps before the cascade's
+TINY_SCORES = ["--dataset=scores", "--score_pieces=5", "--val_pieces=2", "--score_seconds=2", "--material_seconds=1",
+               "--train_programs=0,40,71", "--epoch_triplets=0", "--transcribe_epochs=1", "--transcribe_steps=2",
+               "--transcribe_batch=2"]
 
 
 FLOOR = CascadeConfig().rms_floor

@@ -22,8 +22,11 @@ def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tm
     sf.write(tmp_path / "in.wav", np.stack([data.demo_piece(1, n / 44100, 44100)] * 2, axis=1), 44100)
     sf.write(tmp_path / "tgt.flac", data.demo_piece(2, 0.4, 22050), 22050)
     generate = generate_command(tmp_path, ckpt, tmp_path / "in.wav", tmp_path / "tgt.flac", tmp_path / "out.wav")[2:]
-    result = in_process("generate", generate, capsys)
+    result = in_process("generate", [*generate, f"--midi={tmp_path / 'notes.mid'}"], capsys)
     assert result.returncode == 0, result.stderr
+    import pretty_midi  # the transcription, as MIDI that another library reads back
+    written = int(result.stdout.split(f"wrote {tmp_path / 'notes.mid'}: ")[1].split(" notes")[0])
+    assert sum(len(i.notes) for i in pretty_midi.PrettyMIDI(str(tmp_path / "notes.mid")).instruments) == written
     out, rate = sf.read(tmp_path / "out.wav")
     assert rate == 44100 and out.shape == (n, 2) and np.abs(out).max() <= 1.0  # the input's rate, channels and length
     assert "correlation output->input" in result.stdout and "blend verdict    " in result.stdout

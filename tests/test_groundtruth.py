@@ -15,7 +15,8 @@ RATE = 16000
 
 
 def test_the_metrics_give_the_known_answers(tmp_path):
-    truth = scores.rendered(scores.score_files("", 1), [42], scores.default_soundfont(), RATE, str(tmp_path))[0, 42][: 4 * RATE]
+    piece = scores.read_pieces(scores.score_files("", 1), 4.0, str(tmp_path))[0][1]
+    truth = scores.Renderer(scores.default_soundfont(), [42], {60}, RATE, str(tmp_path)).render(piece, 42)[: 4 * RATE]
     heard = quality.features(truth, RATE)
     same = groundtruth.measure(0.1 * truth, truth, heard, RATE, 128)  # level-free: the truth at another level
     assert same["lsd"] == pytest.approx(0.0, abs=1e-3) and same["chroma_truth"] > 0.999
@@ -34,6 +35,9 @@ def test_evaluate_prints_the_ground_truth_table_and_the_oracle_is_nearest_the_tr
                                      "--html_pairs=2"], capsys)
     assert result.returncode == 0, result.stderr
     assert "held-out triplets" in result.stdout and "no training triplet used these pieces or programs" in result.stdout
+    for row in ("program 42 (held out)", "program 73 (held out)", "held-out programs, pooled", "training programs, pooled"):
+        assert row in result.stdout  # stage 1's transcription: F1 per held-out program, trained and with the blocks reset
+    assert "blocks reset" in result.stdout
     with open(tmp_path / "truth.csv") as f:
         measured = list(csv.DictReader(f))
     rows = {}
@@ -53,3 +57,14 @@ def test_evaluate_prints_the_ground_truth_table_and_the_oracle_is_nearest_the_tr
     if os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):
         problems, n_audio, _ = page_problems(tmp_path / "page" / "index.html", tmp_path / "page.png")
         assert problems == [] and n_audio == 16, problems
+
+
+GM_BANK = "/usr/share/sounds/sf2/sf_GMbank.sf2"  # Debian's csound-soundfont: .ci/run installs it
+
+
+@pytest.mark.skipif(not os.path.exists(GM_BANK), reason="apt-get install csound-soundfont for the second SoundFont")
+def test_evaluate_renders_the_held_out_triplets_with_another_soundfont(tiny_scores_run, capsys):
+    ckpt = checkpointing.files(tiny_scores_run)[0]
+    result = in_process("evaluate", ["--ckpt", str(ckpt), f"--soundfont={GM_BANK}", "--pairs=2"], capsys)
+    assert result.returncode == 0, result.stderr
+    assert "held-out pieces with sf_GMbank.sf2" in result.stdout and "of sf_GMbank.sf2; no training triplet" in result.stdout

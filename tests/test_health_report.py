@@ -29,3 +29,18 @@ def test_the_health_report_flags_a_moving_noise_not_only_a_flat_one():
     lines, warnings = health_report.health_lines(h)
     assert "constant_output" not in warnings and warnings == ["not_a_blend"], lines
     assert any("hiss:" in line for line in lines)
+
+
+def test_an_epoch_whose_gradients_vanish_warns_that_nothing_is_learning():
+    """The default run before stage 1 transcribed ended at gradient norms of 2.7e-10 with a ✅."""
+    import numpy as np
+    pairs = demo_validation_pairs(1)
+    judged = [verdict.measure(pairs[0][0] + pairs[0][1], pairs[0][0], pairs[0][1], 16000)]
+    h = {"scale1": 1.0, "scale2": 1.0, "rms_ratio": 1.0, "corr_in": 0.0, "corr_tgt": 0.0,
+         **health_report.judged_health(judged, (pairs[0][0], pairs[0][1], pairs[0][0]))}
+    lines, warnings = health_report.health_lines(h, [2.7e-10, 1e-12])
+    assert "nothing_learns" in warnings and any("⚠ nothing is learning" in line for line in lines), lines
+    lines, warnings = health_report.health_lines(h, list(np.full(5, 0.3)))
+    assert "nothing_learns" not in warnings and not any("nothing is learning" in line for line in lines)
+    lines, warnings = health_report.health_lines({**h, "note_f1": 0.2}, [0.3])
+    assert "note_f1" in warnings and any("frame F1 0.200" in line for line in lines)

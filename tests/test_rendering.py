@@ -22,7 +22,7 @@ def test_the_full_rate_render_is_the_models_output_and_keeps_stereo(tmp_path):
     for out_rate, tolerance_db in ((16000, -100), (44100, -50)):
         corpus = corpus_of(tmp_path / f"t{out_rate}", files, model, out_rate, 2)
         full_input = stereo if out_rate == 44100 else np.repeat(in_model[:, None], 2, axis=1)
-        out, out_model, _ = rendering.Generator(model, corpus, 32000).generate(in_model, full_input, progress=False)
+        out, out_model, _, _ = rendering.Generator(model, corpus, 32000).generate(in_model, full_input, progress=False)
         assert out.shape == full_input.shape
         back = soxr.resample(out.mean(axis=1), out_rate, 16000)[: len(out_model)] if out_rate != 16000 else out.mean(axis=1)
         error_db = 10 * np.log10(np.mean((back - out_model) ** 2) / np.mean(out_model ** 2))

@@ -1,0 +1,115 @@
+"""lib/notes.py and stage 1's transcription: labels that line up with the audio, a transcriber
+whose blocks do the work, frame F1, and transcriptions written as MIDI."""
+
+import numpy as np
+import pytest
+import torch
+
+from lib import notes, objective, scores
+from model import LOWEST_KEY, N_KEYS, Cascade, CascadeConfig, HarmonicSpectrum, MDCTCodec
+
+RATE = 16000
+
+
+def melody(keys, seconds=0.4):
+    """A symusic score of one note after another."""
+    import symusic
+
+    score, track = symusic.Score(ttype="second"), symusic.Track(ttype="second")
+    for i, key in enumerate(keys):
+        track.notes.append(symusic.Note(i * seconds, seconds, int(key), 90, ttype="second"))
+    score.tracks.append(track)
+    return score
+
+
+def test_labels_sit_on_the_keys_that_sound(tmp_path):
+    """A chorale excerpt's piano roll marks the keys whose fundamental the harmonic spectrum hears:
+    labelled cells are louder there than the cells a semitone above and below; labels shifted by
+    one semitone fail the same check."""
+    piece = scores.read_pieces(scores.score_files("", 1), 8.0, str(tmp_path))[0][1]
+    renderer = scores.Renderer(scores.default_soundfont(), [73], {60}, RATE, str(tmp_path))
+    audio, played = notes.render_excerpt(renderer, piece, 73, 2.0, 4 * RATE)
+    spectrum = HarmonicSpectrum(128, RATE, 4096)(MDCTCodec(128).encode(torch.from_numpy(audio)[None]))[0]
+    fundamental = spectrum.view(-1, 6, N_KEYS)[:, 1].numpy()  # (T, N_KEYS): harmonic 1
+    roll = notes.piano_roll(played, len(fundamental), 128 / RATE)
+    assert roll.sum() > 100
+
+    def louder_than_neighbours(labels):
+        frames, keys = np.nonzero(labels[:, 1:-1])
+        keys = keys + 1
+        on = fundamental[frames, keys]
+        return on.mean() - fundamental[frames, keys + 1].mean(), on.mean() - fundamental[frames, keys - 1].mean()
+
+    assert min(louder_than_neighbours(roll)) > 0.1
+    for shift in (1, -1):
+        assert min(louder_than_neighbours(np.roll(roll, shift, axis=1))) < 0
+
+
+def test_piano_roll_f1_and_midi_round_trip(tmp_path):
+    played = np.array([[0.0, 0.5, 60], [0.25, 1.0, 64], [0.5, 0.75, 20]])  # key 20 lies below the piano
+    roll = notes.piano_roll(played, 8, 0.125)
+    assert roll[:, 60 - LOWEST_KEY].tolist() == [1, 1, 1, 1, 0, 0, 0, 0]
+    assert roll[:, 64 - LOWEST_KEY].tolist() == [0, 0, 1, 1, 1, 1, 1, 1] and roll.sum() == 10
+    counts = notes.f1_counts(roll, roll)
+    assert notes.f1(counts) == 1.0 and notes.f1(notes.f1_counts(np.zeros_like(roll), roll)) == 0.0
+    assert notes.f1(notes.f1_counts(np.roll(roll, 1, axis=1), roll)) == 0.0
+    transcribed = notes.notes_of(roll.astype(float), 0.125)
+    assert transcribed.tolist() == [[0.0, 0.5, 60], [0.25, 1.0, 64]]
+    path = tmp_path / "notes.mid"
+    notes.write_midi(str(path), transcribed)
+    import pretty_midi
+
+    read = sorted((n.start, n.end, n.pitch) for n in pretty_midi.PrettyMIDI(str(path)).instruments[0].notes)
+    assert np.allclose(read, transcribed, atol=0.01)
+
+
+def test_the_note_loss_reaches_every_block_of_stage_1_and_none_of_stage_2(tmp_path):
+    """What failed before stage 1 transcribed: on rendered scores the blocks got no gradient. One
+    transcription step now moves every parameter of stage 1's blocks, and the notes term of a
+    cascade step reaches them too."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    config = CascadeConfig(frame_dim=16, n_layer=1, n_head=2, sample_rate=8000, note_fft=1024)
+    model, codec = Cascade(config), MDCTCodec(16)
+    renderer = scores.Renderer(scores.default_soundfont(), [0], set(range(60, 72)), 8000, str(tmp_path))
+    clips = notes.NoteClips(renderer, [melody(rng.integers(60, 72, 8))], [0], 4000, 16, notes.Augment())
+    x_in, x_tgt, rolls = clips.batch(2, rng)
+    _, stats = model(codec.encode(x_in), codec.encode(x_tgt), notes_only=True)
+    objective.notes_loss(stats["notes"], rolls).backward()
+    for name, parameter in model.named_parameters():
+        moved = parameter.grad is not None and parameter.grad.abs().sum() > 0
+        assert moved == (name.startswith("stage1.") and not name.startswith("stage1.pointer.")), name
+    model.zero_grad()
+    _, stats = model(codec.encode(x_in), codec.encode(x_tgt))
+    objective.notes_loss(stats["notes"], rolls).backward()
+    assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("stage1.blocks."))
+
+
+def test_augmentation_changes_gain_and_colour_not_timing():
+    rng = np.random.default_rng(0)
+    t = np.arange(RATE) / RATE
+    audio = (np.sin(2 * np.pi * 220 * t) * (t < 0.5)).astype(np.float32)
+    out = notes.Augment()(audio, RATE, rng)
+    assert out.shape == audio.shape and out.dtype == np.float32
+    assert not np.allclose(out, audio)
+    assert np.abs(out[: RATE // 2]).mean() > 20 * np.abs(out[RATE // 2 + 800 :]).mean()  # the note still stops at 0.5 s
+    assert notes.Augment(gain_db=0, tilt_db=0, bell_db=0)(audio, RATE, rng) == pytest.approx(audio, abs=1e-5)
+
+
+def test_the_blocks_reset_are_the_runs_initial_weights():
+    """evaluate.py's 'blocks reset' column rebuilds stage 1's blocks as train.py first built them
+    (torch seeded with the run's seed), keeping every other trained weight."""
+    import importlib
+
+    evaluate = importlib.import_module("evaluate")
+    config = CascadeConfig(frame_dim=16, n_layer=1, n_head=2)
+    torch.manual_seed(7)
+    initial = Cascade(config).state_dict()
+    trained = Cascade(config)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(1.0)
+    reset = evaluate.blocks_reset(trained, 7).state_dict()
+    for name, value in reset.items():
+        expected = initial[name] if name.startswith("stage1.blocks.") else trained.state_dict()[name]
+        assert torch.equal(value, expected), name
