@@ -11,7 +11,9 @@ Render one score S with instrument A and with instrument B, and another score S'
 This is how music style transfer is evaluated (Cifka et al., ICASSP 2021). Scores are MIDI or
 MusicXML files, or Bach chorales from music21's corpus (they ship in its wheel); rendering is
 symusic's SoundFont synthesizer, with pretty_midi's General MIDI SoundFont (TimGM6mb, in its
-wheel) by default. Renders are cached, so a run is offline and pays for them once.
+wheel) by default. Parsed scores are cached as MIDI; audio is rendered in memory when first
+needed (faster than reading it back), so a run is offline and pays for parsing once. The score's
+notes are the labels of stage 1's transcription (notes.py).
 """
 
 import hashlib
@@ -25,8 +27,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from tqdm import tqdm
-
-from model import LOWEST_KEY, N_KEYS
 
 from .data import Batch, seconds_to_samples
 from .notes import note_array, piano_roll
