@@ -41,6 +41,7 @@ from lib import (
     hyperparameters,
     listening,
     notes,
+    pianoroll,
     quality,
     scores,
     training,
@@ -364,6 +365,23 @@ def transcription_table(state, model, train, held_out):
     return "\n".join(lines), f1
 
 
+@torch.no_grad()
+def transcription_figures(folder, model, triplets, kept):
+    """For each kept triplet, the score's piano roll of its input above stage 1's transcription,
+    as folder/tripletN_notes.png: {triplet: (caption, file name)}."""
+    os.makedirs(folder, exist_ok=True)
+    codec, hop = MDCTCodec(model.config.frame_dim), model.config.frame_dim / model.config.sample_rate
+    figures = {}
+    for index, systems in sorted(kept.items()):
+        x_in, x_tgt = (codec.encode(torch.from_numpy(systems[name])[None]) for name in ("input", "target"))
+        probabilities = model.transcribe(x_in, x_tgt)[0].sigmoid().numpy()
+        name = f"triplet{index}_notes.png"
+        pianoroll.write_figure(os.path.join(folder, name), triplets.roll(index), probabilities, hop,
+                               f"(program {triplets.draws[index][0]})")
+        figures[index] = ("notes: score, transcription", name)
+    return figures
+
+
 def report_truth(args, state, model, keep, audio_pairs):
     """evaluate.py on a checkpoint trained on rendered scores: the ground-truth tables, stage 1's
     transcription, and the audio, listening page and CSV files asked for."""
@@ -380,8 +398,10 @@ def report_truth(args, state, model, keep, audio_pairs):
         title = f"{os.path.basename(args.ckpt)}: {len(kept)} held-out triplets"
         notes = ("Here each row is a held-out triplet, and each system is judged against the ground truth instead: "
                  "log-spectral distance in dB (lsd, lower: closer), chroma and onset F (higher: closer), MFCC Fréchet "
-                 "(lower: closer).")
-        print(f"listening page: {listening.write_page(args.html, title, truth_page_rows(kept, rows, rate), text, notes)}")
+                 "(lower: closer). The last column: the input's notes in the score, above stage 1's transcription of it.")
+        figures = transcription_figures(args.html, model, held_out, kept) if model.config.notes else None
+        page = listening.write_page(args.html, title, truth_page_rows(kept, rows, rate), text, notes, figures)
+        print(f"listening page: {page}")
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.writer(f)

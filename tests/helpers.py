@@ -219,7 +219,7 @@ def page_problems(page, screenshot):
     from selenium.webdriver.chrome.service import Service
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1700,1100"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1100"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -234,6 +234,7 @@ def page_problems(page, screenshot):
             audio = driver.execute_script(state)
         images = driver.execute_script("return [...document.images].map(i => [i.getAttribute('src'), i.complete, i.naturalWidth])")
         console = [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        width, window = driver.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
         driver.save_screenshot(str(screenshot))
     finally:
         driver.quit()
@@ -244,6 +245,8 @@ def page_problems(page, screenshot):
         if ready < 1 or error or expected is None or abs(duration - expected) > 0.01:
             problems.append(f"audio {src}: readyState {ready}, error {error}, duration {duration} (file: {expected})")
     problems += [f"image {src} did not decode" for src, complete, width in images if not (complete and width > 0)]
+    if width > window:
+        problems.append(f"the page is {width} pixels wide, past the {window}-pixel window's right edge")
     return problems + [f"console: {message}" for message in console], len(audio), len(images)
 
 

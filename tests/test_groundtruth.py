@@ -54,9 +54,10 @@ def test_evaluate_prints_the_ground_truth_table_and_the_oracle_is_nearest_the_tr
     assert "gap to the oracle on lsd" in result.stdout
     page = (tmp_path / "page" / "index.html").read_text()
     assert "triplet 0" in page and "pair0_ground_truth.flac" in page and "pair0_oracle.flac" in page
+    assert "triplet0_notes.png" in page and (tmp_path / "page" / "triplet1_notes.png").exists()  # score and transcription
     if os.path.exists(CHROMIUM) and importlib.util.find_spec("selenium"):
-        problems, n_audio, _ = page_problems(tmp_path / "page" / "index.html", tmp_path / "page.png")
-        assert problems == [] and n_audio == 16, problems
+        problems, n_audio, n_images = page_problems(tmp_path / "page" / "index.html", tmp_path / "page.png")
+        assert problems == [] and n_audio == 16 and n_images == 18, problems
 
 
 GM_BANK = "/usr/share/sounds/sf2/sf_GMbank.sf2"  # Debian's csound-soundfont: .ci/run installs it
