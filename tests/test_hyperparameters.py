@@ -55,3 +55,11 @@ def test_no_script_keeps_a_copy_of_a_hyperparameter():
     assert bench.HYPERPARAMETERS == DEFAULTS
     changed = {"head", "frame_norm", "n_layer", "batch_size", "recon_weight", "envelope_weight", "novelty_weight"}
     assert {k: v for k, v in stability.ORIGINAL.items() if k not in changed} == {k: v for k, v in DEFAULTS.items() if k not in changed}
+
+
+def test_the_transcriptions_hyperparameters_are_checked_naming_the_value():
+    for name, value, message in (("transcribe_steps", 0, "must be > 0"), ("transcribe_lr", -1e-3, "must be > 0"),
+                                 ("transcribe_epochs", -1, "must be >= 0"), ("augment_bell_db", -3.0, "must be >= 0")):
+        with pytest.raises(SystemExit, match=f"--{name}={value} {message}"):
+            hyperparameters.check_values({**DEFAULTS, name: value})
+    hyperparameters.check_values(dict(DEFAULTS))  # the defaults pass
