@@ -103,7 +103,7 @@ def main(argv):
 
     # ------------------------------------------------------------------ data
     train_set, val_set, note_clips = load_data(hp, process)
-    transcribe_epochs = hp["transcribe_epochs"] if note_clips else 0
+    transcribe_epochs = hp["transcribe_epochs"] if note_clips and config.notes else 0
     # each rank takes every world-th pair of one seeded permutation per epoch
     sampler = DistributedSampler(train_set, process.world, process.rank, shuffle=True, seed=hp["seed"], drop_last=True)
     steps_per_epoch = len(sampler) // hp["batch_size"]
