@@ -358,11 +358,10 @@ def transcription_table(state, model, train, held_out):
              f"from audio alone (training programs shown: {training_sample})",
              f"{'':<{width}}" + "".join(f" {name:>13}" for name in systems)]
     lines.append("-" * len(lines[-1]))
-    f1 = {}
     for label, programs in rows:
-        f1[label] = {name: notes.f1(sum(counts[name][p] for p in programs)) for name in systems}
-        lines.append(f"{label:<{width}}" + "".join(f" {f1[label][name]:>13.3f}" for name in systems))
-    return "\n".join(lines), f1
+        lines.append(f"{label:<{width}}" + "".join(f" {notes.f1(sum(counts[name][p] for p in programs)):>13.3f}"
+                                                   for name in systems))
+    return "\n".join(lines)
 
 
 @torch.no_grad()
@@ -387,7 +386,7 @@ def report_truth(args, state, model, keep, audio_pairs):
     transcription, and the audio, listening page and CSV files asked for."""
     train, held_out = held_out_triplets(state, args.soundfont)
     if model.config.notes:
-        print(transcription_table(state, model, train, held_out)[0] + "\n")
+        print(transcription_table(state, model, train, held_out) + "\n")
     rows, rate, kept = evaluate_truth(args.ckpt, state, model, held_out, args.pairs, args.seed, keep)
     for index in audio_pairs if args.audio else ():
         if index in kept:

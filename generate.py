@@ -29,11 +29,16 @@ INTERRUPTED_EXIT = 130  # as train.py's, and the shell's for Ctrl-C
 MAX_CHANNELS = 2  # mono or stereo: the render keeps each channel; more would need a layout to keep
 
 
-def output_format(path):
-    """libsndfile's name for the format a file name asks for, or SystemExit before any work."""
+def check_folder(path, flag):
+    """SystemExit before any work if the folder a file is to be written in does not exist."""
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise SystemExit(f"--out {path}: the folder {folder} does not exist; create it first")
+        raise SystemExit(f"{flag} {path}: the folder {folder} does not exist; create it first")
+
+
+def output_format(path):
+    """libsndfile's name for the format a file name asks for, or SystemExit before any work."""
+    check_folder(path, "--out")
     extension = os.path.splitext(path)[1][1:].upper()
     formats = sf.available_formats()
     if extension not in formats:
@@ -79,7 +84,7 @@ def generate(args):
     began = time.perf_counter()
     extension = output_format(args.out)
     if args.midi:
-        output_format(args.midi + ".wav")  # the same check of its folder
+        check_folder(args.midi, "--midi")
         if not args.midi.lower().endswith((".mid", ".midi")):
             raise SystemExit(f"--midi {args.midi}: name a .mid file")
     try:

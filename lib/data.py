@@ -240,21 +240,26 @@ def read_audio(path, sample_rate, channels=None):
     return audio[:, 0] if channels is None else audio
 
 
+def file_key(path, *more):
+    """A cache key for what is made of a file: its path, size and mtime, and anything else it
+    depends on, hashed. # hex str"""
+    stat = os.stat(path)
+    return hashlib.sha1("|".join([os.path.abspath(path), str(stat.st_size), str(stat.st_mtime_ns), *map(str, more)])
+                        .encode()).hexdigest()
+
+
 def cache_file(path, sample_rate, cache_dir, warn, channels=1, progress=None):
     """Decode path to float32 at sample_rate and `channels` (interleaved) in cache_dir, once:
     a cache entry is keyed by the file's path, size and mtime. Returns a Track (n_samples
     per channel), or None after one warning line naming the file and the reason.
     progress(seconds) is told of every block of the file decoded."""
-    stat = os.stat(path)
-    key = hashlib.sha1(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}|{sample_rate}".encode()
-                       + (f"|{channels}".encode() if channels > 1 else b"")).hexdigest()
-    cached = os.path.join(cache_dir, key + ".f32")
+    cached = os.path.join(cache_dir, file_key(path, sample_rate, *([channels] if channels > 1 else [])) + ".f32")
     if os.path.exists(cached):
         track = Track(path, cache_path=cached, n_samples=os.path.getsize(cached) // (4 * channels))
         if progress is not None:
             progress(track.n_samples / sample_rate)
         return track
-    if stat.st_size == 0:
+    if os.path.getsize(path) == 0:
         warn(path, "empty file")
         return None
     partial = cached + f".{os.getpid()}.tmp"

@@ -14,14 +14,12 @@ import torch
 from model import LOWEST_KEY, N_KEYS
 
 LEAD_SECONDS = 1.0  # an excerpt is rendered from this much earlier, so notes held into it sound as in the piece
-TAIL_SECONDS = 0.5  # and this much later, so the synthesizer's voices are not cut short at its end
 
 
 def piano_roll(notes, n_frames, hop_seconds, start=0.0):
     """Which of the N_KEYS keys sound at each frame time start + t * hop_seconds: a note sounds
-    from its onset up to (not including) its offset. notes: a symusic ScoreSecond, or an
-    (n, 3) array of (onset, offset, MIDI pitch). # (n_frames, N_KEYS) bool"""
-    notes = note_array(notes) if not isinstance(notes, np.ndarray) else notes
+    from its onset up to (not including) its offset. notes: (n, 3) rows (onset, offset, MIDI
+    pitch), as note_array makes them. # (n_frames, N_KEYS) bool"""
     roll = np.zeros((n_frames, N_KEYS), dtype=bool)
     times = start + np.arange(n_frames) * hop_seconds
     for onset, offset, pitch in notes:

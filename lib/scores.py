@@ -16,7 +16,6 @@ needed (faster than reading it back), so a run is offline and pays for parsing o
 notes are the labels of stage 1's transcription (notes.py).
 """
 
-import hashlib
 import importlib.util
 import multiprocessing
 import os
@@ -28,8 +27,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data import Batch, seconds_to_samples
-from .notes import note_array, piano_roll
+from .data import Batch, file_key, seconds_to_samples
+from .notes import fitted, note_array, piano_roll
 
 SCORE_SUFFIXES = (".mid", ".midi", ".mxl", ".musicxml", ".xml")
 RENDER_RMS = 0.05  # every render at this RMS (-26 dBFS): input, material and truth share a level
@@ -111,8 +110,7 @@ def key_faults(soundfont, programs, keys, sample_rate, cache_dir):
     samples (TimGM6mb hangs on the top keys of many programs, 88 and up for the clavinet, 7; its
     whistle, 78, renders NaN): found by rendering one note of each in a child process, replaced
     where one hangs, and cached per SoundFont."""
-    stamp = f"{os.path.abspath(soundfont)}|{os.path.getsize(soundfont)}|{os.stat(soundfont).st_mtime_ns}|{sample_rate}"
-    cached = os.path.join(cache_dir, f"broken_keys_{hashlib.sha1(stamp.encode()).hexdigest()}.txt")
+    cached = os.path.join(cache_dir, f"broken_keys_{file_key(soundfont, sample_rate)}.txt")
     known = {}  # (program, key): how it plays
     if os.path.exists(cached):
         with open(cached) as f:
@@ -190,8 +188,7 @@ def read_pieces(paths, seconds, cache_dir, log=print):
     os.makedirs(cache_dir, exist_ok=True)
     pieces, skipped = [], []
     for path in tqdm(paths, desc="reading scores", unit="score", leave=False):
-        stamp = f"{os.path.abspath(path)}|{os.path.getsize(path)}|{os.stat(path).st_mtime_ns}"
-        cached = os.path.join(cache_dir, f"score_{hashlib.sha1(stamp.encode()).hexdigest()}.mid")
+        cached = os.path.join(cache_dir, f"score_{file_key(path)}.mid")
         if not os.path.exists(cached):
             try:
                 score = read_score(path)
@@ -309,8 +306,9 @@ class TripletDataset:
     def set_epoch(self, epoch):
         rng = np.random.default_rng([self.seed, 0 if self.fixed else epoch])
         self.items = self.every_item
+        if not self.fixed:
+            self.renders = {}  # an epoch's draws are mostly not the last one's: keep one epoch's renders at most
         if self.per_epoch and not self.fixed:
-            self.renders = {}  # last epoch's renders are mostly not this one's
             chosen = rng.permutation(len(self.every_item))[: self.per_epoch]
             self.items = [self.every_item[i] for i in sorted(chosen)]
         pairs = [(a, b) for a in self.programs for b in self.programs if a != b]
@@ -343,14 +341,10 @@ class TripletDataset:
     def __getitem__(self, index):  # -> input, target, material, material length, truth
         (piece, k), (a, b, other) = self.items[index], self.draws[index]
         n = self.segment
-
-        def segment(audio, k):
-            return np.pad(audio[k * n : (k + 1) * n], (0, max(n - len(audio[k * n : (k + 1) * n]), 0)))
-
         material = self.audio(other, b)[: self.material]
-        target = segment(material, k % max(len(material) // n, 1))
-        return (segment(self.audio(piece, a), k), target, np.pad(material, (0, self.material - len(material))),
-                len(material), segment(self.audio(piece, b), k))
+        k_target = k % max(len(material) // n, 1)
+        return (fitted(self.audio(piece, a)[k * n :], n), fitted(material[k_target * n :], n), fitted(material, self.material),
+                len(material), fitted(self.audio(piece, b)[k * n :], n))
 
     def batch(self, indices):
         inputs, targets, materials, lengths, truths = zip(*(self[i] for i in indices))

@@ -107,6 +107,11 @@ def test_generate_refuses_bad_input_and_an_interrupt_leaves_no_file(tmp_path, ti
                                            tmp_path / out)[2:])
         assert all(m in str(refused.value.code) for m in messages), (input_name, refused.value.code)
         assert not os.path.exists(tmp_path / out)
+    for midi, message in (("missing/notes.mid", "--midi"), ("notes.txt", "name a .mid file")):  # refused before any work
+        with pytest.raises(SystemExit, match=message):
+            generate.main([*generate_command(tmp_path, tiny_checkpoint, tmp_path / "in.wav", tmp_path / "in.wav",
+                                             tmp_path / "out.wav")[2:], f"--midi={tmp_path / midi}"])
+        assert not os.path.exists(tmp_path / "out.wav")
     sf.write(tmp_path / "long.wav", np.stack([data.demo_piece(2, 60.0, 44100)] * 2, axis=1), 44100)
     command = generate_command(tmp_path, tiny_checkpoint, tmp_path / "long.wav", tmp_path / "in.wav", tmp_path / "o.flac")
     # Ctrl-C as a terminal delivers it: a suite started as a background job ignores SIGINT, and its children inherit that
