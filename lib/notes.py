@@ -49,6 +49,8 @@ def render_excerpt(renderer, score, program, start, samples):
     if len(notes):
         skip = round((start - begin) * rate)
         rendered = np.asarray(renderer.synth.render(clip, stereo=False), dtype=np.float32).reshape(-1)[skip : skip + samples]
+        if not np.isfinite(rendered).all():
+            raise ValueError(f"program {program} renders non-finite samples with {renderer.soundfont}")
         audio[: len(rendered)] = rendered
     return audio, notes
 

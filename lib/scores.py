@@ -211,14 +211,16 @@ class Renderer:
     """Scores played with General MIDI programs of one SoundFont, in memory: a 30 s render takes
     ~10 ms, faster than reading it from disk. Checked on creation: the SoundFont holds every
     program, and which of the scores' keys each program cannot play is known (key_faults): the
-    notes it hangs on or plays as silence are left out of every render and piano roll. A program
-    with a key that renders non-finite samples is unusable: it may poison any render."""
+    notes it hangs on are left out of every render and piano roll. A program with a key that
+    renders silence or non-finite samples is unusable: TimGM6mb's 78 plays NaN on different keys
+    from one render to the next, so one probe per key can miss them, but it plays its top keys
+    as silence every time."""
 
     def __init__(self, soundfont, programs, keys, sample_rate, cache_dir):
         self.soundfont, self.sample_rate = soundfont, sample_rate
         self.synth = synthesizer(soundfont, programs, sample_rate)
         faults = key_faults(soundfont, programs, keys, sample_rate, cache_dir)
-        self.unusable = sorted({p for (p, _), fault in faults.items() if fault == "non-finite"}
+        self.unusable = sorted({p for (p, _), fault in faults.items() if fault in ("non-finite", "silent")}
                                | {p for p in programs if sum(q == p for q, _ in faults) == len(keys)})
         self.broken = {}  # program: the keys left out
         for (program, key), fault in faults.items():
@@ -376,7 +378,7 @@ def triplet_sets(config, log=print):
     keys = {int(key) for _, score in pieces for key in note_array(score)[:, 2]}
     renderer = Renderer(soundfont, train_programs + val_programs, keys, config.sample_rate, config.cache_dir)
     if renderer.unusable and (config.train_programs != "melodic" or set(renderer.unusable) & set(val_programs)):
-        raise SystemExit(f"program(s) {renderer.unusable} of {soundfont} render non-finite samples or nothing: leave "
+        raise SystemExit(f"program(s) {renderer.unusable} of {soundfont} render non-finite samples or silence: leave "
                          f"them out of --train_programs and --val_programs")
     train_programs = [p for p in train_programs if p not in renderer.unusable]
     order = np.random.default_rng(config.seed).permutation(len(pieces))
@@ -386,8 +388,8 @@ def triplet_sets(config, log=print):
     material = seconds_to_samples(config.material_seconds, config.sample_rate)
     source = config.score_dir or BACH_CHORALES
     if renderer.unusable:
-        log(f"programs {renderer.unusable} left out of training: {os.path.basename(soundfont)} renders them as non-finite "
-            f"samples or nothing")
+        log(f"programs {renderer.unusable} left out of training: {os.path.basename(soundfont)} renders some of their "
+            f"notes as non-finite samples or silence")
     log(f"scores: {len(train_pieces)} training and {len(val_pieces)} held-out pieces of {source} (held out: "
         f"{', '.join(os.path.basename(path) for path, _ in val_pieces)}); {len(train_programs)} programs for "
         f"training, {val_programs} held out; {soundfont}")
