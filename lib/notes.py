@@ -45,13 +45,10 @@ def render_excerpt(renderer, score, program, start, samples):
     clip = renderer.played(score.clip(begin, start + samples / rate, clip_end=False).shift_time(-begin), program)
     notes = note_array(clip)
     notes[:, :2] -= start - begin
-    audio = np.zeros(samples, dtype=np.float32)
-    if len(notes):
-        skip = round((start - begin) * rate)
-        rendered = np.asarray(renderer.synth.render(clip, stereo=False), dtype=np.float32).reshape(-1)[skip : skip + samples]
-        if not np.isfinite(rendered).all():
-            raise ValueError(f"program {program} renders non-finite samples with {renderer.soundfont}")
-        audio[: len(rendered)] = rendered
+    skip = round((start - begin) * rate)
+    audio = renderer.synth.play(clip, program, skip + samples)[skip:]
+    if not np.isfinite(audio).all():
+        raise ValueError(f"program {program} renders non-finite samples with {renderer.soundfont}")
     return audio, notes
 
 

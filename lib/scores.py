@@ -9,17 +9,14 @@ Render one score S with instrument A and with instrument B, and another score S'
     ground truth   S played by B, the input's excerpt: the input's music with the target's sounds
 
 This is how music style transfer is evaluated (Cifka et al., ICASSP 2021). Scores are MIDI or
-MusicXML files, or Bach chorales from music21's corpus (they ship in its wheel); rendering is
-symusic's SoundFont synthesizer, with pretty_midi's General MIDI SoundFont (TimGM6mb, in its
-wheel) by default. Parsed scores are cached as MIDI; audio is rendered in memory when first
+MusicXML files, or Bach chorales from music21's corpus (they ship in its wheel), played with a
+SoundFont (soundfont.py), pretty_midi's General MIDI SoundFont (TimGM6mb, in its wheel) by
+default. Parsed scores are cached as MIDI; audio is rendered in memory when first
 needed (faster than reading it back), so a run is offline and pays for parsing once. The score's
 notes are the labels of stage 1's transcription (notes.py).
 """
 
-import importlib.util
-import multiprocessing
 import os
-import struct
 import tempfile
 from dataclasses import dataclass
 
@@ -29,115 +26,12 @@ from tqdm import tqdm
 
 from .data import Batch, file_key, seconds_to_samples
 from .notes import fitted, note_array, piano_roll
+from .soundfont import SILENT_RMS, Synthesizer, default_soundfont
 
 SCORE_SUFFIXES = (".mid", ".midi", ".mxl", ".musicxml", ".xml")
 RENDER_RMS = 0.05  # every render at this RMS (-26 dBFS): input, material and truth share a level
-SILENT_RMS = 1e-6  # a render quieter than this (-120 dBFS) plays nothing
 BACH_CHORALES = "music21's Bach chorales"
 MELODIC_PROGRAMS = range(112)  # General MIDI's pitched programs: 112-127 are percussion and sound effects
-
-
-def default_soundfont():
-    """TimGM6mb.sf2, the General MIDI SoundFont in pretty_midi's wheel (found without importing pretty_midi)."""
-    spec = importlib.util.find_spec("pretty_midi")
-    if spec is None:
-        raise SystemExit("the default SoundFont comes with pretty_midi: pip install -r requirements.txt")
-    return os.path.join(spec.submodule_search_locations[0], "TimGM6mb.sf2")
-
-
-def soundfont_programs(path):
-    """The General MIDI programs (bank 0 presets) a SoundFont holds, read from its preset headers
-    (the RIFF 'phdr' chunk); ValueError naming the file if it is not a SoundFont."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ValueError(f"soundfont {path}: {e.strerror}") from None
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"sfbk":
-        raise ValueError(f"soundfont {path} is not a SoundFont (.sf2/.sf3): no RIFF 'sfbk' header")
-    at = data.find(b"phdr", 12)
-    if at < 0:
-        raise ValueError(f"soundfont {path} has no preset headers (phdr): not a usable SoundFont")
-    size = struct.unpack_from("<I", data, at + 4)[0]
-    records = data[at + 8 : at + 8 + size]
-    programs = set()
-    for offset in range(0, len(records) - 38, 38):  # the last record is the terminal 'EOP'
-        preset, bank = struct.unpack_from("<HH", records, offset + 20)
-        if bank == 0:
-            programs.add(preset)
-    return programs
-
-
-def synthesizer(soundfont, programs, sample_rate):
-    """symusic's Synthesizer for the SoundFont, after checking it holds every program asked for;
-    SystemExit naming the file, or the missing programs, otherwise."""
-    import symusic
-
-    try:
-        missing = sorted(set(programs) - soundfont_programs(soundfont))
-    except ValueError as e:
-        raise SystemExit(f"--{e}; give --soundfont a .sf2 or .sf3 file") from None
-    if missing:
-        raise SystemExit(f"--soundfont {soundfont} lacks General MIDI program(s) {missing}: choose programs it "
-                         f"holds (--train_programs, --val_programs) or another SoundFont")
-    try:
-        return symusic.Synthesizer(soundfont, sample_rate=sample_rate)
-    except RuntimeError as e:
-        raise SystemExit(f"--soundfont {soundfont} does not load: {e}") from None
-
-
-PROBE_TIMEOUT = 0.5  # seconds one note may take to render before its key counts as broken (one takes ~1 ms)
-
-
-def _probe_keys(soundfont, pairs, sample_rate, connection):
-    """Render one note of every (program, key) pair in order, sending for each how it plays:
-    "ok", "silent" or "non-finite"."""
-    import symusic
-
-    synth = symusic.Synthesizer(soundfont, sample_rate=sample_rate)
-    for program, key in pairs:
-        score, track = symusic.Score(ttype="second"), symusic.Track(program=program, ttype="second")
-        track.notes.append(symusic.Note(0.0, 0.25, key, 90, ttype="second"))
-        score.tracks.append(track)
-        audio = np.asarray(synth.render(score, stereo=False), dtype=np.float64)
-        level = np.sqrt(np.mean(audio**2)) if audio.size else 0.0
-        connection.send("non-finite" if not np.isfinite(level) else "silent" if level < SILENT_RMS else "ok")
-
-
-def key_faults(soundfont, programs, keys, sample_rate, cache_dir):
-    """{(program, key): "hangs", "silent" or "non-finite"} for the notes among `keys` that symusic's
-    synthesizer never finishes rendering with this SoundFont, or renders as silence or non-finite
-    samples (TimGM6mb hangs on the top keys of many programs, 88 and up for the clavinet, 7; its
-    whistle, 78, renders NaN): found by rendering one note of each in a child process, replaced
-    where one hangs, and cached per SoundFont."""
-    cached = os.path.join(cache_dir, f"broken_keys_{file_key(soundfont, sample_rate)}.txt")
-    known = {}  # (program, key): how it plays
-    if os.path.exists(cached):
-        with open(cached) as f:
-            known = {(int(p), int(k)): fault for p, k, fault in (line.split() for line in f)}
-    pairs = [(p, k) for p in programs for k in sorted(keys) if (p, k) not in known]
-    if pairs:
-        context = multiprocessing.get_context("fork")  # the child renders only: no torch thread is used there
-        with tqdm(total=len(pairs), desc=f"probing {os.path.basename(soundfont)}", unit="note", leave=False) as bar:
-            while pairs:
-                receive, send = context.Pipe(duplex=False)
-                child = context.Process(target=_probe_keys, args=(soundfont, pairs, sample_rate, send), daemon=True)
-                child.start()
-                while pairs:
-                    rendered_one = receive.poll(PROBE_TIMEOUT)
-                    known[pairs[0]] = receive.recv() if rendered_one else "hangs"
-                    pairs = pairs[1:]
-                    bar.update()
-                    if not rendered_one:
-                        break
-                child.kill()
-                child.join()
-        os.makedirs(cache_dir, exist_ok=True)
-        partial = f"{cached}.{os.getpid()}.tmp"
-        with open(partial, "w") as f:
-            f.writelines(f"{p} {k} {fault}\n" for (p, k), fault in sorted(known.items()))
-        os.replace(partial, cached)
-    return {(p, k): fault for (p, k), fault in known.items() if fault != "ok" and p in programs and k in keys}
 
 
 def score_files(score_dir, n_pieces):
@@ -208,24 +102,18 @@ def read_pieces(paths, seconds, cache_dir, log=print):
 
 
 class Renderer:
-    """Scores played with General MIDI programs of one SoundFont, in memory: a 30 s render takes
-    ~10 ms, faster than reading it from disk. Checked on creation: the SoundFont holds every
-    program, and which of the scores' keys each program cannot play is known (key_faults): the
-    notes it hangs on are left out of every render and piano roll. A program with a key that
-    renders silence or non-finite samples is unusable: TimGM6mb's 78 plays NaN on different keys
-    from one render to the next, so one probe per key can miss them, but it plays its top keys
-    as silence every time."""
+    """Scores played with General MIDI programs of one SoundFont, in memory (a 30 s render takes
+    ~70 ms, about what reading it from disk would). Checked on creation: the SoundFont holds every
+    program, and which of the scores' keys each program cannot play (soundfont.Synthesizer's
+    silent_keys) is known: those notes are left out of every render and piano roll. A program
+    that plays none of the keys is unusable."""
 
-    def __init__(self, soundfont, programs, keys, sample_rate, cache_dir):
+    def __init__(self, soundfont, programs, keys, sample_rate):
         self.soundfont, self.sample_rate = soundfont, sample_rate
-        self.synth = synthesizer(soundfont, programs, sample_rate)
-        faults = key_faults(soundfont, programs, keys, sample_rate, cache_dir)
-        self.unusable = sorted({p for (p, _), fault in faults.items() if fault in ("non-finite", "silent")}
-                               | {p for p in programs if sum(q == p for q, _ in faults) == len(keys)})
-        self.broken = {}  # program: the keys left out
-        for (program, key), fault in faults.items():
-            if program not in self.unusable:
-                self.broken.setdefault(program, set()).add(key)
+        self.synth = Synthesizer(soundfont, programs, sample_rate)
+        silent = self.synth.silent_keys(programs, keys)
+        self.unusable = sorted(p for p, dropped in silent.items() if len(dropped) == len(set(keys)))
+        self.broken = {p: dropped for p, dropped in silent.items() if p not in self.unusable}  # program: the keys left out
 
     def played(self, score, program):
         """The score with every part played by one program, and without the notes it hangs on."""
@@ -238,8 +126,8 @@ class Renderer:
 
     def render(self, score, program):
         """The whole score played by one program, mono, at RENDER_RMS; ValueError if it renders
-        silence or non-finite samples (TimGM6mb's 78, whistle, does). # (N,)"""
-        audio = np.asarray(self.synth.render(self.played(score, program), stereo=False), dtype=np.float32).reshape(-1)
+        silence or non-finite samples. # (N,)"""
+        audio = self.synth.play(self.played(score, program), program)
         level = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
         if not np.isfinite(level) or level < SILENT_RMS:
             raise ValueError(f"program {program} renders {'non-finite samples' if not np.isfinite(level) else 'silence'}")
@@ -376,9 +264,9 @@ def triplet_sets(config, log=print):
         raise SystemExit(f"{len(pieces)} usable score(s) for --val_pieces={config.val_pieces}: triplets need at least "
                          f"two pieces held out and two for training; add scores or change val_pieces")
     keys = {int(key) for _, score in pieces for key in note_array(score)[:, 2]}
-    renderer = Renderer(soundfont, train_programs + val_programs, keys, config.sample_rate, config.cache_dir)
+    renderer = Renderer(soundfont, train_programs + val_programs, keys, config.sample_rate)
     if renderer.unusable and (config.train_programs != "melodic" or set(renderer.unusable) & set(val_programs)):
-        raise SystemExit(f"program(s) {renderer.unusable} of {soundfont} render non-finite samples or silence: leave "
+        raise SystemExit(f"program(s) {renderer.unusable} of {soundfont} play none of the scores' notes: leave "
                          f"them out of --train_programs and --val_programs")
     train_programs = [p for p in train_programs if p not in renderer.unusable]
     order = np.random.default_rng(config.seed).permutation(len(pieces))
@@ -388,13 +276,13 @@ def triplet_sets(config, log=print):
     material = seconds_to_samples(config.material_seconds, config.sample_rate)
     source = config.score_dir or BACH_CHORALES
     if renderer.unusable:
-        log(f"programs {renderer.unusable} left out of training: {os.path.basename(soundfont)} renders some of their "
-            f"notes as non-finite samples or silence")
+        log(f"programs {renderer.unusable} left out of training: {os.path.basename(soundfont)} plays none of the "
+            f"scores' notes with them")
     log(f"scores: {len(train_pieces)} training and {len(val_pieces)} held-out pieces of {source} (held out: "
         f"{', '.join(os.path.basename(path) for path, _ in val_pieces)}); {len(train_programs)} programs for "
         f"training, {val_programs} held out; {soundfont}")
     if renderer.broken:
-        log(f"notes left out of every render, since {os.path.basename(soundfont)} cannot play them: "
+        log(f"notes left out of every render, since {os.path.basename(soundfont)} has no sound for them: "
             + "; ".join(f"program {p} keys {sorted(k)}" for p, k in sorted(renderer.broken.items())))
     train = TripletDataset(renderer, train_pieces, train_programs, segment, material, config.frame_dim, config.seed,
                            per_epoch=config.epoch_triplets)

@@ -16,7 +16,7 @@ RATE = 16000
 
 def test_the_metrics_give_the_known_answers(tmp_path):
     piece = scores.read_pieces(scores.score_files("", 1), 4.0, str(tmp_path))[0][1]
-    truth = scores.Renderer(scores.default_soundfont(), [42], {60}, RATE, str(tmp_path)).render(piece, 42)[: 4 * RATE]
+    truth = scores.Renderer(scores.default_soundfont(), [42], {60}, RATE).render(piece, 42)[: 4 * RATE]
     heard = quality.features(truth, RATE)
     same = groundtruth.measure(0.1 * truth, truth, heard, RATE, 128)  # level-free: the truth at another level
     assert same["lsd"] == pytest.approx(0.0, abs=1e-3) and same["chroma_truth"] > 0.999

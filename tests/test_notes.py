@@ -27,7 +27,7 @@ def test_labels_sit_on_the_keys_that_sound(tmp_path):
     labelled cells are louder there than the cells a semitone above and below; labels shifted by
     one semitone fail the same check."""
     piece = scores.read_pieces(scores.score_files("", 1), 8.0, str(tmp_path))[0][1]
-    renderer = scores.Renderer(scores.default_soundfont(), [73], {60}, RATE, str(tmp_path))
+    renderer = scores.Renderer(scores.default_soundfont(), [73], {60}, RATE)
     audio, played = notes.render_excerpt(renderer, piece, 73, 2.0, 4 * RATE)
     spectrum = HarmonicSpectrum(128, RATE, 4096)(MDCTCodec(128).encode(torch.from_numpy(audio)[None]))[0]
     fundamental = spectrum.view(-1, 6, N_KEYS)[:, 1].numpy()  # (T, N_KEYS): harmonic 1
@@ -71,7 +71,7 @@ def test_the_note_loss_reaches_every_block_of_stage_1_and_none_of_stage_2(tmp_pa
     rng = np.random.default_rng(0)
     config = CascadeConfig(frame_dim=16, n_layer=1, n_head=2, sample_rate=8000, note_fft=1024)
     model, codec = Cascade(config), MDCTCodec(16)
-    renderer = scores.Renderer(scores.default_soundfont(), [0], set(range(60, 72)), 8000, str(tmp_path))
+    renderer = scores.Renderer(scores.default_soundfont(), [0], set(range(60, 72)), 8000)
     clips = notes.NoteClips(renderer, [melody(rng.integers(60, 72, 8))], [0], 4000, 16, notes.Augment())
     x_in, x_tgt, rolls = clips.batch(2, rng)
     _, stats = model(codec.encode(x_in), codec.encode(x_tgt), notes_only=True)

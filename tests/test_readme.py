@@ -32,6 +32,7 @@ from lib import checkpointing, data
 # Commands this test does not run, and why that is safe.
 NOT_RUN = {
     "pip install -r requirements.txt": "test_requirements_install_what_every_script_imports checks what it installs",
+    "pip install --no-deps -r requirements-synth.txt": "the same test reads it too",
     "python test_model.py": "the suite itself, which CI runs",
     README_TRAIN: "conftest.one_epoch_run runs this very command for every test that needs a run",
     README_TORCHRUN: "test_torchrun.two_rank_epoch runs this very command",
@@ -105,11 +106,13 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
 
 
 def test_requirements_install_what_every_script_imports():
-    """pip install -r requirements.txt is the README's set-up: every package a script or lib/
-    imports must be in it, pinned (the tests' own selenium is .ci/run's)."""
-    with open(os.path.join(ROOT, "requirements.txt")) as f:
-        pinned = {re.split(r"[=<>~ ]", line, maxsplit=1)[0].lower().replace("_", "-")
-                  for line in f if line.strip() and not line.startswith("#")}
+    """pip install -r requirements.txt (and requirements-synth.txt) is the README's set-up: every
+    package a script or lib/ imports must be in them, pinned (the tests' own selenium is .ci/run's)."""
+    pinned = set()
+    for name in ("requirements.txt", "requirements-synth.txt"):
+        with open(os.path.join(ROOT, name)) as f:
+            pinned |= {re.split(r"[=<>~ ]", line, maxsplit=1)[0].lower().replace("_", "-")
+                       for line in f if line.strip() and not line.startswith("#")}
     ours = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"))} | {"lib"}
     distributions = importlib.metadata.packages_distributions()
     missing = {}
