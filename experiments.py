@@ -14,6 +14,10 @@ The experiments behind the defaults, each one command.
     python experiments.py --learned_choice        # a learned description of grains, trained toward the
                                                   # grains nearest the truth for 1500 steps
     python experiments.py --learned_choice --train_programs=0,1,...   # the same with other training programs
+    python experiments.py --tuning                # every melodic program's notes played by symusic's
+                                                  # synthesizer and by ours: which are in tune (docs/LOG.md)
+    python experiments.py --shared_samples=A.sf2,B.sf2   # which programs two SoundFonts play with the very
+                                                  # same samples (sf_GMbank shares most of TimGM6mb's)
     python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
                                                   # Debian; on each, evaluate the newest checkpoint, then
                                                   # train there and evaluate that checkpoint
@@ -41,6 +45,7 @@ from lib import (
     groundtruth,
     hyperparameters,
     scores,
+    soundfont,
     verdict,
 )
 from model import Cascade, CascadeConfig, combined_rms
@@ -452,12 +457,68 @@ def real_music(music_dir, ckpt, epochs, root):
             print(f.read() + f"its last health report: warnings {row['warnings'] or 'none'} ({note})", flush=True)
 
 
+def strongest_partial_cents(audio, key, rate):
+    """How far, in cents, a note's strongest partial lies from the nearest whole multiple (1 and up)
+    of the written key's frequency: near 0 where the note sounds as written."""
+    power = np.abs(np.fft.rfft(audio * np.hanning(len(audio)), 8 * rate)) ** 2
+    multiple = (np.argmax(power) / 8) / (440 * 2 ** ((key - 69) / 12))
+    return 1200 * abs(np.log2(multiple / max(round(multiple), 1))) if multiple > 0 else np.inf  # silence: no pitch
+
+
+def tuning(soundfonts, keys=(48, 60, 72), rate=16000):
+    """For each SoundFont: how many of the melodic programs play every key in `keys` in tune (the
+    strongest partial within 30 cents of a harmonic) with symusic's synthesizer and with ours
+    (lib/soundfont.py), and which programs symusic plays out of tune."""
+    import symusic
+
+    for path in soundfonts:
+        theirs, ours = symusic.Synthesizer(path, sample_rate=rate), soundfont.Synthesizer(path, scores.MELODIC_PROGRAMS, rate)
+        out_of_tune = {"symusic": [], "ours": []}
+        for program in scores.MELODIC_PROGRAMS:
+            for name, play in (("symusic", lambda s: np.asarray(theirs.render(s, stereo=False)).reshape(-1)),
+                               ("ours", lambda s: ours.play(s, program))):
+                for key in keys:
+                    score, track = symusic.Score(ttype="second"), symusic.Track(program=program, ttype="second")
+                    track.notes.append(symusic.Note(0.0, 1.5, key, 90, ttype="second"))
+                    score.tracks.append(track)
+                    audio = np.nan_to_num(play(score)[rate // 10 : rate // 10 + rate].astype(np.float64))
+                    if strongest_partial_cents(audio, key, rate) > 30:
+                        out_of_tune[name].append(program)
+                        break
+        n = len(scores.MELODIC_PROGRAMS)
+        print(f"{os.path.basename(path)}: programs playing keys {list(keys)} in tune: symusic {n - len(out_of_tune['symusic'])}"
+              f"/{n}, ours {n - len(out_of_tune['ours'])}/{n}; out of tune with symusic: {out_of_tune['symusic']}; "
+              f"with ours: {out_of_tune['ours']}")
+
+
+def shared_samples(first, second, key=60, rate=16000):
+    """Which melodic programs two SoundFonts play with the same waveform (correlation >= 0.98 over
+    one second of a note): a SoundFont 'never heard' is only as new as the samples it does not share."""
+    import symusic
+
+    synths = [soundfont.Synthesizer(path, scores.MELODIC_PROGRAMS, rate) for path in (first, second)]
+    score, track = symusic.Score(ttype="second"), symusic.Track(ttype="second")
+    track.notes.append(symusic.Note(0.0, 1.0, key, 90, ttype="second"))
+    score.tracks.append(track)
+    same = []
+    for program in scores.MELODIC_PROGRAMS:
+        a, b = (synth.play(score, program, rate).astype(np.float64) for synth in synths)
+        if np.dot(a, b) >= 0.98 * np.sqrt(np.dot(a, a) * np.dot(b, b)):
+            same.append(program)
+    print(f"{os.path.basename(first)} and {os.path.basename(second)} play key {key} with the same samples on "
+          f"{len(same)} of {len(scores.MELODIC_PROGRAMS)} melodic programs: {same}")
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--variants", nargs="?", const=",".join(VARIANTS),
                         help=f"train and compare variants (comma-separated; all by default): {', '.join(VARIANTS)}")
     parser.add_argument("--thresholds", action="store_true", help="print every reference's verdict metrics")
     parser.add_argument("--real_music", action="store_true", help="judge and train on recorded music")
+    parser.add_argument("--shared_samples", default="", help="two SoundFonts, comma-separated: which programs they "
+                        "play with the same samples")
+    parser.add_argument("--tuning", nargs="?", const=soundfont.default_soundfont(), help="which programs symusic's "
+                        "synthesizer and ours play in tune, with these SoundFonts (comma-separated; TimGM6mb by default)")
     parser.add_argument("--seek_truth", action="store_true", help="the untrained head seeking the ground truth's "
                         "fine levels: what a perfect prediction of them would give")
     parser.add_argument("--truth_needed", action="store_true", help="how much of the ground truth's fine levels the "
@@ -472,8 +533,16 @@ def main(argv):
     parser.add_argument("--pairs", type=int, default=200, help="--thresholds: pairs per collection")
     parser.add_argument("--out_dir", default="experiments", help="where the training runs go")
     args = parser.parse_args(argv)
-    if not (args.variants or args.thresholds or args.real_music or args.seek_truth or args.truth_needed or args.learned_choice):
-        parser.error("choose --variants, --thresholds, --seek_truth, --truth_needed, --learned_choice or --real_music")
+    if not (args.variants or args.thresholds or args.real_music or args.seek_truth or args.truth_needed or args.learned_choice
+            or args.tuning or args.shared_samples):
+        parser.error("choose --variants, --thresholds, --seek_truth, --truth_needed, --learned_choice, --tuning, "
+                     "--shared_samples or --real_music")
+    if args.tuning:
+        tuning(args.tuning.split(","))
+    if args.shared_samples:
+        if len(args.shared_samples.split(",")) != 2:
+            parser.error(f"--shared_samples={args.shared_samples!r}: give two SoundFonts, comma-separated")
+        shared_samples(*args.shared_samples.split(","))
     if args.seek_truth:
         seek_truth()
     if args.truth_needed:

@@ -1,5 +1,6 @@
-"""experiments.py: the thresholds table and its refusals, and the pieces of the issue-31 lab
-(the semitone spectrum a learned grain description reads, and what a chunk's levels mean)."""
+"""experiments.py: the thresholds table and its refusals, the pieces of the issue-31 lab (the
+semitone spectrum a learned grain description reads, and what a chunk's levels mean), and the
+tuning and shared-sample checks of SoundFont renderers."""
 
 import numpy as np
 import torch
@@ -43,3 +44,22 @@ def test_chunk_means_average_each_chunks_own_frames():
     levels = torch.arange(10.0).view(1, 10, 1).expand(1, 10, 2)
     means = experiments.chunk_means(levels, 4)  # chunks of frames 0-3, 4-7 and 8-9
     assert torch.equal(means, torch.tensor([[1.5, 1.5], [5.5, 5.5], [8.5, 8.5]]))
+
+
+def test_a_note_in_tune_has_its_strongest_partial_on_a_harmonic_and_one_out_of_tune_does_not():
+    import experiments
+    rate, key = 16000, 60
+    t = np.arange(rate) / rate
+    f0 = 440 * 2 ** ((key - 69) / 12)
+    tone = sum(a * np.sin(2 * np.pi * n * f0 * t) for n, a in ((1, 0.5), (2, 1.0), (3, 0.3)))  # strongest: the 2nd
+    assert experiments.strongest_partial_cents(tone, key, rate) < 5
+    sharp = sum(a * np.sin(2 * np.pi * n * f0 * 2 ** (20 / 12) * t) for n, a in ((1, 1.0), (2, 0.5)))  # symusic's piano
+    assert experiments.strongest_partial_cents(sharp, key, rate) > 30  # the criterion of --tuning
+    assert experiments.strongest_partial_cents(np.zeros(rate), key, rate) == np.inf
+
+
+def test_shared_samples_finds_every_program_of_a_soundfont_shared_with_itself(capsys):
+    import experiments
+    from lib import soundfont
+    experiments.shared_samples(soundfont.default_soundfont(), soundfont.default_soundfont())
+    assert "the same samples on 112 of 112 melodic programs" in capsys.readouterr().out
