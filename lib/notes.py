@@ -74,8 +74,9 @@ class Augment:
 
 class NoteClips:
     """Training examples for the transcription: an excerpt of a random piece, played by a random
-    program, augmented; beside it a target, another piece by another program, as the cascade sees
-    one; and the input's piano roll on the model's frames (frame t centred on sample t * hop)."""
+    program, augmented; beside it a target, as the cascade sees one: the next example's excerpt,
+    another piece by another program; and the input's piano roll on the model's frames (frame t
+    centred on sample t * hop)."""
 
     def __init__(self, renderer, scores, programs, samples, hop, augment):
         self.renderer, self.scores, self.programs = renderer, scores, programs
@@ -90,14 +91,13 @@ class NoteClips:
     def batch(self, size, rng):
         """-> inputs (B, N), targets (B, N) float32 audio, rolls (B, T, N_KEYS) float32"""
         n_frames = self.samples // self.hop + 1  # as MDCTCodec.encode frames the clip
-        inputs, targets, rolls = [], [], []
-        for _ in range(size):
-            audio, notes = self.excerpt(rng)
-            inputs.append(self.augment(audio, self.sample_rate, rng))
-            targets.append(self.augment(self.excerpt(rng)[0], self.sample_rate, rng))
+        audio, rolls = [], []
+        for _ in range(size + 1):  # rendering is most of a batch's cost: each excerpt is an input and a target
+            excerpt, notes = self.excerpt(rng)
+            audio.append(self.augment(excerpt, self.sample_rate, rng))
             rolls.append(piano_roll(notes, n_frames, self.hop / self.sample_rate))
-        return (torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets)),
-                torch.from_numpy(np.stack(rolls)).float())
+        audio = torch.from_numpy(np.stack(audio))
+        return audio[:-1], audio[1:], torch.from_numpy(np.stack(rolls[:-1])).float()
 
 
 def on_16ms_grid(frames):

@@ -74,6 +74,7 @@ def test_the_note_loss_reaches_every_block_of_stage_1_and_none_of_stage_2(tmp_pa
     renderer = scores.Renderer(scores.default_soundfont(), [0], set(range(60, 72)), 8000)
     clips = notes.NoteClips(renderer, [melody(rng.integers(60, 72, 8))], [0], 4000, 16, notes.Augment())
     x_in, x_tgt, rolls = clips.batch(2, rng)
+    assert torch.equal(x_tgt[0], x_in[1]) and not torch.equal(x_tgt[1], x_in[1])  # each target: the next excerpt
     _, stats = model(codec.encode(x_in), codec.encode(x_tgt), notes_only=True)
     objective.notes_loss(stats["notes"], rolls).backward()
     for name, parameter in model.named_parameters():
