@@ -116,7 +116,7 @@ class Renderer:
         self.broken = {p: dropped for p, dropped in silent.items() if p not in self.unusable}  # program: the keys left out
 
     def played(self, score, program):
-        """The score with every part played by one program, and without the notes it hangs on."""
+        """The score with every part played by one program, and without the notes it has no sound for."""
         score, dropped = score.copy(), self.broken.get(program, set())
         for track in score.tracks:
             track.program, track.is_drum = program, False
