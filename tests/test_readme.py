@@ -77,7 +77,7 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
     (tmp_path / "music").mkdir()
     for i in range(3):
         write_song(tmp_path / "music" / f"song{i}.flac", 1.6, 44100, 2, seed=10 + i)
-    places = {"checkpoints/epoch_6_step_434.pth": checkpointing.files(tiny_scores_run)[0],
+    places = {"checkpoints/epoch_6_step_534.pth": checkpointing.files(tiny_scores_run)[0],
               "checkpoints/": str(copy_of(two_epoch_run[0], tmp_path / "run")),
               "~/music": str(tmp_path / "music"), "~/samples": str(tmp_path / "music"),
               **{name: str(tmp_path / name) for name in ("song.wav", "other.flac", "out.wav", "out.flac", "page", "notes.mid")}}
