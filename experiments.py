@@ -18,6 +18,9 @@ The experiments behind the defaults, each one command.
                                                   # synthesizer and by ours: which are in tune (docs/LOG.md)
     python experiments.py --shared_samples=A.sf2,B.sf2   # which programs two SoundFonts play with the very
                                                   # same samples (sf_GMbank shares most of TimGM6mb's)
+    python experiments.py --transcribe_more=checkpoints/epoch_6_step_534.pth --steps=250 --bell_db=3
+                                                  # the checkpoint's transcription trained on: held-out
+                                                  # and organ F1 after more steps, with other EQ
     python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
                                                   # Debian; on each, evaluate the newest checkpoint, then
                                                   # train there and evaluate that checkpoint
@@ -29,6 +32,7 @@ metrics.csv: the table shows what a user would see at the end of that run.
 import argparse
 import csv
 import glob
+import math
 import os
 import shutil
 import subprocess
@@ -44,11 +48,13 @@ from lib import (
     data,
     groundtruth,
     hyperparameters,
+    notes,
+    objective,
     scores,
     soundfont,
     verdict,
 )
-from model import Cascade, CascadeConfig, combined_rms
+from model import Cascade, CascadeConfig, MDCTCodec, combined_rms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # the original design's network and loss: a linear head after per-frame LayerNorms, dropout 0.1, trained on novelty alone
@@ -509,12 +515,50 @@ def shared_samples(first, second, key=60, rate=16000):
           f"{len(same)} of {len(scores.MELODIC_PROGRAMS)} melodic programs: {same}")
 
 
+ORGANS = [16, 17, 18]  # TimGM6mb's training organs: like the held-out 19, they sound a 16-foot stop an octave low
+
+
+def transcribe_more(path, steps, tilt_db, bell_db, lr=1e-3, batch=16):
+    """A checkpoint's stage 1 trained on for `steps` more transcription steps (train.py's excerpts,
+    with this EQ; lr decaying along a half cosine), then its frame F1 on the held-out pieces for
+    the held-out programs and the training organs: does more of the same teach the organs' octave?"""
+    state = checkpointing.load(path)
+    model, hp = checkpointing.model_from(state), state["hyperparameters"]
+    train, held_out = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
+    augment = notes.Augment(gain_db=hp["augment_gain_db"], tilt_db=tilt_db, bell_db=bell_db)
+    clips = notes.NoteClips(train.renderer, train.scores, train.programs, train.segment, hp["frame_dim"], augment)
+    codec = MDCTCodec(hp["frame_dim"])
+    optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if n.startswith("stage1.")], lr=lr,
+                                  weight_decay=hp["weight_decay"])
+    model.train()
+    for i in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / steps))
+        x_in, x_tgt, rolls = clips.batch(batch, np.random.default_rng([hp["seed"], 99, i]))
+        loss = objective.notes_loss(model.transcribe(codec.encode(x_in), codec.encode(x_tgt)), rolls)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), hp["grad_clip"])
+        optimizer.step()
+    model.eval()
+    counts = notes.transcription_counts(model, codec, held_out.renderer, held_out.scores, held_out.programs + ORGANS,
+                                        held_out.segment)
+    pooled = notes.f1(sum(counts[p] for p in held_out.programs))
+    print(f"{path} + {steps} steps (tilt {tilt_db} dB, bells {bell_db} dB): held-out pooled F1 {pooled:.3f}; "
+          + ", ".join(f"{p}: {notes.f1(c):.3f}" for p, c in counts.items()))
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--variants", nargs="?", const=",".join(VARIANTS),
                         help=f"train and compare variants (comma-separated; all by default): {', '.join(VARIANTS)}")
     parser.add_argument("--thresholds", action="store_true", help="print every reference's verdict metrics")
     parser.add_argument("--real_music", action="store_true", help="judge and train on recorded music")
+    parser.add_argument("--transcribe_more", default="", help="a checkpoint trained on scores: train its "
+                        "transcription on, then print held-out and organ F1")
+    parser.add_argument("--steps", type=int, default=250, help="--transcribe_more: steps")
+    parser.add_argument("--tilt_db", type=float, default=3.0, help="--transcribe_more: the EQ's tilt (train.py's: 3)")
+    parser.add_argument("--bell_db", type=float, default=9.0, help="--transcribe_more: the EQ's bells (train.py's: 9)")
     parser.add_argument("--shared_samples", default="", help="two SoundFonts, comma-separated: which programs they "
                         "play with the same samples")
     parser.add_argument("--tuning", nargs="?", const=soundfont.default_soundfont(), help="which programs symusic's "
@@ -534,9 +578,11 @@ def main(argv):
     parser.add_argument("--out_dir", default="experiments", help="where the training runs go")
     args = parser.parse_args(argv)
     if not (args.variants or args.thresholds or args.real_music or args.seek_truth or args.truth_needed or args.learned_choice
-            or args.tuning or args.shared_samples):
+            or args.tuning or args.shared_samples or args.transcribe_more):
         parser.error("choose --variants, --thresholds, --seek_truth, --truth_needed, --learned_choice, --tuning, "
-                     "--shared_samples or --real_music")
+                     "--shared_samples, --transcribe_more or --real_music")
+    if args.transcribe_more:
+        transcribe_more(args.transcribe_more, args.steps, args.tilt_db, args.bell_db)
     if args.tuning:
         tuning(args.tuning.split(","))
     if args.shared_samples:

@@ -63,3 +63,16 @@ def test_shared_samples_finds_every_program_of_a_soundfont_shared_with_itself(ca
     from lib import soundfont
     experiments.shared_samples(soundfont.default_soundfont(), soundfont.default_soundfont())
     assert "the same samples on 112 of 112 melodic programs" in capsys.readouterr().out
+
+
+def test_transcribe_more_trains_a_checkpoints_stage_1_and_reports_held_out_and_organ_f1(tiny_scores_run, capsys):
+    import experiments
+    from lib import checkpointing
+    path = checkpointing.files(tiny_scores_run)[0]
+    before = {k: v.clone() for k, v in checkpointing.load(path)["model"].items()}
+    experiments.transcribe_more(path, steps=2, tilt_db=1.0, bell_db=3.0)
+    out = capsys.readouterr().out
+    assert "+ 2 steps (tilt 1.0 dB, bells 3.0 dB): held-out pooled F1" in out
+    assert all(f"{p}: " in out for p in [42, 73, *experiments.ORGANS])
+    after = checkpointing.load(path)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the checkpoint itself is only read
