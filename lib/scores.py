@@ -25,8 +25,8 @@ import torch
 from tqdm import tqdm
 
 from .data import Batch, file_key, seconds_to_samples
-from .notes import fitted, note_array, piano_roll
-from .soundfont import SILENT_RMS, Synthesizer, default_soundfont
+from .notes import fitted, note_array, piano_roll, render_excerpt
+from .soundfont import RELEASE_SECONDS, SILENT_RMS, Synthesizer, default_soundfont
 
 SCORE_SUFFIXES = (".mid", ".midi", ".mxl", ".musicxml", ".xml")
 RENDER_RMS = 0.05  # every render at this RMS (-26 dBFS): input, material and truth share a level
@@ -124,10 +124,12 @@ class Renderer:
                 track.notes = track.notes.filter(lambda note: note.pitch not in dropped)
         return score
 
-    def render(self, score, program):
-        """The whole score played by one program, mono, at RENDER_RMS; ValueError if it renders
-        silence or non-finite samples. # (N,)"""
-        audio = self.synth.play(self.played(score, program), program)
+    def render(self, score, program, seconds=None):
+        """The score's first `seconds` (the whole score by default) played by one program, mono, at
+        RENDER_RMS; ValueError if it renders silence or non-finite samples. # (N,)"""
+        whole = round((score.end() + RELEASE_SECONDS) * self.sample_rate)
+        samples = whole if seconds is None else min(round(seconds * self.sample_rate), whole)
+        audio = self.synth.play(self.played(score, program), program, samples)
         level = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
         if not np.isfinite(level) or level < SILENT_RMS:
             raise ValueError(f"program {program} renders {'non-finite samples' if not np.isfinite(level) else 'silence'}")
@@ -179,14 +181,15 @@ class TripletDataset:
     material_samples of another piece S' played by B, and the target its segment k (mod its length).
     Training redraws A != B and S' every epoch (set_epoch), and with per_epoch > 0 which segments;
     validation (fixed=True) keeps one draw, cycling through every ordered pair of its programs.
-    Renders are made when a batch first needs them (a scores.Renderer's) and kept for the epoch."""
+    Renders are made when a batch first needs them (a scores.Renderer's) and kept for the epoch:
+    input and truth as their segment alone, each at RENDER_RMS, the material as its piece's start."""
 
     def __init__(self, renderer, pieces, programs, segment_samples, material_samples, hop, seed, fixed=False,
                  per_epoch=0):
         self.renderer, self.paths, self.scores = renderer, [path for path, _ in pieces], [score for _, score in pieces]
         self.pieces, self.programs = list(range(len(pieces))), programs
         self.segment, self.material, self.hop, self.seed = segment_samples, material_samples, hop, seed
-        self.fixed, self.per_epoch, self.renders, self.played_notes = fixed, per_epoch, {}, {}
+        self.fixed, self.per_epoch, self.renders = fixed, per_epoch, {}
         rate = renderer.sample_rate
         self.every_item = [(piece, k) for piece in self.pieces
                            for k in range(int(self.scores[piece].end() * rate) // segment_samples)]
@@ -214,27 +217,37 @@ class TripletDataset:
     def minutes(self, sample_rate):
         return len(self.items) * self.segment / sample_rate / 60.0
 
-    def audio(self, piece, program):
-        """The piece played by the program. # (N,)"""
+    def excerpt(self, piece, program, k):
+        """Segment k of the piece played by the program, at RENDER_RMS (silent where nothing
+        sounds), and the notes that sound in it (notes.render_excerpt: a segment renders in a
+        few ms where its whole piece took up to 0.3 s). # (segment,), (n, 3)"""
+        if (piece, program, k) not in self.renders:
+            audio, played = render_excerpt(self.renderer, self.scores[piece], program, k * self.segment / self.renderer.sample_rate,
+                                           self.segment)
+            level = np.sqrt(np.mean(audio.astype(np.float64) ** 2))
+            self.renders[piece, program, k] = (audio * (RENDER_RMS / level) if level >= SILENT_RMS else audio, played)
+        return self.renders[piece, program, k]
+
+    def material_of(self, piece, program):
+        """The first material_samples of the piece (less if it is shorter) played by the program. # (N,)"""
         if (piece, program) not in self.renders:
-            self.renders[piece, program] = self.renderer.render(self.scores[piece], program)
+            self.renders[piece, program] = self.renderer.render(self.scores[piece], program,
+                                                                self.material / self.renderer.sample_rate)
         return self.renders[piece, program]
 
     def roll(self, index):
         """The input's piano roll on the model's frames. # (T, N_KEYS) bool"""
         (piece, k), (a, _, _) = self.items[index], self.draws[index]
-        if (piece, a) not in self.played_notes:
-            self.played_notes[piece, a] = self.renderer.notes(self.scores[piece], a)
-        rate = self.renderer.sample_rate
-        return piano_roll(self.played_notes[piece, a], self.segment // self.hop + 1, self.hop / rate, k * self.segment / rate)
+        played = self.excerpt(piece, a, k)[1]
+        return piano_roll(played, self.segment // self.hop + 1, self.hop / self.renderer.sample_rate)
 
     def __getitem__(self, index):  # -> input, target, material, material length, truth
         (piece, k), (a, b, other) = self.items[index], self.draws[index]
         n = self.segment
-        material = self.audio(other, b)[: self.material]
+        material = self.material_of(other, b)
         k_target = k % max(len(material) // n, 1)
-        return (fitted(self.audio(piece, a)[k * n :], n), fitted(material[k_target * n :], n), fitted(material, self.material),
-                len(material), fitted(self.audio(piece, b)[k * n :], n))
+        return (self.excerpt(piece, a, k)[0], fitted(material[k_target * n :], n), fitted(material, self.material),
+                len(material), self.excerpt(piece, b, k)[0])
 
     def batch(self, indices):
         inputs, targets, materials, lengths, truths = zip(*(self[i] for i in indices))

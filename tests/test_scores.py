@@ -99,9 +99,13 @@ def test_triplets_hold_out_pieces_and_programs_and_the_truth_is_the_inputs_score
         x_in, x_tgt, material, length, truth = train[index]
         (piece, k), (a, b, other) = train.items[index], train.draws[index]
         n = train.segment
-        assert np.array_equal(x_in, train.audio(piece, a)[k * n : (k + 1) * n])
-        assert np.array_equal(truth, train.audio(piece, b)[k * n : (k + 1) * n])  # the input's excerpt, B's sounds
-        assert np.array_equal(material[:length], train.audio(other, b)[: train.material])
+        (input_audio, input_notes), (truth_audio, truth_notes) = train.excerpt(piece, a, k), train.excerpt(piece, b, k)
+        assert np.array_equal(x_in, input_audio) and np.array_equal(truth, truth_audio) and len(x_in) == n
+        assert np.array_equal(truth_notes, input_notes) and len(input_notes)  # the input's excerpt, B's sounds
+        assert np.sqrt(np.mean(x_in**2)) == pytest.approx(scores.RENDER_RMS, rel=1e-3)  # input and truth at one level
+        whole = train.renderer.render(train.scores[piece], a)[k * n : (k + 1) * n]
+        assert np.corrcoef(x_in, whole)[0, 1] > 0.9  # the piece's own segment, rendered alone
+        assert np.array_equal(material[:length], train.material_of(other, b)) and length <= train.material
         assert any(np.array_equal(x_tgt, material[j : j + n]) for j in range(0, length - n + 1, n))
     batch = train.batch([0, 1])
     assert batch.materials.shape == (2, train.material) and batch.truths.shape == batch.inputs.shape
