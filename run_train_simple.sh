@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Trains the two-stage cascade transformer (fixed RMS scaling) on the built-in
-# demo music: synthetic songs made by lib/data.py, no download. Outputs go to
-# checkpoints/: epoch_N_step_S.pth, metrics.csv and samples/epoch_N_{input,target,output}.wav.
+# Trains the two-stage cascade transformer (fixed RMS scaling) on Bach chorales rendered with
+# General MIDI instruments (music21's corpus and pretty_midi's SoundFont, no download): stage 1
+# first learns which notes sound, then the whole cascade trains on triplets with a right answer.
+# Outputs go to checkpoints/: epoch_N_step_S.pth, metrics.csv and samples/ (each epoch's
+# input, target and output WAV and epoch_N_transcription.png).
 # How long it takes is in the README, with the command that measured it.
 # Arguments pass through to train.py, e.g.:
 #   ./run_train_simple.sh --data_dir=~/music --epochs=50
