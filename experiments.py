@@ -483,11 +483,9 @@ def tuning(soundfonts, keys=(48, 60, 72), rate=16000):
         for program in scores.MELODIC_PROGRAMS:
             for name, play in (("symusic", lambda s: np.asarray(theirs.render(s, stereo=False)).reshape(-1)),
                                ("ours", lambda s: ours.play(s, program))):
-                for key in keys:
-                    score, track = symusic.Score(ttype="second"), symusic.Track(program=program, ttype="second")
-                    track.notes.append(symusic.Note(0.0, 1.5, key, 90, ttype="second"))
-                    score.tracks.append(track)
-                    audio = np.nan_to_num(play(score)[rate // 10 : rate // 10 + rate].astype(np.float64))
+                for key in keys:  # symusic plays the track's program
+                    audio = np.nan_to_num(play(soundfont.one_note(key, 1.5, program))[rate // 10 : rate // 10 + rate]
+                                          .astype(np.float64))
                     if strongest_partial_cents(audio, key, rate) > 30:
                         out_of_tune[name].append(program)
                         break
@@ -500,13 +498,8 @@ def tuning(soundfonts, keys=(48, 60, 72), rate=16000):
 def shared_samples(first, second, key=60, rate=16000):
     """Which melodic programs two SoundFonts play with the same waveform (correlation >= 0.98 over
     one second of a note): a SoundFont 'never heard' is only as new as the samples it does not share."""
-    import symusic
-
     synths = [soundfont.Synthesizer(path, scores.MELODIC_PROGRAMS, rate) for path in (first, second)]
-    score, track = symusic.Score(ttype="second"), symusic.Track(ttype="second")
-    track.notes.append(symusic.Note(0.0, 1.0, key, 90, ttype="second"))
-    score.tracks.append(track)
-    same = []
+    score, same = soundfont.one_note(key, 1.0), []
     for program in scores.MELODIC_PROGRAMS:
         a, b = (synth.play(score, program, rate).astype(np.float64) for synth in synths)
         if np.dot(a, b) >= 0.98 * np.sqrt(np.dot(a, a) * np.dot(b, b)):

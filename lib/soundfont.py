@@ -49,6 +49,16 @@ def soundfont_programs(path):
     return programs
 
 
+def one_note(key, seconds, program=0):
+    """A symusic ScoreSecond of one note: `key` from time 0 for `seconds`, at velocity 90."""
+    import symusic
+
+    score, track = symusic.Score(ttype="second"), symusic.Track(program=program, ttype="second")
+    track.notes.append(symusic.Note(0.0, seconds, int(key), 90, ttype="second"))
+    score.tracks.append(track)
+    return score
+
+
 class Synthesizer:
     """One SoundFont loaded for General MIDI programs, at one sample rate; SystemExit naming the
     file, or the programs it lacks, where it cannot play them."""
@@ -108,15 +118,11 @@ class Synthesizer:
     def silent_keys(self, programs, keys):
         """{program: the keys among `keys` it plays as silence or non-finite samples}: where the
         SoundFont has no sample for them (TimGM6mb's oboe, 68, below key 36)."""
-        import symusic
-
         silent = {}
         for program in programs:
             for key in sorted(keys):
-                score, track = symusic.Score(ttype="second"), symusic.Track(ttype="second")
-                track.notes.append(symusic.Note(0.0, 0.25, int(key), 90, ttype="second"))
-                score.tracks.append(track)
-                level = np.sqrt(np.mean(self.play(score, program, round(0.25 * self.sample_rate)).astype(np.float64) ** 2))
+                audio = self.play(one_note(key, 0.25), program, round(0.25 * self.sample_rate))
+                level = np.sqrt(np.mean(audio.astype(np.float64) ** 2))
                 if not level >= SILENT_RMS:  # NaN too
                     silent.setdefault(program, set()).add(int(key))
         return silent
