@@ -132,7 +132,7 @@ def make_step(models, hp, dtype, device, B, T):
     if hp["dataset"] == "scores" and not hp["data_dir"] and model.config.head == "pointer":
         # each clip's material, described once as train.py's cache does: the step plays from it
         material = 0.05 * torch.randn(B, data.seconds_to_samples(hp["material_seconds"], model.config.sample_rate), generator=g)
-        corpus = model.stage1.pointer.describe(material.to(device))
+        corpus = model.describe(material.to(device))
 
     def step():
         training.train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, 1, None,

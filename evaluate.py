@@ -22,13 +22,16 @@ where the trained model is better).
 """
 
 import argparse
+import copy
 import csv
 import os
 import sys
+from dataclasses import replace
 
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from lib import (
@@ -55,11 +58,14 @@ TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", 
 QUALITY = {"chroma_in": True, "onset_f_in": True, "mfcc_tgt": False, "dist_tgt": False, "extra_onsets": False,
            "grid_onsets": False}
 TRAINED, UNTRAINED = "trained model", "untrained model"
+# a checkpoint whose stage 2 plays toward an estimate of the truth (estimate): its design's ceiling, with the
+# scores' true notes in place of stage 1's; the fixed fit alone; and the choice rule before it, fresh weights
+TRUE_NOTES, REFINEMENT_OFF, NEAREST = "trained, true notes", "trained, refinement off", "nearest-neighbour head"
 TRAINING_PROGRAMS_SHOWN = 12  # training programs whose F1 on the held-out pieces shows the transfer gap
 TRUTH, ORACLE = "ground truth", "oracle"  # rendered scores: the right answer, and the grains nearest it
-LEARNS_NOTHING = (UNTRAINED, "random grains", "Let it Bee")  # the gap to the oracle is measured from the nearest
-COMPARED = (UNTRAINED, "random grains", "Let it Bee", "50/50 mix")  # the paired table's baselines
-PAGE_CLIPS = ("input", "target", TRAINED, *COMPARED)  # a listening page's columns
+LEARNS_NOTHING = (UNTRAINED, NEAREST, "random grains", "Let it Bee")  # the gap to the oracle is measured from the nearest
+COMPARED = (UNTRAINED, NEAREST, "random grains", "Let it Bee", "50/50 mix")  # the paired table's baselines, those present
+PAGE_CLIPS = ("input", "target", TRAINED, *COMPARED)  # a listening page's columns, those present
 
 
 def medians(rows):
@@ -90,17 +96,20 @@ def tables(summary, n_pairs):
 
 
 @torch.no_grad()
-def outputs(model, codec, pairs, batch_size, corpora):
+def outputs(model, codec, pairs, batch_size, corpora, known_notes=False):
     """The model's output for each pair (or triplet: the material is its corpus) of a dataset, and
     for a pointer head how its final stage chose grains: the share taken from each of its sources
     (the corpus counts as the target) and the share of chunks that carry on the previous chunk's
-    grain. corpora: training.encode's, which models of one config share.
+    grain. corpora: training.encode's. known_notes: triplets, the model given the scores' notes of
+    input and material in place of stage 1's (Cascade's sounding).
     # -> list of (N,) numpy, {"shares": (3,), "continued": float} or None"""
     result, counts, continued, joins = [], torch.zeros(3), 0, 0
     for start in range(0, len(pairs), batch_size):
-        batch = pairs.batch(range(start, min(start + batch_size, len(pairs))))
-        x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora)
-        out, stats = model(x_in, x_tgt, corpus)
+        indices = range(start, min(start + batch_size, len(pairs)))
+        batch = pairs.batch(indices)
+        rolls = torch.stack([torch.from_numpy(pairs.material_roll(i)) for i in indices]) if known_notes else None
+        x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora, rolls)
+        out, stats = model(x_in, x_tgt, corpus, sounding=batch.rolls if known_notes else None)
         result += list(codec.decode(out, batch.inputs.shape[1]).numpy())
         if "grains2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start, then the corpus's
             grains = stats["grains2"][..., 0]
@@ -145,7 +154,7 @@ def page_rows(kept, rows, rate):
     page = []
     for index, systems in sorted(kept.items()):
         clips = [(name, systems[name], rate, rows[name][index] if name in rows else None,
-                  verdict.verdict(rows[name][index]) if name in rows else None) for name in PAGE_CLIPS]
+                  verdict.verdict(rows[name][index]) if name in rows else None) for name in PAGE_CLIPS if name in systems]
         page.append((f"pair {index}", clips))
     return page
 
@@ -181,8 +190,7 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(pairs))[:max_pairs])
     pairs.pairs = [pairs.pairs[i] for i in sample]
-    torch.manual_seed(seed)
-    untrained = Cascade(model.config).eval()
+    baseline, untrained = learns_nothing(model, seed)
     codec = MDCTCodec(model.config.frame_dim)
     trained_out, trained_grains = outputs(model, codec, pairs, hp["batch_size"], {})
     untrained_out, untrained_grains = outputs(untrained, codec, pairs, hp["batch_size"], {})
@@ -193,7 +201,7 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
         track = pairs.pairs[index][0]
         other = tracks[(tracks.index(val_tracks[track]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
         other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        systems = {TRAINED: trained_out[index], UNTRAINED: untrained_out[index],
+        systems = {TRAINED: trained_out[index], baseline: untrained_out[index],
                    "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng),
                    "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
                    **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
@@ -204,7 +212,7 @@ def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
     print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
           f"{hp['data_dir'] or 'the demo music'}")
     if trained_grains:
-        print(grains_lines({TRAINED: trained_grains, UNTRAINED: untrained_grains}))
+        print(grains_lines({TRAINED: trained_grains, baseline: untrained_grains}))
     return rows, rate, kept
 
 
@@ -215,6 +223,40 @@ def held_out_triplets(state, soundfont=""):
     return scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
 
 
+def fresh(config, seed):
+    """The model of a config with the weights a run seeded with `seed` starts from, in eval mode."""
+    torch.manual_seed(seed)
+    return Cascade(config).eval()
+
+
+def refinement_off(model):
+    """The model with stage 2's refinement at its initial zero: the fixed fit alone."""
+    off = copy.deepcopy(model)
+    for parameter in off.stage2.estimator.refine.parameters():
+        nn.init.zeros_(parameter)
+    return off
+
+
+def learns_nothing(model, seed):
+    """The model's nearest kin that learns nothing, (name, model): for a checkpoint whose stage 2
+    plays toward an estimate, the choice rule before it (band levels and pitch classes, 4bf4f7f:
+    fresh weights stand for random notes once stage 1 transcribes); else its config with fresh weights."""
+    if model.config.estimate:
+        return NEAREST, fresh(replace(model.config, estimate=False), seed)
+    return UNTRAINED, fresh(model.config, seed)
+
+
+def truth_systems(model, seed):
+    """The models evaluate_truth runs, each as (model, given the scores' notes): the checkpoint
+    from audio alone and learns_nothing's; with estimate also the checkpoint given the true notes
+    and with its refinement off."""
+    systems = {TRAINED: (model, False)}
+    if model.config.estimate:
+        systems.update({TRUE_NOTES: (model, True), REFINEMENT_OFF: (refinement_off(model), False)})
+    baseline, untrained = learns_nothing(model, seed)
+    return {**systems, baseline: (untrained, False)}
+
+
 def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
     """Every system against the ground truth of the checkpoint's held-out triplets (pieces and
     programs no training triplet used): {name: [groundtruth metrics of each triplet]}, the
@@ -223,17 +265,14 @@ def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.permutation(len(triplets))[:max_pairs])
     triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
-    torch.manual_seed(seed)
-    untrained = Cascade(model.config).eval()
     codec = MDCTCodec(model.config.frame_dim)
     rate = model.config.sample_rate
-    corpora = {}  # the materials' descriptions, the same for both models
-    trained_out, trained_grains = outputs(model, codec, triplets, hp["batch_size"], corpora)
-    untrained_out, untrained_grains = outputs(untrained, codec, triplets, hp["batch_size"], corpora)
+    made = {name: outputs(system, codec, triplets, hp["batch_size"], {}, known)  # each its own descriptions
+            for name, (system, known) in truth_systems(model, seed).items()}
     rows, kept = {}, {}
     for index in range(len(triplets)):
         x_in, x_tgt, material, length, truth = triplets[index]
-        systems = {TRAINED: trained_out[index], UNTRAINED: untrained_out[index],
+        systems = {**{name: out[index] for name, (out, _) in made.items()},
                    ORACLE: groundtruth.oracle(model.stage1.pointer, truth, material, length, rate),
                    "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng, material, length),
                    "Let it Bee": baselines.let_it_bee(x_in, material[:length], seed=seed + index),
@@ -247,8 +286,9 @@ def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
     print(f"{path} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played by "
           f"programs {triplets.programs} of {os.path.basename(triplets.renderer.soundfont)}; no training triplet used "
           f"these pieces or programs")
-    if trained_grains:  # every grain is the material's: the shares say nothing here
-        print(grains_lines({TRAINED: trained_grains, UNTRAINED: untrained_grains}, sources=False))
+    grains = {name: stats for name, (_, stats) in made.items()}
+    if any(grains.values()):  # every grain is the material's: the shares say nothing here
+        print(grains_lines(grains, sources=False))
     return rows, rate, kept
 
 
@@ -264,21 +304,25 @@ def truth_tables(rows, seed):
     for name, measured in rows.items():
         lines.append(f"{name:<{width}}" + "".join(f" {np.nanmedian([m[k] for m in measured]):>14.3f}"
                                                  for k in groundtruth.METRICS))
-    baseline = min(LEARNS_NOTHING, key=lambda name: lsd[name])
+    baseline = min((name for name in LEARNS_NOTHING if name in lsd), key=lambda name: lsd[name])
     gap = lsd[baseline] - lsd[ORACLE]
-    closed = (lsd[baseline] - lsd[TRAINED]) / gap if gap > 0 else float("nan")
+
+    def closes(name):
+        closed = (lsd[baseline] - lsd[name]) / gap if gap > 0 else float("nan")
+        return f"the {name}, {lsd[name]:.2f} dB, closes {closed:.0%} of it"
+
     lines += ["", f"gap to the oracle on lsd: {baseline} (the nearest of the systems that learn nothing) "
-                  f"{lsd[baseline]:.2f} dB, oracle {lsd[ORACLE]:.2f} dB; the trained model, {lsd[TRAINED]:.2f} dB, "
-                  f"closes {closed:.0%} of it"]
+                  f"{lsd[baseline]:.2f} dB, oracle {lsd[ORACLE]:.2f} dB; "
+                  + "; ".join(closes(name) for name in (TRAINED, TRUE_NOTES) if name in lsd)]
     paired = comparison.compare(rows, TRAINED, [name for name in rows if name != TRAINED], groundtruth.METRICS, seed)
     return "\n".join(lines) + "\n\n" + comparison.text(paired, TRAINED), paired
 
 
 def truth_page_rows(kept, rows, rate):
     """The listening page's rows for triplets: input, target, ground truth, then every system."""
-    names = ("input", "target", TRUTH, TRAINED, UNTRAINED, ORACLE, "random grains", "Let it Bee")
+    names = ("input", "target", TRUTH, TRAINED, TRUE_NOTES, NEAREST, UNTRAINED, ORACLE, "Let it Bee")
     return [(f"triplet {index}", [(name, systems[name], rate, rows[name][index] if name in rows else None, None)
-                                  for name in names]) for index, systems in sorted(kept.items())]
+                                  for name in names if name in systems]) for index, systems in sorted(kept.items())]
 
 
 def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
@@ -329,8 +373,7 @@ def write_summary_csv(summary, path):
 def blocks_reset(model, seed):
     """The model with stage 1's blocks back at the run's initial weights (train.py seeds rank 0
     with the run's seed before building it), every other weight as trained."""
-    torch.manual_seed(seed)
-    reset = Cascade(model.config).eval()
+    reset = fresh(model.config, seed)
     blocks = {k: v for k, v in reset.state_dict().items() if k.startswith("stage1.blocks.")}
     reset.load_state_dict({**model.state_dict(), **blocks})
     return reset
@@ -471,7 +514,8 @@ def main(argv):
     n_pairs = len(next(iter(rows.values())))
     summary = medians(rows)
     text = tables(summary, n_pairs)
-    paired = comparison.compare(rows, TRAINED, COMPARED, QUALITY, args.seed) if TRAINED in rows else None
+    paired = comparison.compare(rows, TRAINED, [name for name in COMPARED if name in rows], QUALITY, args.seed) \
+        if TRAINED in rows else None
     if paired:
         text += "\n\n" + comparison.text(paired, TRAINED)
     print(text)

@@ -100,7 +100,7 @@ def generate(args):
         raise SystemExit(f"--midi: {args.ckpt} does not transcribe (trained with notes=False)")
     rate = config.sample_rate
     in_model, in_full, info = input_audio(args.input, rate)
-    target = corpus.TargetFiles(args.target, model.stage1.pointer, rate, info.samplerate, info.channels, args.cache_dir, in_model)
+    target = corpus.TargetFiles(args.target, model, rate, info.samplerate, info.channels, args.cache_dir, in_model)
     generator = rendering.Generator(model, target, checkpointing.segment_samples(state))
     out, out_model, scales, probabilities = generator.generate(in_model, in_full)
     peak = float(np.abs(out).max())

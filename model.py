@@ -15,13 +15,17 @@ Dividing by the shared reference level on entry makes the network level-equivari
 model(c*x, c*y) == c*model(x, y), and keeps every stage's scale factor near 1 whatever
 the loudness of the clips.
 
-The head is a pointer (PointerHead): every chunk of a stage's output is a grain, a
-copy of a stretch of the corpus's own audio (the target's by default), taken from at
-least min_shift_frames away in time, chosen to match what the input plays then in band
-levels and pitch classes, and favoured where it carries on the previous grain. So the
-output is made of the target's sounds: it can neither invent noise nor copy a moment
-onto itself. In generation a Corpus, a whole song or folder described the same way,
-stands in for the clip's target. The original design's head, a Linear(C -> D) per frame
+Every chunk of a stage's output is a grain, a copy of a stretch of the corpus's own audio
+(the target's by default), taken from at least min_shift_frames away in time: the output is
+made of the target's sounds, and can neither invent noise nor copy a moment onto itself. In
+generation a Corpus, a whole song or folder, stands in for the clip's target. Stage 1's head
+is a pointer (PointerHead): a grain chosen to match what the input plays then in band levels
+and pitch classes, favoured where it carries on the previous grain; its blocks also
+transcribe the input (which piano keys sound). Stage 2's head (EstimateHead, with estimate)
+plays the grain nearest an estimate of the truth, the input's notes played by the target's
+instrument: the corpus's spectrum at every key (NoteSpectra, fitted through stage 1's
+transcription of the corpus) summed over the keys stage 1 hears in the input, refined by
+stage 2's blocks. The original design's head, a Linear(C -> D) per frame
 after a LayerNorm of every frame, is kept as head="linear" with frame_norm=True; it
 makes noise (docs/LOG.md).
 
@@ -82,6 +86,13 @@ class CascadeConfig:
     # blocks from the input's harmonic spectrum (HarmonicSpectrum), which they see beside the frames.
     notes: bool = True
     note_fft: int = 4096  # samples per window of the harmonic spectrum: 256 ms at 16 kHz, 3.9 Hz apart
+    # Stage 2 plays toward an estimate of the truth (EstimateHead): the target's spectrum at every
+    # piano key, fitted on the corpus through stage 1's transcription of it, summed over the keys
+    # stage 1 hears in the input, then refined by stage 2's blocks. Needs notes and the pointer
+    # head. Off by default: nearer the ground truth than stage 1's kind of head, but with poorer
+    # chroma, and on recorded music its output is noise-like (docs/LOG.md). False: stage 2 chooses
+    # as stage 1 does, by band levels and pitch classes.
+    estimate: bool = False
     # Any RMS below this counts as this, in forward and backward, so silence
     # stays finite. 1e-6 is -120 dBFS: below 24-bit dither, i.e. silence.
     rms_floor: float = 1e-6
@@ -99,6 +110,9 @@ class CascadeConfig:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.head not in ("pointer", "linear"):
             raise ValueError(f"head={self.head!r} must be 'pointer' or 'linear'")
+        if self.estimate and not (self.notes and self.head == "pointer"):
+            raise ValueError(f"estimate=True needs notes=True and head='pointer' (notes={self.notes}, head={self.head!r}): "
+                             f"the estimate sounds stage 1's notes and is played as grains; set estimate=False")
         if self.pointer_corpus not in ("target", "all"):
             raise ValueError(f"pointer_corpus={self.pointer_corpus!r} must be 'target' or 'all'")
         if self.sample_rate < 1 or self.pointer_chroma < 0 or self.pointer_continuity < 0:
@@ -239,6 +253,110 @@ class KeyFeatures(nn.Module):
 
 
 # -----------------------------------------------------------------------------
+# what stage 2 plays toward: an estimate of the truth
+
+MEL_FFT, N_MELS = 512, 64  # the estimate's spectrum: the grid the ground truth's log-spectral distance is measured on
+MEL_FLOOR = 1e-8  # mel power of a unit-RMS recording below this counts as this: -80 dB
+# Mel bins further below a clip's loudest bin than this count as that far below, in the choice
+# and the loss alike: where the ground truth's log-spectral distance floors them, silence is no distance
+DB_BELOW_PEAK = 80.0
+SPECTRA_ITERATIONS = 100  # multiplicative updates of the per-key spectra's non-negative least squares
+# A key that sounds in fewer of the corpus's frames takes the nearest well-heard key's spectrum,
+# transposed: a 20 s material lacks 28% of its input's keys (docs/LOG.md)
+WELL_HEARD_FRAMES = 10
+NOTE_WINDOW_FRAMES = 250  # stage 1 transcribes a corpus in windows of this many frames: 2 s at 16 kHz, the trained clip
+
+
+def mel_filterbank(sample_rate, n_fft, n_mels):
+    """librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels): Slaney's mel scale, each
+    filter of unit area, rebuilt with numpy as pitch_class_filter is (a test checks they agree).
+    # (n_mels, n_fft//2 + 1)"""
+    log_step = math.log(6.4) / 27  # the scale is linear below 1 kHz (15 mels) and logarithmic above
+
+    def mel(hz):
+        return np.where(hz < 1000, hz * 3 / 200, 15 + np.log(np.maximum(hz, 1000) / 1000) / log_step)
+
+    def hz(m):
+        return np.where(m < 15, m * 200 / 3, 1000 * np.exp((m - 15) * log_step))
+
+    edges = hz(np.linspace(0.0, mel(np.float64(sample_rate / 2)), n_mels + 2))
+    bins = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    rising = (bins[None] - edges[:-2, None]) / np.diff(edges)[:-1, None]
+    falling = (edges[2:, None] - bins[None]) / np.diff(edges)[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2 / (edges[2:] - edges[:-2]))[:, None]
+    return torch.from_numpy(weights).float()
+
+
+class NoteSpectra(nn.Module):
+    """An instrument as one power spectrum per piano key, fitted on a recording of it through the
+    notes it plays, and the estimate of the truth they give: the spectra of the keys the input
+    sounds, summed. The fit is non-negative least squares on the recording's power spectra
+    (multiplicative updates), with one more spectrum always on: what sounds whatever the notes.
+    A key the recording plays too little borrows a neighbour's spectrum (transposed)."""
+
+    def __init__(self, frame_dim, sample_rate):
+        super().__init__()
+        self.hop = frame_dim
+        self.register_buffer("window", torch.hann_window(MEL_FFT), persistent=False)
+        self.register_buffer("mel", mel_filterbank(sample_rate, MEL_FFT, N_MELS), persistent=False)
+
+    def power(self, audio):
+        """Power spectra of windows centred on every hop, where the model's frames are.
+        # (B, N) -> (B, N // D + 1, MEL_FFT//2 + 1)"""
+        spectrum = torch.stft(audio.float(), MEL_FFT, self.hop, window=self.window, center=True, pad_mode="constant",
+                              return_complex=True)
+        return spectrum.abs().pow(2).transpose(1, 2)
+
+    def mel_db(self, power):
+        """# (..., MEL_FFT//2 + 1) -> (..., N_MELS) mel power in dB"""
+        return 10 * torch.log10(power @ self.mel.T + MEL_FLOOR)
+
+    @staticmethod
+    def statistics(power, sounding):
+        """What fit() needs of a recording, summed over its stretches: its spectra times its notes (and
+        the always-on spectrum's constant 1), its notes times themselves, and the frames each key
+        sounds in. # (B, T, F), (B, T, N_KEYS) 0/1 -> (B, F, N_KEYS+1), (B, N_KEYS+1, N_KEYS+1), (B, N_KEYS)"""
+        H = F.pad(sounding.double(), (0, 1), value=1.0)  # (B, T, N_KEYS+1)
+        return power.double().transpose(1, 2) @ H, H.transpose(1, 2) @ H, sounding.double().sum(dim=1)
+
+    def fit(self, cross, gram, heard):
+        """Every key's power spectrum and the always-on one, from statistics(). # -> (B, F, N_KEYS+1)"""
+        spectra = torch.ones_like(cross) * cross.mean(dim=(1, 2), keepdim=True).clamp_min(1e-30)
+        for _ in range(SPECTRA_ITERATIONS):
+            spectra = spectra * cross / (spectra @ gram + 1e-30)
+        return torch.cat([self.borrowed(spectra[..., :N_KEYS], heard), spectra[..., N_KEYS:]], dim=2).float()
+
+    @staticmethod
+    def borrowed(spectra, heard):
+        """Each key's spectrum; a key heard in fewer than WELL_HEARD_FRAMES frames takes the nearest
+        well-heard key's, every frequency moved by the interval between the two (its bins linearly
+        interpolated, its power spread over the wider bins). # (B, F, N_KEYS), (B, N_KEYS) -> like spectra"""
+        B, n_bins, K = spectra.shape
+        keys = torch.arange(K, device=spectra.device)
+        well = heard >= WELL_HEARD_FRAMES  # (B, K)
+        apart = (keys[:, None] - keys[None, :]).abs().double()  # (key, source)
+        source = apart[None].masked_fill(~well[:, None, :], math.inf).argmin(dim=2)  # (B, K)
+        ratio = 2.0 ** ((keys[None] - source).double() / 12)  # (B, K)
+        position = torch.arange(n_bins, device=spectra.device)[None, None] / ratio[..., None]  # (B, K, F): bin read
+        low = position.floor().long().clamp(max=n_bins - 1)
+        high, fraction = (low + 1).clamp(max=n_bins - 1), position - low
+        own = spectra.gather(2, source[:, None, :].expand(B, n_bins, K)).transpose(1, 2)  # (B, K, F): the source's
+        moved = (own.gather(2, low) * (1 - fraction) + own.gather(2, high) * fraction) / ratio[..., None]
+        moved = moved.masked_fill(position > n_bins - 1, 0.0).transpose(1, 2)  # (B, F, K)
+        return torch.where((well | ~well.any(dim=1, keepdim=True))[:, None, :], spectra, moved)
+
+    @staticmethod
+    def floored(mel_db, peak):
+        """mel_db no lower than DB_BELOW_PEAK below peak, each clip's own. # (B, ..., N_MELS), (B,) -> like mel_db"""
+        return torch.maximum(mel_db, (peak - DB_BELOW_PEAK).view(-1, *[1] * (mel_db.dim() - 1)))
+
+    def estimate(self, spectra, sounding):
+        """The mel spectrum in dB of the keys that sound, played with the spectra. # (B, F, N_KEYS+1),
+        (B, T, N_KEYS) 0/1 -> (B, T, N_MELS)"""
+        return self.mel_db(F.pad(sounding.float(), (0, 1), value=1.0) @ spectra.transpose(1, 2))
+
+
+# -----------------------------------------------------------------------------
 # transformer
 
 
@@ -344,6 +462,23 @@ class Corpus:
     levels: torch.Tensor | None = None  # (B, P+R-1, n_bands) log10 band power at that factor, and
     level_norms: torch.Tensor | None = None  # (B, P) squared levels summed over each grain's R frames
     fine_power: torch.Tensor | None = None  # (B, P+R-1, fine_bands) with pointer_fine: the fine bands' power
+    # with estimate (Cascade.describe): every frame's mel spectrum in dB (B, P+R-1, N_MELS) and the
+    # instrument's spectrum at every key and the always-on one (B, MEL_FFT//2 + 1, N_KEYS+1), of the
+    # recording at unit RMS, and the RMS it was divided by (B,)
+    mel: torch.Tensor | None = None
+    spectra: torch.Tensor | None = None
+    mel_level: torch.Tensor | None = None
+
+    def playable(self, own, min_shift):
+        """Which grains each chunk may play: the allowed ones, and with a clip_frame (the copy guard)
+        only those at least min_shift frames from the chunk's own moment in the clip's recording,
+        unless none is. own: (n_chunks,) each chunk's first frame in the clip. # (B, n_chunks, P) bool"""
+        allowed = self.allowed[:, None].expand(-1, len(own), -1)
+        if self.clip_frame is None:
+            return allowed
+        moment = (self.clip_frame[:, None] + own)[..., None]  # (B, n_chunks, 1)
+        far = (torch.arange(allowed.shape[2], device=own.device) - moment).abs() >= min_shift
+        return torch.where((allowed & far).any(dim=2, keepdim=True), allowed & far, allowed)
 
     def at_unit_level(self, unit_factor, chunk_frames, fine_scale=0.0):
         """This corpus as each clip sees it after Cascade's level normalisation; fine_scale: what
@@ -360,6 +495,41 @@ def fine_scale(config):
     """The factor on the fine levels in a grain's description, so that the mean squared distance
     over both parts is the band levels' plus pointer_fine times the fine levels'."""
     return math.sqrt(config.pointer_fine * config.pointer_bands / config.pointer_fine_bands)
+
+
+class GrainPlayer(nn.Module):
+    """Plays grains: R frames' worth of audio each, copied from a source of the clip or from a
+    corpus, weighted, and joined by crossfades (grain_window)."""
+
+    def __init__(self, frame_dim, chunk_frames):
+        super().__init__()
+        D, R = frame_dim, chunk_frames
+        self.chunk_frames, self.codec = R, MDCTCodec(D)
+        self.register_buffer("window", grain_window(torch.arange((R + 2) * D, dtype=torch.float64), D, R).float(), persistent=False)
+
+    def forward(self, weights, grains, sources, corpus=None):
+        """The weighted chosen grains as audio, each chunk joined to the next by a crossfade,
+        encoded back to frames. Copying MDCT frames instead would leave each boundary's
+        time-domain aliasing uncancelled: a click at every join. # (B, D, T)"""
+        B, n_chunks, k = grains.shape
+        S, (D, T), R, fade = len(sources), sources[0].shape[1:], self.chunk_frames, self.codec.D
+        size = R * D + 2 * fade  # a grain's samples plus a crossfade on either side
+        audio = self.codec.decode(torch.stack(sources, dim=1).float().flatten(0, 1)).view(B, S, -1)  # (B, S, (T-1)*D)
+        audio = F.pad(audio, (fade, T * D + size - audio.shape[-1])).flatten(1)  # (B, S*L): grain t starts at t*D
+        length = audio.shape[1] // S
+        clip_grains = grains.clamp(max=S * T - 1)
+        first = (clip_grains // T) * length + (clip_grains % T) * D  # (B, n_chunks, k): index of each grain's first sample
+        index = first[..., None] + torch.arange(size, device=grains.device)  # (B, n_chunks, k, size)
+        copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
+        if corpus is not None:
+            first = (grains - S * T) * D - fade  # in the corpus's audio
+            index = (first[..., None] + torch.arange(size, device=grains.device)).clamp(0, corpus.audio.shape[1] - 1)
+            from_corpus = corpus.audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size).float()
+            from_corpus = from_corpus * corpus.unit_factor.view(B, 1, 1, 1)  # to the clip's unit level
+            copied = torch.where((grains < S * T)[..., None], copied, from_corpus)
+        y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
+        out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
+        return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
 
 
 class PointerHead(nn.Module):
@@ -394,7 +564,7 @@ class PointerHead(nn.Module):
         # the pitch-class filterbank of quality.py's chroma metric (librosa's), over one grain's samples
         self.register_buffer("chroma_filter", pitch_class_filter(config.sample_rate, R * D), persistent=False)
         self.register_buffer("chroma_window", torch.hann_window(R * D), persistent=False)
-        self.register_buffer("window", grain_window(torch.arange((R + 2) * D, dtype=torch.float64), D, R).float(), persistent=False)
+        self.player = GrainPlayer(D, R)
         self.prefer = nn.Linear(d_model, n_sources)
         if config.pointer_seek:
             self.seek = nn.Linear(d_model, config.pointer_bands * R)
@@ -415,7 +585,7 @@ class PointerHead(nn.Module):
         with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
             sought = self.sought_fine(x.float(), sources[0]) if hasattr(self, "predict") else None
             weights, grains = self.pick(self.scores(x.float(), sources, corpus, sought))
-            return self.play_grains(weights, grains, sources, corpus), grains, sought
+            return self.player(weights, grains, sources, corpus), grains, sought
 
     def sought_fine(self, x, frames):
         """The fine levels each frame seeks: the input's, moved by the prediction. # (B, T, fine_bands)"""
@@ -508,12 +678,7 @@ class PointerHead(nn.Module):
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * cross + corpus.level_norms[:, None]) / width
         if sought is not None:
             distance = distance + self.chroma_weight * 10 * (1 - sought @ corpus.chroma.transpose(1, 2))
-        allowed = corpus.allowed[:, None].expand(B, n_chunks, -1)
-        if corpus.clip_frame is not None:  # the copy guard, against the clip's own recording in the corpus
-            moment = (corpus.clip_frame[:, None] + own)[..., None]  # (B, n_chunks, 1)
-            far = (torch.arange(allowed.shape[2], device=queries.device) - moment).abs() >= self.min_shift
-            allowed = torch.where((allowed & far).any(dim=2, keepdim=True), allowed & far, allowed)
-        return (-self.sharpness * distance).masked_fill(~allowed, float("-inf"))
+        return (-self.sharpness * distance).masked_fill(~corpus.playable(own, self.min_shift), float("-inf"))
 
     @torch.no_grad()
     def describe(self, audio, lengths=None):
@@ -581,35 +746,62 @@ class PointerHead(nn.Module):
         allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
         return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
-    def play_grains(self, weights, grains, sources, corpus=None):
-        """The weighted chosen grains as audio, each chunk joined to the next by a crossfade,
-        encoded back to frames. Copying MDCT frames instead would leave each boundary's
-        time-domain aliasing uncancelled: a click at every join. # (B, D, T)"""
-        B, n_chunks, k = grains.shape
-        S, (D, T), R, fade = self.n_sources, sources[0].shape[1:], self.chunk_frames, self.codec.D
-        size = R * D + 2 * fade  # a grain's samples plus a crossfade on either side
-        audio = self.codec.decode(torch.stack(sources, dim=1).float().flatten(0, 1)).view(B, S, -1)  # (B, S, (T-1)*D)
-        audio = F.pad(audio, (fade, T * D + size - audio.shape[-1])).flatten(1)  # (B, S*L): grain t starts at t*D
-        length = audio.shape[1] // S
-        clip_grains = grains.clamp(max=S * T - 1)
-        first = (clip_grains // T) * length + (clip_grains % T) * D  # (B, n_chunks, k): index of each grain's first sample
-        index = first[..., None] + torch.arange(size, device=grains.device)  # (B, n_chunks, k, size)
-        copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
-        if corpus is not None:
-            first = (grains - S * T) * D - fade  # in the corpus's audio
-            index = (first[..., None] + torch.arange(size, device=grains.device)).clamp(0, corpus.audio.shape[1] - 1)
-            from_corpus = corpus.audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size).float()
-            from_corpus = from_corpus * corpus.unit_factor.view(B, 1, 1, 1)  # to the clip's unit level
-            copied = torch.where((grains < S * T)[..., None], copied, from_corpus)
-        y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
-        out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
-        return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
+
+class EstimateHead(nn.Module):
+    """Stage 2's head: each chunk of R frames plays the corpus's grain whose mel spectrum is
+    nearest the estimate of the truth over the chunk (squared dB summed over its frames, as the
+    oracle measures), the estimate refined by the stage's blocks. The blocks see the fixed fit
+    (NoteSpectra.estimate) and stage 1's note probabilities (`seen`, added to the frames);
+    `refine` moves the fit frame by frame and starts at zero, so an untrained head plays the
+    fixed fit. Training teaches the refinement by regression to the truth's mel spectrum
+    (objective's estimate term); the choice passes no gradient, so training plays exactly
+    what eval plays."""
+
+    def __init__(self, d_model, config):
+        super().__init__()
+        self.chunk_frames, self.min_shift = config.chunk_frames, config.min_shift_frames
+        self.player = GrainPlayer(config.frame_dim, config.chunk_frames)
+        self.seen = nn.Sequential(nn.Linear(2 * N_MELS + N_KEYS, d_model), nn.LayerNorm(d_model))
+        self.refine = nn.Linear(d_model, N_MELS)
+        nn.init.zeros_(self.refine.weight)
+        nn.init.zeros_(self.refine.bias)
+
+    def sees(self, fitted, heard, probabilities):
+        """What the blocks are shown: the fixed fit and the input's own mel spectrum, in 10 dB, and
+        stage 1's note probabilities. # (B, T, N_MELS) x 2, (B, T, N_KEYS) -> (B, T, C)"""
+        return self.seen(torch.cat([fitted / 10, heard / 10, probabilities], dim=-1))
+
+    def forward(self, x, sources, corpus, fitted):  # x: (B, T, C) features; sources: each (B, D, T)
+        """-> the played grains as frames (B, D, T); which grains they are (B, n_chunks, 1), numbered
+        S * T + p for the corpus's grain p as PointerHead numbers them; the refined estimate (B, T, N_MELS)"""
+        refined = fitted + 10 * self.refine(x.float())
+        grains = len(sources) * x.shape[1] + self.nearest(refined.detach(), corpus)[..., None]
+        with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision
+            return self.player(torch.ones(grains.shape, device=x.device), grains, sources, corpus), grains, refined
+
+    def nearest(self, wanted, corpus):
+        """Each chunk's grain of the corpus nearest `wanted`, a mel spectrum in dB, over the chunk's
+        frames, both floored DB_BELOW_PEAK below the clip's wanted peak; only grains the chunk may
+        play (Corpus.playable). # (B, T, N_MELS) -> (B, n_chunks) long"""
+        B, T, M = wanted.shape
+        R = self.chunk_frames
+        n_chunks = -(-T // R)
+        peak = wanted.amax(dim=(1, 2))
+        wanted = NoteSpectra.floored(F.pad(wanted, (0, 0, 0, n_chunks * R - T), value=-math.inf), peak)  # silence after the end
+        kernels = wanted.view(B * n_chunks, R, M).transpose(1, 2)
+        described = NoteSpectra.floored(corpus.mel, peak)  # (B, P+R-1, M)
+        cross = F.conv1d(described.transpose(1, 2).reshape(1, B * M, -1), kernels, groups=B).view(B, n_chunks, -1)  # (B, n_chunks, P)
+        squared = F.pad(described.pow(2).sum(dim=2).cumsum(dim=1), (1, 0))
+        norms = squared[:, R:] - squared[:, :-R]  # (B, P): each grain's squared frames
+        distance = kernels.pow(2).sum(dim=(1, 2)).view(B, n_chunks, 1) - 2 * cross + norms[:, None]
+        own = (torch.arange(n_chunks, device=wanted.device) * R).clamp(max=T - 1)  # each chunk's own start
+        return distance.masked_fill(~corpus.playable(own, self.min_shift), math.inf).argmin(dim=2)
 
 
 class Stage(nn.Module):
     """concat(sources) -> positions -> blocks -> head -> + residual -> fixed RMS."""
 
-    def __init__(self, n_sources, residual_weight, config, transcribes=False):
+    def __init__(self, n_sources, residual_weight, config, transcribes=False, estimates=False):
         super().__init__()
         self.residual_weight = residual_weight
         d_model = n_sources * config.frame_dim
@@ -625,37 +817,46 @@ class Stage(nn.Module):
         # this fixed gain on the head's output, head + residual has RMS ~1, and every stage's
         # scale factor is ~1 (no 'RMS collapse' of a weakly weighted stage).
         self.head_gain = math.sqrt(max(1.0 - residual_weight**2 / n_sources, 0.1))
-        if config.head == "pointer":
+        if estimates:
+            self.estimator = EstimateHead(d_model, config)
+        elif config.head == "pointer":
             self.pointer = PointerHead(d_model, n_sources, config)
         else:
             self.proj = nn.Linear(d_model, config.frame_dim)
             nn.init.normal_(self.proj.weight, std=self.head_gain * d_model**-0.5)  # the gain, folded into the init
             nn.init.zeros_(self.proj.bias)
 
-    def features(self, sources):  # sources: each (B, D, T), sources[0] the input
-        """What the blocks make of the sources. # (B, T, C)"""
+    def features(self, sources, seen=None):  # sources: each (B, D, T), sources[0] the input
+        """What the blocks make of the sources (and of `seen`, (B, T, C): more to see). # (B, T, C)"""
         x = torch.cat(sources, dim=1).transpose(1, 2)  # (B, T, C)
         if self.transcribes:
             x = x + self.spectrum_in(self.spectrum(sources[0]))
+        if seen is not None:
+            x = x + seen
         x = self.norm_in(x + sinusoidal_positions(x.shape[1], x.shape[2], x.device))
         for block in self.blocks:
             x = block(x)
         return self.norm_out(x)
 
-    def forward(self, sources, target_rms, floor, corpus=None):  # sources: each (B, D, T)
-        """-> (out (B, D, T), scale factor (B,), the grains the pointer played and the fine levels
-        it sought (PointerHead.forward), the note logits (B, T, N_KEYS); each None where the
-        stage has none)"""
-        x = self.features(sources)
-        notes = self.notes(x) if self.transcribes else None
-        grains = sought = None
-        if hasattr(self, "pointer"):
-            x, grains, sought = self.pointer(x, sources, corpus)
+    def forward(self, sources, target_rms, floor, corpus=None, shown=None):
+        """sources: each (B, D, T); with an estimator, `shown`: what it shows the blocks
+        (EstimateHead.sees' arguments), the fixed fit first. -> (out (B, D, T), scale factor (B,), what else the stage made, those
+        it has of: "grains" the pointer or estimator played, "sought" the fine levels the pointer
+        sought (PointerHead.forward), "notes" the note logits (B, T, N_KEYS), "estimate" the
+        refined estimate (B, T, N_MELS))"""
+        estimates = hasattr(self, "estimator")
+        x = self.features(sources, self.estimator.sees(*shown) if estimates else None)
+        made = {"notes": self.notes(x)} if self.transcribes else {}
+        if estimates:
+            x, made["grains"], made["estimate"] = self.estimator(x, sources, corpus, shown[0])
             x = self.head_gain * x  # (B, D, T)
+        elif hasattr(self, "pointer"):
+            x, made["grains"], made["sought"] = self.pointer(x, sources, corpus)
+            x = self.head_gain * x
         else:
             x = self.proj(x).transpose(1, 2)  # (B, D, T)
         x = x + self.residual_weight * torch.stack(sources).mean(dim=0)
-        return *scale_to_rms(x, target_rms, floor), grains, sought, notes
+        return *scale_to_rms(x, target_rms, floor), made
 
 
 class Cascade(nn.Module):
@@ -663,16 +864,23 @@ class Cascade(nn.Module):
         super().__init__()
         self.config = config
         self.stage1 = Stage(2, 1.0, config, transcribes=config.notes)
-        self.stage2 = Stage(3, config.final_residual, config)
+        self.stage2 = Stage(3, config.final_residual, config, estimates=config.estimate)
+        if config.estimate:
+            self.codec, self.note_spectra = MDCTCodec(config.frame_dim), NoteSpectra(config.frame_dim, config.sample_rate)
 
-    def forward(self, x_in, x_tgt, corpus=None, notes_only=False):
+    def forward(self, x_in, x_tgt, corpus=None, notes_only=False, sounding=None):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
         scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
         grains each stage played (grains1, grains2), and with pointer_fine the fine levels each
         sought, at unit level (sought1, sought2). With a Corpus, the heads play its grains
         instead of the target's; x_tgt is still what the transformers see. With notes, stage 1's
-        note logits (notes, (B, T, N_KEYS)). notes_only: (None, {"notes": transcribe()}), playing
-        nothing: a transcription step, through forward since DDP syncs gradients there alone."""
+        note logits (notes, (B, T, N_KEYS)). With estimate, stage 2 plays toward an estimate of
+        the truth: the corpus's per-key spectra (without a corpus, the target clip's) sounding the
+        keys stage 1 hears in the input, or those of `sounding` ((B, T, N_KEYS) 0/1: the input's
+        notes, known); stats then hold the fixed fit and the refined estimate (fitted, estimate:
+        (B, T, N_MELS), mel dB at the corpus's unit level). notes_only: (None, {"notes":
+        transcribe()}), playing nothing: a transcription step, through forward since DDP syncs
+        gradients there alone."""
         if notes_only:
             return None, {"notes": self.transcribe(x_in, x_tgt)}
         floor = self.config.rms_floor
@@ -682,16 +890,74 @@ class Cascade(nn.Module):
             if corpus.audio.shape[0] != x_in.shape[0]:
                 raise ValueError(f"one corpus per clip: {corpus.audio.shape[0]} corpora for a batch of {x_in.shape[0]}")
             corpus = corpus.at_unit_level(1 / level.view(-1), self.config.chunk_frames, fine_scale(self.config))
-        out1, scale1, grains1, sought1, notes = self.stage1([x_in, x_tgt], unit, floor, corpus)
-        out2, scale2, grains2, sought2, _ = self.stage2([x_in, out1, x_tgt], unit, floor, corpus)
+        out1, scale1, made1 = self.stage1([x_in, x_tgt], unit, floor, corpus)
+        shown = None
+        if self.config.estimate:
+            if corpus is None:
+                corpus = self.target_corpus(x_tgt)
+            probabilities = made1["notes"].float().sigmoid()
+            fitted = self.note_spectra.estimate(corpus.spectra, probabilities > 0.5 if sounding is None else sounding)
+            heard = self.note_spectra.mel_db(self.note_spectra.power(self.codec.decode(x_in)))  # (B, T, N_MELS)
+            shown = (fitted, heard, probabilities)
+        out2, scale2, made2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus, shown)
         stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
-        if notes is not None:
-            stats["notes"] = notes
-        if grains1 is not None:
-            stats.update(grains1=grains1, grains2=grains2)
-        if sought1 is not None:  # at the clip's unit level
-            stats.update(sought1=sought1, sought2=sought2)
+        for name in ("grains", "sought"):  # sought: at the clip's unit level
+            stats.update({f"{name}{stage}": made[name] for stage, made in ((1, made1), (2, made2))
+                          if made.get(name) is not None})
+        if "notes" in made1:
+            stats["notes"] = made1["notes"]
+        if shown is not None:
+            stats.update(fitted=shown[0], estimate=made2["estimate"])
         return out2 * level, stats
+
+    def target_corpus(self, x_tgt):
+        """The target clip as a Corpus (describe()), at the clip's unit level, which it is at already;
+        a clip too short for a grain is padded with silence that no chunk may play. # (B, D, T)"""
+        audio = self.codec.decode(x_tgt)
+        B, N = audio.shape
+        R = self.config.chunk_frames
+        lengths = torch.full((B,), max(N, 1), device=audio.device)
+        corpus = self.describe(F.pad(audio, (0, max((R + 4) * self.config.frame_dim - N, 0))), lengths)
+        return corpus.at_unit_level(torch.ones(B, device=audio.device), R, fine_scale(self.config))
+
+    @torch.no_grad()
+    def describe(self, audio, lengths=None, sounding=None):
+        """A Corpus of one recording per clip, in memory (audio (B, N); lengths (B,): samples of each
+        before its zero padding, all by default): the pointer heads' description
+        (PointerHead.describe) and with estimate the estimator's, every frame's mel spectrum and the
+        recording's per-key spectra, fitted through stage 1's transcription of it or through
+        `sounding` ((B, N // D + 1, N_KEYS) 0/1: its notes, known), both with the recording at unit
+        RMS (mel_level: the RMS it was divided by)."""
+        corpus = self.stage1.pointer.describe(audio, lengths)
+        if not self.config.estimate:
+            return corpus
+        B, N = audio.shape
+        D, R, P = self.config.frame_dim, self.config.chunk_frames, corpus.allowed.shape[1]
+        lengths = torch.full((B,), N, device=audio.device) if lengths is None else lengths
+        inside = (torch.arange(N // D + 1, device=audio.device) * D < lengths[:, None])[..., None]  # (B, N // D + 1, 1)
+        level = (audio.float().pow(2).sum(dim=1) / lengths).sqrt().clamp_min(self.config.rms_floor)  # (B,)
+        recording = audio.float() / level[:, None]
+        power = self.note_spectra.power(recording) * inside
+        if sounding is None:
+            sounding = self.transcribe_recording(recording)
+        spectra = self.note_spectra.fit(*self.note_spectra.statistics(power, sounding * inside))
+        mel = F.pad(self.note_spectra.mel_db(power[:, : P + R - 1]), (0, 0, 0, max(P + R - 1 - power.shape[1], 0)),
+                    value=10 * math.log10(MEL_FLOOR))  # (B, P+R-1, N_MELS): silence after the end, as describe pads
+        return replace(corpus, mel=mel, spectra=spectra, mel_level=level)
+
+    @torch.no_grad()
+    def transcribe_recording(self, audio, batch=32):
+        """Which keys stage 1 hears in each frame of a recording of any length, window by window
+        (NOTE_WINDOW_FRAMES frames each, `batch` windows at a time; each window's target, which
+        stage 1 also hears, is the next window). # (B, N) -> (B, N // D + 1, N_KEYS) bool"""
+        B, N = audio.shape
+        W, D = NOTE_WINDOW_FRAMES, self.config.frame_dim
+        n_windows = N // (W * D) + 1
+        windows = F.pad(audio.float(), (0, n_windows * W * D - N)).view(B, n_windows, W * D)
+        contexts = windows.roll(-1, dims=1)
+        heard = [self.transcribe(self.codec.encode(w), self.codec.encode(c))[:, :W] > 0
+                 for w, c in zip(windows.flatten(0, 1).split(batch), contexts.flatten(0, 1).split(batch))]
+        return torch.cat(heard).view(B, n_windows * W, N_KEYS)[:, : N // D + 1]
 
     def at_unit_level(self, x_in, x_tgt):
         """Both clips divided by their shared reference level, and the level. # (B, D, T) x 2, (B, 1, 1)"""

@@ -8,9 +8,10 @@ Writes run_health.png (loss terms, pre-clip gradient norm, RMS scale factors,
 correlations and the blend verdict's shares, against step, with every warned
 epoch and any NaN abort marked) and spectrograms_epoch_N.png (input, target and output of the newest epoch's
 samples on one colour scale). Works on a run that is still going. With --compare,
-DIR/spectrograms.png: a row per pair, a column per clip (input, target, the trained
-and untrained model, Let it Bee, random grains; for triplets of rendered scores: input, ground
-truth, the trained and untrained model, the oracle), one colour scale per row.
+DIR/spectrograms.png: a row per pair, a column per clip (input, target, the trained model and
+the model that learns nothing beside it, Let it Bee, random grains; for triplets of rendered
+scores: input, ground truth, the trained model, given the true notes, Let it Bee, the oracle),
+those written, one colour scale per row.
 """
 
 import csv
@@ -98,8 +99,9 @@ def plot_health(rows, grad_clip, path):
     plt.close(fig)
 
 
-COMPARED = ("input", "target", "trained_model", "untrained_model", "Let_it_Bee", "random_grains")
-TRUTH_COMPARED = ("input", "ground_truth", "trained_model", "untrained_model", "oracle")  # triplets of rendered scores
+COMPARED = ("input", "target", "trained_model", "untrained_model", "nearest_neighbour_head", "Let_it_Bee", "random_grains")
+# triplets of rendered scores
+TRUTH_COMPARED = ("input", "ground_truth", "trained_model", "trained_true_notes", "untrained_model", "Let_it_Bee", "oracle")
 
 
 def plot_comparison(folder):
@@ -109,6 +111,7 @@ def plot_comparison(folder):
     if not pairs:
         raise SystemExit(f"no pair*_input.wav in {folder}: write them with evaluate.py --ckpt ... --audio={folder}")
     compared = TRUTH_COMPARED if os.path.exists(os.path.join(folder, f"pair{pairs[0]}_ground_truth.wav")) else COMPARED
+    compared = [name for name in compared if os.path.exists(os.path.join(folder, f"pair{pairs[0]}_{name}.wav"))]
     fig, axes = plt.subplots(len(pairs), len(compared), figsize=(3 * len(compared), 2.6 * len(pairs)), dpi=DPI,
                              sharey=True, squeeze=False)
     for row, pair in zip(axes, pairs):

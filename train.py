@@ -70,8 +70,11 @@ copy_margin = 0.3  # correlation the copy term allows
 novelty_weight = 0.0  # the original design's term: squared lag-0 correlation with input and target (the original design's 0.85)
 recon_weight = 0.0  # the original design's term: relative error to the target (its remedy: 0.01-0.05)
 truth_weight = 0.0  # scores: the fine levels the heads seek learn the ground truth's (needs pointer_fine > 0)
+estimate_weight = 1.0  # scores: stage 2's refined estimate of the truth's mel spectrum against the truth's (needs estimate)
 # optimizer
+# cascade epochs: every weight (after transcription epochs with estimate: stage 2 alone, at refine_lr)
 lr = 1e-4
+refine_lr = 2e-3  # scores with estimate: stage 2's in the cascade epochs, decaying along a half cosine to 0 at the last
 weight_decay = 0.01
 grad_clip = 1.0  # max-norm of the total gradient
 batch_size = 8  # pairs per step, per rank under torchrun
@@ -198,7 +201,7 @@ class Run:
     newest: str  # the newest checkpoint written or resumed from
     note_clips: notes.NoteClips | None  # what transcription epochs train on
     transcribe_epochs: int
-    corpora: dict = field(default_factory=dict)  # each material's description (training.encode)
+    corpora: dict = field(default_factory=dict)  # each training material's description (training.encode)
 
 
 def loop(run, start_epoch, start_batch, steps_in, total_steps):
@@ -213,17 +216,21 @@ def loop(run, start_epoch, start_batch, steps_in, total_steps):
         run.model.train()
         for i in range(start_batch if epoch == start_epoch else 0, steps_in(epoch)):
             t0 = time.time()
-            lr = transcription_lr(hp, epoch * hp["transcribe_steps"] + i, run.transcribe_epochs) if transcribing else hp["lr"]
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
+            lrs = group_lrs(hp, run, epoch, i, steps_in(epoch))
+            for group, group_lr in zip(run.optimizer.param_groups, lrs):
+                group["lr"] = group_lr
+            lr = max(lrs)
             if transcribing:  # every rank its own excerpts, the same again on resuming
                 excerpts = run.note_clips.batch(hp["transcribe_batch"], np.random.default_rng([hp["seed"], epoch, i, process.rank]))
                 x_in, x_tgt, rolls = (t.to(process.device) for t in excerpts)
                 x_in, x_tgt, corpus, truth = run.codec.encode(x_in), run.codec.encode(x_tgt), None, None
             else:
                 batch = run.train_set.batch(order[i * hp["batch_size"]:(i + 1) * hp["batch_size"]])
-                x_in, x_tgt, corpus = training.encode(run.model, run.codec, batch, process.device, run.corpora)
-                truth = training.truth_levels(run.model, run.codec, batch, x_in, x_tgt, process.device)
+                # the material's spectra fitted through its score's notes: stage 1's transcription of 20 s of
+                # material costs 2 s a step, more than the step itself (docs/LOG.md)
+                x_in, x_tgt, corpus = training.encode(run.model, run.codec, batch, process.device, run.corpora,
+                                                      batch.material_rolls)
+                truth = training.truth_levels(run.model, run.codec, batch, x_in, x_tgt, corpus, process.device)
                 rolls = batch.rolls.to(process.device) if batch.rolls is not None else None
             try:
                 loss, terms, grad_norm = training.train_step(run.model, run.train_model, run.optimizer, run.codec, x_in,
@@ -257,18 +264,31 @@ def loop(run, start_epoch, start_batch, steps_in, total_steps):
         grad_norms = []
 
 
-def transcription_lr(hp, step, transcribe_epochs):
-    """transcribe_lr along a half cosine from its full value at the first transcription step to
-    0 after the last: held at 2e-3 to the end, held-out F1 wandered (0.700, 0.741, 0.719 after
-    epochs 2-4) where the decay climbs (0.720, 0.736, 0.743: docs/LOG.md)."""
-    return hp["transcribe_lr"] * 0.5 * (1 + math.cos(math.pi * step / (transcribe_epochs * hp["transcribe_steps"])))
+def group_lrs(hp, run, epoch, i, steps):
+    """The lr of stage 1's parameter group and of the rest's at step i of the epoch: in transcription
+    epochs stage 1's alone; in the cascade epochs after them, with estimate, stage 2's refinement
+    alone, at refine_lr (at a cascade lr stage 1's held-out F1 fell from 0.743 to 0.724 in one
+    epoch: docs/LOG.md); otherwise every weight at lr."""
+    if epoch < run.transcribe_epochs:
+        return half_cosine(hp["transcribe_lr"], epoch * hp["transcribe_steps"] + i, run.transcribe_epochs * hp["transcribe_steps"]), 0.0
+    if run.transcribe_epochs and run.config.estimate:
+        cascade_epochs = hp["epochs"] - run.transcribe_epochs
+        return 0.0, half_cosine(hp["refine_lr"], (epoch - run.transcribe_epochs) * steps + i, cascade_epochs * steps)
+    return hp["lr"], hp["lr"]
+
+
+def half_cosine(peak, step, steps):
+    """The lr of a phase of `steps` steps: peak at its first step, decaying along a half cosine to 0
+    after its last. Held at 2e-3 through the transcription epochs, held-out F1 wandered (0.700,
+    0.741, 0.719 after epochs 2-4) where the decay climbs (0.720, 0.736, 0.743: docs/LOG.md)."""
+    return peak * 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
 def end_of_epoch(run, epoch, grad_norms, eta):
     """Validation and the health report, a checkpoint, the metrics row and the samples."""
     hp, process = run.hp, run.process
-    health, sample = training.validate(run.model, run.codec, run.val_set, run.weights, hp["batch_size"], process,
-                                       run.corpora)
+    # the validation materials described afresh: their spectra are fitted through stage 1's notes as they are now
+    health, sample = training.validate(run.model, run.codec, run.val_set, run.weights, hp["batch_size"], process, {})
     lines, warnings = health_report.health_lines(health, grad_norms)
     process.log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
                 f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)

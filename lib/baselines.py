@@ -74,7 +74,7 @@ def random_grains(x_in, x_tgt, config, rng, material=None, material_length=None)
         allowed = corpus.allowed.expand(len(allowed), -1).numpy()
     grains = torch.tensor([first + rng.choice(np.flatnonzero(row)) for row in allowed])[None, :, None]  # (1, n_chunks, 1)
     with torch.no_grad():
-        out = head.play_grains(torch.ones(grains.shape), grains, sources, corpus)
+        out = head.player(torch.ones(grains.shape), grains, sources, corpus)
     return at_level(head.codec.decode(out, len(x_in))[0].numpy(), x_in, x_tgt)
 
 

@@ -24,7 +24,7 @@ FORMAT = "cascade-checkpoint-v1"
 # trained with: the original design's linear head, then the pointer head before its corpus, chroma, continuity
 # and optional seek, then the pointer without fine levels
 EARLIER_DESIGN = {"head": "linear", "frame_norm": True, "pointer_corpus": "all", "pointer_chroma": 0.0,
-                  "pointer_continuity": 0.0, "pointer_seek": True, "pointer_fine": 0.0}
+                  "pointer_continuity": 0.0, "pointer_seek": True, "pointer_fine": 0.0, "estimate": False}
 
 
 class CheckpointError(Exception):
@@ -160,7 +160,7 @@ class MetricsFile:
     COLUMNS = ["kind", "epoch", "step", "loss", "follow", "sound", "copy", "novelty", "recon", "grad_norm", "lr", "dt_ms",
                "val_loss", "grad_norm_max", "grad_norm_median", "scale1", "scale2", "rms_ratio", "envelope",
                "corr_in", "corr_tgt", "blend_share", "copy_share", "hiss_share", "warnings",
-               "unrelated_share", "harmony", "onsets", "truth", "notes", "note_f1"]  # last: rows of runs from before they were added still line up on resume
+               "unrelated_share", "harmony", "onsets", "truth", "notes", "note_f1", "estimate", "estimate_db"]  # last: rows of runs from before they were added still line up on resume
 
     def __init__(self, path, keep_until_step):
         self.path = path

@@ -12,15 +12,16 @@ window's level (docs/generation.md measures how that grows).
 """
 
 import hashlib
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import Corpus
+from model import MEL_FLOOR, Corpus
 
 from . import data
 
@@ -55,12 +56,12 @@ class TargetFiles:
     frame and followed by a gap of silence longer than a grain and its crossfades, so no grain
     of one recording reaches into the next; `corpus` describes every grain of it."""
 
-    def __init__(self, target, head, rate, out_rate, channels, cache_dir, clip_audio=None):
-        """target: a file or folder; head: a PointerHead, whose descriptions the corpus uses,
-        at the model's `rate`; clip_audio: the input at that rate, to find its own recording
-        in the corpus for the copy guard. Raises SystemExit if no file of target is usable."""
+    def __init__(self, target, model, rate, out_rate, channels, cache_dir, clip_audio=None):
+        """target: a file or folder; model: the Cascade whose descriptions the corpus uses, at the
+        model's `rate`; clip_audio: the input at that rate, to find its own recording in the
+        corpus for the copy guard. Raises SystemExit if no file of target is usable."""
         self.rate, self.out_rate, self.channels = rate, out_rate, channels
-        D, R = head.codec.D, head.chunk_frames
+        D, R = model.config.frame_dim, model.config.chunk_frames
         self.frame_dim, self.chunk_frames = D, R
         paths, reasons = audio_paths(target), {}
 
@@ -91,7 +92,7 @@ class TargetFiles:
         tracks = [track for _, track, _ in usable]
         self.audio = self.laid_out(tracks, frame * D, cache_dir)
         self.clip_frame = self.find(clip_audio, tracks) if clip_audio is not None else None
-        self.corpus = self.describe(head)
+        self.corpus = self.describe(model)
 
     def laid_out(self, tracks, n_samples, cache_dir):
         """The recordings' model-rate audio at their places, as one more cache file. # (n_samples,)"""
@@ -120,12 +121,19 @@ class TargetFiles:
         return None
 
     @torch.no_grad()
-    def describe(self, head):
-        """The Corpus: every frame's band levels and every grain's pitch classes, block by block."""
-        D, R = self.frame_dim, self.chunk_frames
+    def describe(self, model):
+        """The Corpus, block by block: every frame's band levels and every grain's pitch classes
+        (PointerHead.describe's), and with estimate every frame's mel spectrum and the per-key
+        spectra fitted through stage 1's transcription (Cascade.describe's), the recordings at unit RMS."""
+        D, R, head = self.frame_dim, self.chunk_frames, model.stage1.pointer
         audio = torch.from_numpy(self.audio)
         n_frames = len(self.audio) // D - 1  # every grain of the last recording, and of the gap after it
         learned = hasattr(head, "predict")  # with pointer_fine the choice reads fine band levels too
+        spectra = model.note_spectra if model.config.estimate else None
+        if spectra is not None:  # the recordings' RMS: the gaps are not theirs
+            level = max(float(np.sqrt(np.sum(self.audio.astype(np.float64) ** 2) / sum(r.n_samples for r in self.recordings))),
+                        model.config.rms_floor)
+            statistics, mel = None, []
         power, chroma, fine = [], [], []
         for first in tqdm(range(0, n_frames, DESCRIBE_FRAMES), desc="describing the target", unit="block", leave=False):
             last = min(first + DESCRIBE_FRAMES, n_frames)
@@ -138,6 +146,12 @@ class TargetFiles:
             end = (last - 1 + R) * D  # grain t holds samples [tD, tD + RD)
             grains = audio[first * D : end]
             chroma.append(head.grains_chroma(F.pad(grains, (0, end - first * D - len(grains))).unfold(0, R * D, D)))
+            if spectra is not None:  # windows centred on frames first..last-1
+                block = audio[first * D : last * D][None] / level
+                frame_power = spectra.power(block)[:, : last - first]
+                block_statistics = spectra.statistics(frame_power, model.transcribe_recording(block)[:, : last - first])
+                statistics = block_statistics if statistics is None else [a + b for a, b in zip(statistics, block_statistics)]
+                mel.append(spectra.mel_db(frame_power[0]))
         power = F.pad(torch.cat(power), (0, 0, 0, R - 1))  # (P+R-1, n_bands): silence after the end, as choose() pads a clip
         allowed = torch.zeros(n_frames, dtype=torch.bool)
         for recording in self.recordings:  # a grain and both crossfades inside the recording, as PointerHead.allowed
@@ -145,7 +159,11 @@ class TargetFiles:
             allowed[recording.first_frame + 1 : recording.first_frame + n - R - 1] = True
         clip_frame = None if self.clip_frame is None else torch.tensor([self.clip_frame])
         fine = F.pad(torch.cat(fine), (0, 0, 0, R - 1))[None] if learned else None
-        return Corpus(audio[None], power[None], torch.cat(chroma)[None], allowed[None], clip_frame, fine_power=fine)
+        corpus = Corpus(audio[None], power[None], torch.cat(chroma)[None], allowed[None], clip_frame, fine_power=fine)
+        if spectra is None:
+            return corpus
+        mel = F.pad(torch.cat(mel), (0, 0, 0, R - 1), value=10 * math.log10(MEL_FLOOR))[None]  # silence after the end
+        return replace(corpus, mel=mel, spectra=spectra.fit(*statistics), mel_level=torch.tensor([level]))
 
     def locate(self, frame):
         """The recording that corpus frame `frame` lies in, and the frame within it."""

@@ -133,6 +133,7 @@ class Batch:
     truths: torch.Tensor | None = None
     material_keys: tuple | None = None  # what each material is, the same key for the same audio
     rolls: torch.Tensor | None = None  # (B, T, N_KEYS) float: the keys sounding in each input frame (scores)
+    material_rolls: torch.Tensor | None = None  # (B, M // D + 1, N_KEYS) float: and in each material frame
 
 
 class PairDataset:

@@ -89,5 +89,5 @@ def oracle(head, truth, material, material_length, sample_rate):
     x = head.codec.encode(torch.from_numpy(truth)[None])  # (1, D, T): the clip's frames, for the chunking
     corpus = corpus.at_unit_level(torch.ones(1), head.chunk_frames)
     S, T, n_chunks = head.n_sources, x.shape[2], len(grains)
-    played = head.play_grains(torch.ones(1, n_chunks, 1), (S * T + grains).view(1, n_chunks, 1), [x] * S, corpus)
+    played = head.player(torch.ones(1, n_chunks, 1), (S * T + grains).view(1, n_chunks, 1), [x] * S, corpus)
     return head.codec.decode(played, len(truth))[0].numpy()

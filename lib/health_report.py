@@ -99,6 +99,9 @@ def health_lines(h, grad_norms=None):
     if "note_f1" in h:
         check("note_f1", h["note_f1"] >= HEALTHY_NOTE_F1, f"transcription    frame F1 {h['note_f1']:.3f} on the held-out "
               f"triplets' inputs (healthy >= {HEALTHY_NOTE_F1})")
+    if "estimate_db" in h:
+        lines.append(f"      estimate         stage 2's estimate of the truth's mel spectrum is {h['estimate_db']:.2f} dB from "
+                     f"it (log-spectral distance on the held-out triplets; lower: nearer)")
     low, high = HEALTHY_SCALE
     if "level_rule" in h:  # generate.py: two songs, not a training pair (generation_health)
         check("level_rule", low <= h["level_rule"] <= high, f"level rule       output RMS {h['level_rule']:.3f}x the songs' "

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import pitch_class_filter
+from model import NoteSpectra, pitch_class_filter
 
 from .verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
 
@@ -92,6 +92,7 @@ class LossWeights:
     novelty_weight: float
     recon_weight: float
     truth_weight: float  # triplets with pointer_fine: the fine levels sought against the ground truth's
+    estimate_weight: float  # triplets with estimate: stage 2's estimate against the ground truth's mel spectrum
     notes_weight: float  # triplets: stage 1's notes against the score's
 
 
@@ -99,6 +100,21 @@ def truth_loss(stats, truth):
     """How far the fine levels both stages seek (stats sought1, sought2) are from the truth's,
     frame by frame: mean squared, in (10 dB)^2. # truth (B, T, fine_bands)"""
     return sum((stats[name] - truth).pow(2).mean() for name in ("sought1", "sought2")) / 2
+
+
+def estimate_distance(estimate, truth):
+    """The log-spectral distance of stage 2's refined estimate of the truth's mel spectrum from the
+    truth's, in dB: the RMS over mel bins, mean over frames, both floored DB_BELOW_PEAK below the
+    truth's loudest bin as evaluate.py's LSD floors them. # (B, T, N_MELS) x 2 -> (B,)"""
+    peak = truth.amax(dim=(1, 2))
+    error = NoteSpectra.floored(estimate.float(), peak) - NoteSpectra.floored(truth, peak)
+    return (error.pow(2).mean(dim=2) + 1e-6).sqrt().mean(dim=1)  # a finite gradient where a frame is exact
+
+
+def estimate_loss(estimate, truth):
+    """estimate_distance in units of 10 dB, over the batch. A mean square instead let a few frames
+    of wrong notes, 30 dB off, steer every step (docs/LOG.md). # (B, T, N_MELS) x 2"""
+    return estimate_distance(estimate, truth).mean() / 10
 
 
 def notes_loss(logits, rolls):
@@ -122,7 +138,9 @@ def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None, 
     novelty  the original design's term: squared Pearson correlation with input and target at lag 0
     recon    the original design's term: relative squared error to the target
     truth    triplets with pointer_fine: the fine levels the heads seek against the ground truth's
-             (truth_loss; stats from Cascade, truth from training.truth_levels), else 0
+             (truth_loss; stats from Cascade, truth["fine"] from training.truth_levels), else 0
+    estimate triplets with estimate: stage 2's refined estimate against the ground truth's mel
+             spectrum, its log-spectral distance (estimate_loss; truth["mel"]), else 0
     notes    triplets: stage 1's note logits (stats) against the input's piano roll (notes_loss), else 0
 
     weights: LossWeights; config: the model's CascadeConfig (its rate and RMS floor).
@@ -143,7 +161,8 @@ def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None, 
         "copy": copy.mean(),
         "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
         "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
-        "truth": truth_loss(stats, truth) if truth is not None else out.new_zeros(()),
+        "truth": truth_loss(stats, truth["fine"]) if truth and "fine" in truth else out.new_zeros(()),
+        "estimate": estimate_loss(stats["estimate"], truth["mel"]) if truth and "mel" in truth else out.new_zeros(()),
         "notes": notes_loss(stats["notes"], rolls) if rolls is not None and "notes" in stats else out.new_zeros(()),
     }
     total = sum(getattr(weights, name + "_weight") * value for name, value in terms.items())

@@ -241,6 +241,12 @@ class TripletDataset:
         played = self.excerpt(piece, a, k)[1]
         return piano_roll(played, self.segment // self.hop + 1, self.hop / self.renderer.sample_rate)
 
+    def material_roll(self, index):
+        """The material's piano roll on the model's frames. # (material_samples // hop + 1, N_KEYS) bool"""
+        _, b, other = self.draws[index]
+        return piano_roll(self.renderer.notes(self.scores[other], b), self.material // self.hop + 1,
+                          self.hop / self.renderer.sample_rate)
+
     def __getitem__(self, index):  # -> input, target, material, material length, truth
         (piece, k), (a, b, other) = self.items[index], self.draws[index]
         n = self.segment
@@ -257,7 +263,7 @@ class TripletDataset:
 
         keys = tuple((self.draws[i][2], self.draws[i][1]) for i in indices)  # (target piece, program)
         return Batch(stack(inputs), stack(targets), stack(materials), torch.tensor(lengths), stack(truths), keys,
-                     stack([self.roll(i) for i in indices]))
+                     stack([self.roll(i) for i in indices]), stack([self.material_roll(i) for i in indices]))
 
 
 def triplet_sets(config, log=print):

@@ -196,8 +196,12 @@ def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_ch
 
 
 def optimizer_for(model, lr, weight_decay):
-    """AdamW, fused: one kernel for all parameters instead of a loop over them (bench.py times it)."""
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+    """AdamW, fused: one kernel for all parameters instead of a loop over them (bench.py times it).
+    Two parameter groups, stage 1's and the rest, so that a phase of a run can train one alone
+    (train.py sets each group's lr every step)."""
+    stage1 = [p for name, p in model.named_parameters() if name.startswith("stage1.")]
+    rest = [p for name, p in model.named_parameters() if not name.startswith("stage1.")]
+    return torch.optim.AdamW([{"params": stage1}, {"params": rest}], lr=lr, weight_decay=weight_decay, fused=True)
 
 
 @dataclass
@@ -207,21 +211,27 @@ class StepConfig:
     top_k: int  # parameters the NaN report lists
 
 
-DESCRIPTION = ("power", "chroma", "allowed", "fine_power")  # what a material's Corpus keeps besides its audio
+# what a material's Corpus keeps besides its audio
+DESCRIPTION = ("power", "chroma", "allowed", "fine_power", "mel", "spectra", "mel_level")
 
 
-def encode(model, codec, batch, device, corpora):
+def encode(model, codec, batch, device, corpora, sounding=None):
     """A data.Batch as the model takes it: input and target frames (B, D, T), and for triplets
     each clip's material as a Corpus for the pointer heads (None for pairs or the linear head).
     corpora: a dict that keeps each material's description by its key across calls: a run plays
-    the same few materials every epoch, and describing one costs as much as a step's matmuls."""
+    the same few materials every epoch, and describing one costs as much as a step's matmuls. With
+    estimate the description holds the material's spectra as the model's stage 1 transcribed it
+    when first described: a dict serves one model, and in training stage 1 has finished its own
+    epochs by then. sounding: (B, M // D + 1, N_KEYS) each material's notes, known (Cascade.describe),
+    for a dict of its own."""
     x_in, x_tgt = codec.encode(batch.inputs.to(device)), codec.encode(batch.targets.to(device))
     if batch.materials is None or not hasattr(model.stage1, "pointer"):
         return x_in, x_tgt, None
-    head, materials, lengths = model.stage1.pointer, batch.materials.to(device), batch.material_lengths.to(device)
+    materials, lengths = batch.materials.to(device), batch.material_lengths.to(device)
     missing = [i for i, key in enumerate(batch.material_keys) if key not in corpora]
     if missing:
-        described = head.describe(materials[missing], lengths[missing])
+        known = sounding[missing].to(device) if sounding is not None else None
+        described = model.describe(materials[missing], lengths[missing], known)
         for j, i in enumerate(missing):
             corpora[batch.material_keys[i]] = {name: getattr(described, name)[j] for name in DESCRIPTION
                                                if getattr(described, name) is not None}
@@ -229,15 +239,21 @@ def encode(model, codec, batch, device, corpora):
     return x_in, x_tgt, Corpus(materials, **{name: torch.stack([k[name] for k in kept]) for name in kept[0]})
 
 
-def truth_levels(model, codec, batch, x_in, x_tgt, device):
-    """For triplets, with pointer_fine: the ground truth's fine levels frame by frame, at the
-    clip's unit level as Cascade sees it (B, T, fine_bands), what objective's truth term asks the
-    prediction for; else None."""
-    if batch.truths is None or not hasattr(getattr(model.stage1, "pointer", None), "predict"):
+def truth_levels(model, codec, batch, x_in, x_tgt, corpus, device):
+    """For triplets, what objective's truth terms ask for, those the model has: with pointer_fine
+    the ground truth's fine levels frame by frame at the clip's unit level as Cascade sees it
+    ("fine", (B, T, fine_bands)); with estimate its mel spectrum in dB at the corpus's unit
+    level, as NoteSpectra estimates it ("mel", (B, T, N_MELS)). None for pairs."""
+    if batch.truths is None:
         return None
-    level = combined_rms(x_in, x_tgt, model.config.rms_floor)
+    truth, truths = {}, batch.truths.to(device)
     with torch.no_grad():
-        return model.stage1.pointer.fine_levels(codec.encode(batch.truths.to(device)) / level)
+        if hasattr(getattr(model.stage1, "pointer", None), "predict"):
+            level = combined_rms(x_in, x_tgt, model.config.rms_floor)
+            truth["fine"] = model.stage1.pointer.fine_levels(codec.encode(truths) / level)
+        if model.config.estimate:
+            truth["mel"] = model.note_spectra.mel_db(model.note_spectra.power(truths / corpus.mel_level[:, None]))
+    return truth or None
 
 
 def train_step(model, train_model, optimizer, codec, x_in, x_tgt, weights, step_config, process, step, newest_checkpoint,
@@ -315,7 +331,7 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
     pair's audio is returned for the envelope bars and the samples."""
     model.eval()
     names = ("val_loss", "scale1", "scale2", "rms_ratio", "corr_in", "corr_tgt")
-    sums, count, judged, note_counts = [0.0] * len(names), 0, [], np.zeros(3)
+    sums, count, judged, note_counts, estimate_db = [0.0] * len(names), 0, [], np.zeros(3), 0.0
     B, device, config = batch_size, process.device, model.config
     for start in range(process.rank * B, len(val_set), process.world * B):
         batch = val_set.batch(range(start, min(start + B, len(val_set))))
@@ -326,6 +342,9 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
         loss, _ = objective.objective(out, x_in, x_tgt, codec, weights, config, stats, None, rolls)
         if rolls is not None:
             note_counts += notes.f1_counts(*(notes.on_16ms_grid(r).cpu().numpy() for r in (stats["notes"] > 0, rolls > 0.5)))
+        if "estimate" in stats and batch.truths is not None:
+            truth = truth_levels(model, codec, batch, x_in, x_tgt, corpus, device)["mel"]
+            estimate_db += objective.estimate_distance(stats["estimate"], truth).sum().item()
         per_pair = {"val_loss": loss.expand(len(out)), "scale1": stats["scale1"], "scale2": stats["scale2"],
                     **health_report.output_health(out, x_in, x_tgt, config.rms_floor)}
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
@@ -333,8 +352,8 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
         out_audio = codec.decode(out, batch.inputs.shape[1]).cpu().numpy()
         judged += [verdict.measure(o, i, t, config.sample_rate)
                    for o, i, t in zip(out_audio, batch.inputs.numpy(), batch.targets.numpy())]
-    reduced = over_ranks([*sums, count, *note_counts], device)
-    sums, count, note_counts = reduced[: len(names)], reduced[len(names)], reduced[len(names) + 1 :]
+    reduced = over_ranks([*sums, count, *note_counts, estimate_db], device)
+    sums, count, note_counts, estimate_db = reduced[: len(names)], reduced[len(names)], reduced[len(names) + 1 : -1], reduced[-1]
     judged = [m for part in from_every_rank(judged) for m in part]
     batch = val_set.batch([0])
     with process.autocast():
@@ -346,5 +365,7 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
     health = {name: s / count for name, s in zip(names, sums)}
     if sum(note_counts):
         health["note_f1"] = notes.f1(note_counts)
+    if estimate_db:
+        health["estimate_db"] = estimate_db / count
     return {**health, **health_report.judged_health(judged, sample[:3])}, sample
 

@@ -27,10 +27,11 @@ TINY_RUN = ["--frame_dim=16", "--n_layer=1", "--n_head=2", "--sample_rate=8000",
             "--dataset=demo", "--demo_pieces=4", "--demo_seconds=2.0", "--batch_size=2", "--epochs=2", "--log_interval=2",
             "--dtype=float32", "--dropout=0"]
 # after TINY_RUN: five chorales, their first 2 s, 1 s of material (3 training pieces, 2 held out), three
-# training programs, and one transcription epoch of two steps before the cascade's
+# training programs, and one transcription epoch of two steps before the cascade's, whose stage 2
+# plays toward its estimate of the truth
 TINY_SCORES = ["--dataset=scores", "--score_pieces=5", "--val_pieces=2", "--score_seconds=2", "--material_seconds=1",
                "--train_programs=0,40,71", "--epoch_triplets=0", "--transcribe_epochs=1", "--transcribe_steps=2",
-               "--transcribe_batch=2"]
+               "--transcribe_batch=2", "--estimate=True"]
 
 
 FLOOR = CascadeConfig().rms_floor
@@ -197,7 +198,7 @@ def corpus_of(folder, files, model, out_rate, channels, clip=None):
     for name, (audio, rate) in files.items():
         sf.write(folder / name, audio, rate, subtype="FLOAT" if name.endswith(".wav") else None)
     target = folder / next(iter(files)) if len(files) == 1 else folder
-    return corpus.TargetFiles(str(target), model.stage1.pointer, model.config.sample_rate, out_rate, channels,
+    return corpus.TargetFiles(str(target), model, model.config.sample_rate, out_rate, channels,
                          str(folder.parent / "cache"), clip)
 
 

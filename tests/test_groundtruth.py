@@ -43,8 +43,8 @@ def test_evaluate_prints_the_ground_truth_table_and_the_oracle_is_nearest_the_tr
     rows = {}
     for m in measured:
         rows.setdefault(m["row"], []).append(float(m["lsd"]))
-    assert list(rows) == ["trained model", "untrained model", "oracle", "random grains", "Let it Bee", "copy of input",
-                          "copy of target"]
+    assert list(rows) == ["trained model", "trained, true notes", "trained, refinement off", "nearest-neighbour head",
+                          "oracle", "random grains", "Let it Bee", "copy of input", "copy of target"]
     lsd = {name: np.median(values) for name, values in rows.items()}
     assert all(lsd["oracle"] < value for name, value in lsd.items() if name != "oracle"), lsd
     with open(tmp_path / "truth.paired.csv") as f:

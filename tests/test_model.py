@@ -72,14 +72,15 @@ def test_scale_factors_start_near_one_at_any_level(level):
 
 @pytest.mark.parametrize("autocast", [False, True])
 def test_forward_and_backward_stay_finite_on_silence_and_extremes(autocast):
-    model = Cascade(tiny_config())
+    model = Cascade(tiny_config(estimate=True))  # every path: stage 2's estimate too
     zeros = torch.zeros(16, 24)
     x = noise_frames([1.0, 1e-9, 1e3, 1.0, 1e-12], seed=7)
     y = noise_frames([1.0, 1e-9, 1e-7, 1e3, 1.0], seed=8)
     x[0], y[0], x[3] = zeros, zeros, zeros  # a silent pair, and a silent input beside a loud target
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         out, stats = model(x, y)
-    loss = out.pow(2).mean() + stats["out1"].sum() + stats["scale1"].sum() + stats["scale2"].sum() + stats["notes"].sum()
+    loss = (out.pow(2).mean() + stats["out1"].sum() + stats["scale1"].sum() + stats["scale2"].sum() + stats["notes"].sum()
+            + stats["estimate"].sum())
     loss.backward()
     assert out.dtype == torch.float32 and torch.isfinite(out).all() and torch.isfinite(loss)
     for name, p in model.named_parameters():
@@ -157,7 +158,7 @@ def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
     head, D, R = model.stage1.pointer, config.frame_dim, config.chunk_frames
     with torch.no_grad():
         weights, grains = head.choose(torch.randn(1, 48, 2 * D), [x, y])
-        out = head.play_grains(weights, grains, [x, y])
+        out = head.player(weights, grains, [x, y])
     assert grains.shape == weights.shape == (1, 12, 1) and torch.equal(weights, torch.ones(1, 12, 1))
     audio = [head.codec.decode(s)[0] for s in (x, y)]
     out_audio = head.codec.decode(out)[0]

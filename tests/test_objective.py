@@ -19,17 +19,20 @@ from model import Cascade, CascadeConfig, MDCTCodec
 
 def test_objective_is_finite_for_silent_inputs_targets_and_outputs():
     torch.manual_seed(0)
-    model = Cascade(tiny_config())
+    model = Cascade(tiny_config(estimate=True))
     x, y = noise_frames([0.0, 0.3, 1e-9, 0.2], seed=12), noise_frames([0.3, 0.0, 0.2, 0.2], seed=13)
     out, stats = model(x, y)
     out = torch.cat([out[:3], out[3:] * 0.0])  # and a silent output
     weights = loss_weights(recon_weight=0.05, novelty_weight=0.5, harmony_weight=1.0, onsets_weight=1.0)
     rolls = torch.zeros(4, x.shape[2], 88)
     rolls[1, :, 39] = 1.0  # one note where the input plays; none where it is silent
-    loss, terms = objective.objective(out, x, y, MDCTCodec(16), weights, model.config, stats, None, rolls)
+    silence = model.note_spectra.mel_db(model.note_spectra.power(torch.zeros(4, 16 * (x.shape[2] - 1))))
+    truth = {"mel": torch.cat([stats["estimate"][:3].detach() + 3.0, silence[3:]])}  # a silent truth too
+    loss, terms = objective.objective(out, x, y, MDCTCodec(16), weights, model.config, stats, truth, rolls)
     loss.backward()
-    assert set(terms) == {"follow", "sound", "harmony", "onsets", "copy", "novelty", "recon", "truth", "notes"}
-    assert terms["truth"] == 0.0  # no ground truth: pairs
+    assert set(terms) == {"follow", "sound", "harmony", "onsets", "copy", "novelty", "recon", "truth", "estimate", "notes"}
+    assert terms["truth"] == 0.0  # no fine levels: pointer_fine is off
+    assert 0.0 < terms["estimate"] < 10.0  # 3 dB off, and finite against silence
     assert terms["onsets"] < 1e3, terms  # a silent input has no onsets: the term stays on the scale of music's
     assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in terms.values())
     for name, p in model.named_parameters():
