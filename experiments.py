@@ -21,6 +21,9 @@ The experiments behind the defaults, each one command.
     python experiments.py --transcribe_more=checkpoints/epoch_6_step_534.pth --steps=250 --bell_db=3
                                                   # the checkpoint's transcription trained on: held-out
                                                   # and organ F1 after more steps, with other EQ
+    python experiments.py --estimates=checkpoints/epoch_6_step_608.pth   # what stage 2's grains should be
+                                                  # nearest: the fixed fit through stage 1's notes or the
+                                                  # scores', the input's spectrum, Let it Bee's output
     python experiments.py --real_music            # fetch two genres of freely licensed recorded music from
                                                   # Debian; on each, evaluate the newest checkpoint, then
                                                   # train there and evaluate that checkpoint
@@ -52,6 +55,7 @@ from lib import (
     objective,
     scores,
     soundfont,
+    training,
     verdict,
 )
 from model import Cascade, CascadeConfig, MDCTCodec, combined_rms
@@ -360,7 +364,7 @@ def lsd_of_choice(head, terms, encoder, weight, rate):
         distance = t["fixed"] + weight * encoder.distance(t["queries"], t["keys"]) if weight else t["fixed"]
         best = distance.masked_fill(~t["allowed"][None], float("inf")).argmin(dim=1)
         S, T, n_chunks = head.n_sources, t["frames"].shape[2], len(best)
-        played = head.play_grains(torch.ones(1, n_chunks, 1), (S * T + best).view(1, n_chunks, 1), [t["frames"]] * S,
+        played = head.player(torch.ones(1, n_chunks, 1), (S * T + best).view(1, n_chunks, 1), [t["frames"]] * S,
                                   t["corpus"])
         audio = head.codec.decode(played, len(t["truth"]))[0].numpy()
         distances.append(groundtruth.log_spectral_distance(audio, t["truth"], rate, head.codec.D))
@@ -541,6 +545,67 @@ def transcribe_more(path, steps, tilt_db, bell_db, lr=1e-3, batch=16):
           + ", ".join(f"{p}: {notes.f1(c):.3f}" for p, c in counts.items()))
 
 
+@torch.no_grad()
+def estimates(path, n_triplets, soundfont=""):
+    """Ways to choose stage 2's grains, each by the grain nearest a wanted mel spectrum, on held-out
+    triplets of a checkpoint trained on scores: the fixed fit (NoteSpectra) through stage 1's notes
+    or the scores' (of input, material or both), the input's own spectrum, Let it Bee's output;
+    beside them the nearest-neighbour head and Let it Bee. LSD to the truth, by the input's program
+    too: where do transcription errors cost, and does the estimate beat Let it Bee when notes are right?"""
+    state = checkpointing.load(path)
+    model_config = {**checkpointing.model_config(state), "estimate": True}
+    model = Cascade(CascadeConfig(**model_config)).eval()
+    model.load_state_dict(state["model"], strict=False)  # a checkpoint before estimate: its stage 1, a fresh fit
+    nearest = Cascade(CascadeConfig(**{**model_config, "estimate": False})).eval()
+    hp = {**state["hyperparameters"], **({"soundfont": soundfont} if soundfont else {})}
+    _, held = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
+    sample = np.sort(np.random.default_rng(0).permutation(len(held))[:n_triplets])
+    held.items, held.draws = [held.items[i] for i in sample], [held.draws[i] for i in sample]
+    codec, spectra, head = MDCTCodec(model.config.frame_dim), model.note_spectra, model.stage2.estimator
+    rows = {}
+    for i in range(len(held)):
+        batch = held.batch([i])
+        x_in, _, material, length, truth = held[i]
+        x, y = codec.encode(batch.inputs), codec.encode(batch.targets)
+        heard = model.describe(batch.materials, batch.material_lengths).at_unit_level(torch.ones(1), head.chunk_frames)
+        known = model.describe(batch.materials, batch.material_lengths, batch.material_rolls).at_unit_level(
+            torch.ones(1), head.chunk_frames)
+        transcribed = model.transcribe(x, y) > 0
+        bee = baselines.let_it_bee(x_in, material[:length], seed=i)
+
+        def mel_of(audio):  # at the material's unit level, as the corpus is described
+            return spectra.mel_db(spectra.power(torch.as_tensor(audio).float().view(1, -1) / heard.mel_level[:, None]))
+
+        def nearest_to(wanted, corpus):
+            grains = 3 * x.shape[2] + head.nearest(wanted, corpus)[..., None]
+            return codec.decode(head.player(torch.ones(grains.shape), grains, [x] * 3, corpus), len(truth))[0].numpy()
+
+        systems = {
+            "fit, stage 1's notes": nearest_to(spectra.estimate(heard.spectra, transcribed), heard),
+            "fit, the scores' notes": nearest_to(spectra.estimate(known.spectra, batch.rolls), known),
+            "fit, the scores' notes of the material": nearest_to(spectra.estimate(known.spectra, transcribed), known),
+            "fit, the scores' notes of the input": nearest_to(spectra.estimate(heard.spectra, batch.rolls), heard),
+            "the input's own spectrum": nearest_to(mel_of(x_in), heard),
+            "Let it Bee's output": nearest_to(mel_of(bee), heard),
+            "nearest-neighbour head": codec.decode(nearest(x, y, training.encode(nearest, codec, batch, "cpu", {})[2])[0],
+                                                   len(truth))[0].numpy(),
+            "Let it Bee": bee,
+        }
+        for name, audio in systems.items():
+            rows.setdefault(name, []).append(groundtruth.log_spectral_distance(audio, truth, held.renderer.sample_rate,
+                                                                                 model.config.frame_dim))
+    bee = np.array(rows["Let it Bee"])
+    inputs = np.array([a for a, _, _ in held.draws])
+    width = max(len(name) for name in rows) + 2
+    print(f"{path}: {len(held)} held-out triplets of {os.path.basename(held.renderer.soundfont)}; each chunk plays the "
+          f"material's grain nearest the row's wanted spectrum; log-spectral distance to the truth (dB), medians\n"
+          f"{'':<{width}} {'all':>6} {'- LiB':>6} {'better':>7}" + "".join(f" {f'in {p}':>6}" for p in held.programs))
+    for name, measured in rows.items():
+        measured = np.array(measured)
+        print(f"{name:<{width}} {np.median(measured):>6.2f} {np.median(measured - bee):>+6.2f} {np.mean(measured < bee):>7.0%}"
+              + "".join(f" {np.median(measured[inputs == p]):>6.2f}" for p in held.programs))
+
+
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--variants", nargs="?", const=",".join(VARIANTS),
@@ -550,6 +615,10 @@ def main(argv):
     parser.add_argument("--transcribe_more", default="", help="a checkpoint trained on scores: train its "
                         "transcription on, then print held-out and organ F1")
     parser.add_argument("--steps", type=int, default=250, help="--transcribe_more: steps")
+    parser.add_argument("--estimates", default="", help="a checkpoint trained on scores: which wanted spectrum stage "
+                        "2's grains should be nearest, on its held-out triplets (LSD to the truth)")
+    parser.add_argument("--triplets", type=int, default=30, help="--estimates: held-out triplets")
+    parser.add_argument("--soundfont", default="", help="--estimates: render the triplets with this SoundFont instead")
     parser.add_argument("--tilt_db", type=float, default=3.0, help="--transcribe_more: the EQ's tilt (train.py's: 3)")
     parser.add_argument("--bell_db", type=float, default=9.0, help="--transcribe_more: the EQ's bells (train.py's: 9)")
     parser.add_argument("--shared_samples", default="", help="two SoundFonts, comma-separated: which programs they "
@@ -571,9 +640,11 @@ def main(argv):
     parser.add_argument("--out_dir", default="experiments", help="where the training runs go")
     args = parser.parse_args(argv)
     if not (args.variants or args.thresholds or args.real_music or args.seek_truth or args.truth_needed or args.learned_choice
-            or args.tuning or args.shared_samples or args.transcribe_more):
+            or args.tuning or args.shared_samples or args.transcribe_more or args.estimates):
         parser.error("choose --variants, --thresholds, --seek_truth, --truth_needed, --learned_choice, --tuning, "
-                     "--shared_samples, --transcribe_more or --real_music")
+                     "--shared_samples, --transcribe_more, --estimates or --real_music")
+    if args.estimates:
+        estimates(args.estimates, args.triplets, args.soundfont)
     if args.transcribe_more:
         transcribe_more(args.transcribe_more, args.steps, args.tilt_db, args.bell_db)
     if args.tuning:
