@@ -247,14 +247,17 @@ def learns_nothing(model, seed):
 
 
 def truth_systems(model, seed):
-    """The models evaluate_truth runs, each as (model, given the scores' notes): the checkpoint
-    from audio alone and learns_nothing's; with estimate also the checkpoint given the true notes
-    and with its refinement off."""
-    systems = {TRAINED: (model, False)}
+    """The models evaluate_truth runs, each as (model, given the scores' notes, the dict of material
+    descriptions it shares: training.encode's): the checkpoint from audio alone and learns_nothing's;
+    with estimate also the checkpoint given the true notes and with its refinement off. Models
+    share descriptions where they would make the same ones: the same stage 1 fitting through the
+    same notes, or no estimate at all (a pointer's description has no weights in it)."""
+    shared = {}
+    systems = {TRAINED: (model, False, shared)}
     if model.config.estimate:
-        systems.update({TRUE_NOTES: (model, True), REFINEMENT_OFF: (refinement_off(model), False)})
+        systems.update({TRUE_NOTES: (model, True, {}), REFINEMENT_OFF: (refinement_off(model), False, shared)})
     baseline, untrained = learns_nothing(model, seed)
-    return {**systems, baseline: (untrained, False)}
+    return {**systems, baseline: (untrained, False, {} if model.config.estimate else shared)}
 
 
 def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
@@ -267,8 +270,8 @@ def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
     triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
     codec = MDCTCodec(model.config.frame_dim)
     rate = model.config.sample_rate
-    made = {name: outputs(system, codec, triplets, hp["batch_size"], {}, known)  # each its own descriptions
-            for name, (system, known) in truth_systems(model, seed).items()}
+    made = {name: outputs(system, codec, triplets, hp["batch_size"], corpora, known)
+            for name, (system, known, corpora) in truth_systems(model, seed).items()}
     rows, kept = {}, {}
     for index in range(len(triplets)):
         x_in, x_tgt, material, length, truth = triplets[index]

@@ -257,6 +257,7 @@ class KeyFeatures(nn.Module):
 
 MEL_FFT, N_MELS = 512, 64  # the estimate's spectrum: the grid the ground truth's log-spectral distance is measured on
 MEL_FLOOR = 1e-8  # mel power of a unit-RMS recording below this counts as this: -80 dB
+SILENCE_DB = 10 * math.log10(MEL_FLOOR)  # what a silent frame's mel bins read, after a recording's end too
 # Mel bins further below a clip's loudest bin than this count as that far below, in the choice
 # and the loss alike: where the ground truth's log-spectral distance floors them, silence is no distance
 DB_BELOW_PEAK = 80.0
@@ -942,7 +943,7 @@ class Cascade(nn.Module):
             sounding = self.transcribe_recording(recording)
         spectra = self.note_spectra.fit(*self.note_spectra.statistics(power, sounding * inside))
         mel = F.pad(self.note_spectra.mel_db(power[:, : P + R - 1]), (0, 0, 0, max(P + R - 1 - power.shape[1], 0)),
-                    value=10 * math.log10(MEL_FLOOR))  # (B, P+R-1, N_MELS): silence after the end, as describe pads
+                    value=SILENCE_DB)  # (B, P+R-1, N_MELS): silence after the end, as describe pads
         return replace(corpus, mel=mel, spectra=spectra, mel_level=level)
 
     @torch.no_grad()

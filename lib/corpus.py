@@ -12,7 +12,6 @@ window's level (docs/generation.md measures how that grows).
 """
 
 import hashlib
-import math
 import os
 from dataclasses import dataclass, replace
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from model import MEL_FLOOR, Corpus
+from model import SILENCE_DB, Corpus
 
 from . import data
 
@@ -162,7 +161,7 @@ class TargetFiles:
         corpus = Corpus(audio[None], power[None], torch.cat(chroma)[None], allowed[None], clip_frame, fine_power=fine)
         if spectra is None:
             return corpus
-        mel = F.pad(torch.cat(mel), (0, 0, 0, R - 1), value=10 * math.log10(MEL_FLOOR))[None]  # silence after the end
+        mel = F.pad(torch.cat(mel), (0, 0, 0, R - 1), value=SILENCE_DB)[None]  # silence after the end
         return replace(corpus, mel=mel, spectra=spectra.fit(*statistics), mel_level=torch.tensor([level]))
 
     def locate(self, frame):

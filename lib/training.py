@@ -220,10 +220,9 @@ def encode(model, codec, batch, device, corpora, sounding=None):
     each clip's material as a Corpus for the pointer heads (None for pairs or the linear head).
     corpora: a dict that keeps each material's description by its key across calls: a run plays
     the same few materials every epoch, and describing one costs as much as a step's matmuls. With
-    estimate the description holds the material's spectra as the model's stage 1 transcribed it
-    when first described: a dict serves one model, and in training stage 1 has finished its own
-    epochs by then. sounding: (B, M // D + 1, N_KEYS) each material's notes, known (Cascade.describe),
-    for a dict of its own."""
+    estimate a description holds the material's spectra fitted through the notes it was described
+    with: stage 1's as they were then, or sounding ((B, M // D + 1, N_KEYS) each material's notes,
+    known: Cascade.describe's). A dict serves one stage 1 and one source of notes."""
     x_in, x_tgt = codec.encode(batch.inputs.to(device)), codec.encode(batch.targets.to(device))
     if batch.materials is None or not hasattr(model.stage1, "pointer"):
         return x_in, x_tgt, None

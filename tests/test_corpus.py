@@ -58,3 +58,20 @@ def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(t
             frames = stats[name][0, :, 0] - n_sources * x.shape[2] - (R + 2)  # in the song
             own_moment = start // D + torch.arange(len(frames)) * R
             assert (frames - own_moment).abs().min() >= shift, (start, name)
+
+
+def test_a_files_corpus_is_described_for_the_estimate_as_the_recording_is_in_memory(tmp_path):
+    """With estimate, a target file's corpus holds every frame's mel spectrum at the recording's
+    unit RMS, block by block, as Cascade.describe makes it of the recording in memory, and the
+    per-key spectra fitted through stage 1's notes of it."""
+    torch.manual_seed(0)
+    model = Cascade(CascadeConfig(estimate=True)).eval()
+    song = (0.3 * data.demo_piece(4, 3.0, 16000)).astype(np.float32)
+    files = corpus_of(tmp_path / "song", {"song.wav": (song, 16000)}, model, 16000, 1)
+    corpus, first = files.corpus, files.recordings[0].first_frame
+    in_memory = model.describe(torch.from_numpy(song)[None])
+    n = in_memory.allowed.shape[1]
+    torch.testing.assert_close(corpus.mel_level, in_memory.mel_level)
+    torch.testing.assert_close(corpus.mel[:, first : first + n], in_memory.mel[:, :n], atol=0.02, rtol=0)  # dB: float32 FFTs of other lengths
+    assert corpus.spectra.shape == in_memory.spectra.shape and torch.isfinite(corpus.spectra).all()
+    assert (corpus.spectra > 0).any()
