@@ -34,11 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lib import (
+from cascade_rms import (
     baselines,
     checkpointing,
     comparison,
-    corpus,
     data,
     groundtruth,
     hyperparameters,
@@ -47,6 +46,7 @@ from lib import (
     pianoroll,
     quality,
     scores,
+    target_files,
     training,
     verdict,
 )
@@ -124,8 +124,8 @@ def outputs(model, codec, pairs, batch_size, corpora, known_notes=False):
 def judged(systems, x_in, x_tgt, sample_rate, grid_seconds):
     """Every metric of every system's audio against the pair ({name: (N,)} -> {name: metrics})."""
     sources = [quality.features(a, sample_rate) for a in (x_in, x_tgt)]
-    return {name: {**verdict.measure(audio, x_in, x_tgt, sample_rate),
-                   **quality.measure(quality.features(audio, sample_rate), *sources, grid_seconds)}
+    return {name: {**verdict.blend_metrics(audio, x_in, x_tgt, sample_rate),
+                   **quality.against_sources(quality.features(audio, sample_rate), *sources, grid_seconds)}
             for name, audio in systems.items()}
 
 
@@ -284,7 +284,7 @@ def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
             kept[index] = {"input": x_in, "target": x_tgt, TRUTH: truth, **systems}
         heard = quality.features(truth, rate)
         for name, audio in systems.items():
-            rows.setdefault(name, []).append(groundtruth.measure(audio, truth, heard, rate, model.config.frame_dim))
+            rows.setdefault(name, []).append(groundtruth.against_truth(audio, truth, heard, rate, model.config.frame_dim))
     pieces = sorted({os.path.basename(triplets.paths[piece]) for piece, _ in triplets.items})
     print(f"{path} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played by "
           f"programs {triplets.programs} of {os.path.basename(triplets.renderer.soundfont)}; no training triplet used "
@@ -334,7 +334,7 @@ def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
     looped to the output's length, as generate.py's transformers hear it)."""
     try:
         x_in, out = (data.read_audio(p, sample_rate) for p in (input_path, output_path))
-        x_tgt = np.concatenate([data.read_audio(p, sample_rate) for p in corpus.audio_paths(target_path)])
+        x_tgt = np.concatenate([data.read_audio(p, sample_rate) for p in target_files.audio_paths(target_path)])
     except ValueError as e:
         raise SystemExit(f"cannot use {e}") from None
     n = len(out)

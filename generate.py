@@ -6,9 +6,9 @@ Turn an input song into a new piece made of a target's audio, with a trained che
     python generate.py ... --midi notes.mid   # also the input's transcription by stage 1, as MIDI
 
 The model is rebuilt from the checkpoint alone. It chooses at its own rate (mono),
-window by window over the input, and every window may copy grains from anywhere in the
-target: a file, or every file of a folder as one corpus. What it chose is rendered from
-the original audio at the input's rate and channel count (rendering.py): 44.1 or 48 kHz
+window by window over the input, and every window may play grains from anywhere in the
+target: a file, or every file of a folder as one corpus. What it chose is played again from
+the original audio at the input's rate and channel count (cascade_rms/full_rate.py): 44.1 or 48 kHz
 stereo in, the same out, with the input's length; mono stays mono. A peak above full
 scale is turned down, never clipped. The result is written to a temporary file and
 renamed, so an interrupted run leaves no half-written file behind.
@@ -23,10 +23,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from lib import checkpointing, corpus, data, health_report, notes, rendering, verdict
+from cascade_rms import atomic, checkpointing, data, full_rate, health_report, hyperparameters, notes, target_files, verdict
 
 INTERRUPTED_EXIT = 130  # as train.py's, and the shell's for Ctrl-C
-MAX_CHANNELS = 2  # mono or stereo: the render keeps each channel; more would need a layout to keep
+MAX_CHANNELS = 2  # mono or stereo: the replay keeps each channel; more would need a layout to keep
 
 
 def check_folder(path, flag):
@@ -54,11 +54,11 @@ def input_audio(path, model_rate):
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise SystemExit(f"cannot use --input {path}: {e}") from None
     if info.channels > MAX_CHANNELS:
-        raise SystemExit(f"--input {path} has {info.channels} channels; generate.py renders mono or stereo: "
+        raise SystemExit(f"--input {path} has {info.channels} channels; generate.py plays mono or stereo: "
                          f"mix it down first (e.g. sox in.wav -c 2 out.wav)")
     if info.samplerate < model_rate:
         raise SystemExit(f"--input {path} is at {info.samplerate} Hz, below the model's {model_rate} Hz: the output, "
-                         f"rendered at the input's rate, could not hold what the model hears; give the song at "
+                         f"played at the input's rate, could not hold what the model hears; give the song at "
                          f"{model_rate} Hz or more (44.1 or 48 kHz)")
     try:
         return data.read_audio(path, model_rate), data.read_audio(path, info.samplerate, info.channels), info
@@ -67,17 +67,13 @@ def input_audio(path, model_rate):
 
 
 def write_output(path, audio, rate, extension):
-    """Write to a hidden temporary file beside path, then rename: an interrupted or failed
-    write leaves no half-written file. # audio: (N, channels)"""
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.partial")
+    """Written whole or not at all (atomic.written): an interrupted or failed write leaves no
+    half-written file. # audio: (N, channels)"""
     try:
-        sf.write(partial, audio[:, 0] if audio.shape[1] == 1 else audio, rate, format=extension)
-        os.replace(partial, path)
+        with atomic.written(path) as partial:
+            sf.write(partial, audio[:, 0] if audio.shape[1] == 1 else audio, rate, format=extension)
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
         raise SystemExit(f"cannot write {path}: {e}") from None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
 
 
 def generate(args):
@@ -94,14 +90,14 @@ def generate(args):
         raise SystemExit(f"--ckpt: {e}") from None
     config = model.config
     if config.head != "pointer":
-        raise SystemExit(f"--ckpt {args.ckpt} has the original design's linear head, which makes no grains to render: "
+        raise SystemExit(f"--ckpt {args.ckpt} has the original design's linear head, which makes no grains to play again: "
                          f"train with --head=pointer")
     if args.midi and not config.notes:
         raise SystemExit(f"--midi: {args.ckpt} does not transcribe (trained with notes=False)")
     rate = config.sample_rate
     in_model, in_full, info = input_audio(args.input, rate)
-    target = corpus.TargetFiles(args.target, model, rate, info.samplerate, info.channels, args.cache_dir, in_model)
-    generator = rendering.Generator(model, target, checkpointing.segment_samples(state))
+    target = target_files.TargetFiles(args.target, model, rate, info.samplerate, info.channels, args.cache_dir, in_model)
+    generator = full_rate.Generator(model, target, checkpointing.segment_samples(state))
     out, out_model, scales, probabilities = generator.generate(in_model, in_full)
     peak = float(np.abs(out).max())
     if peak > 1.0:  # the health report below judges the output before this
@@ -113,7 +109,7 @@ def generate(args):
     clips = (torch.from_numpy(a).view(1, 1, -1) for a in (out_model, in_model, tgt_model))  # (B, 1, N)
     health = {**health_report.generation_health(scales, in_model, tgt_model, out_model, config.rms_floor),
               **{k: v.item() for k, v in health_report.output_health(*clips, config.rms_floor).items()},
-              **health_report.judged_health([verdict.measure(out_model, in_model, tgt_model, rate)],
+              **health_report.judged_health([verdict.blend_metrics(out_model, in_model, tgt_model, rate)],
                                             (in_model, tgt_model, out_model))}
     lines, warnings = health_report.health_lines(health)
     print(f"wrote {args.out}: {len(out) / info.samplerate:.2f} s at {info.samplerate} Hz, {info.channels} channel(s), "
@@ -135,7 +131,8 @@ def main(argv):
     parser.add_argument("--target", required=True, help="the target song, or a folder of them: the corpus")
     parser.add_argument("--out", required=True, help="where to write the result (.wav, .flac, ...)")
     parser.add_argument("--midi", help="also write the input's transcription by stage 1 to this .mid file")
-    parser.add_argument("--cache_dir", default=".cache/audio", help="where the target is decoded once, at both rates")
+    parser.add_argument("--cache_dir", default=hyperparameters.defaults()["cache_dir"],
+                        help="where the target is decoded once, at both rates (train.py's cache_dir by default)")
     args = parser.parse_args(argv)
     try:
         generate(args)

@@ -15,9 +15,9 @@ Dividing by the shared reference level on entry makes the network level-equivari
 model(c*x, c*y) == c*model(x, y), and keeps every stage's scale factor near 1 whatever
 the loudness of the clips.
 
-Every chunk of a stage's output is a grain, a copy of a stretch of the corpus's own audio
+Every chunk of a stage's output plays a grain, a stretch of the corpus's own audio
 (the target's by default), taken from at least min_shift_frames away in time: the output is
-made of the target's sounds, and can neither invent noise nor copy a moment onto itself. In
+made of the target's sounds, and can neither invent noise nor play a moment onto itself. In
 generation a Corpus, a whole song or folder, stands in for the clip's target. Stage 1's head
 is a pointer (PointerHead): a grain chosen to match what the input plays then in band levels
 and pitch classes, favoured where it carries on the previous grain; its blocks also
@@ -36,7 +36,7 @@ length, docs/speed.md), and F.scaled_dot_product_attention beyond, whose fused k
 never keep a (T, T) attention matrix for the backward pass, so memory grows linearly
 with clip length. They compute the same function as
 nn.TransformerEncoderLayer(norm_first=True, activation="gelu") and use its parameter
-layout, so weights copy across one to one. One difference, in training only: dropout
+layout, so weights carry across one to one. One difference, in training only: dropout
 (0 by default) acts on the residual branches but not on the attention weights, which
 would force the (T, T) matrix at every length. In eval mode the two are the same function.
 """
@@ -437,7 +437,7 @@ def log_band_power(power):
 
 
 def grain_window(position, D, R):
-    """The weight of a copied grain `position` samples (fractional too: a renderer at another
+    """The weight of a played grain `position` samples (fractional too: a renderer at another
     rate) after its crossfade in begins, at the model's rate: a sin^2 fade in over 2D samples,
     1, then a cos^2 fade out over the 2D samples where the next grain, R*D later, fades in;
     sin^2 + cos^2 = 1 where two grains meet. # same shape as position"""
@@ -499,7 +499,7 @@ def fine_scale(config):
 
 
 class GrainPlayer(nn.Module):
-    """Plays grains: R frames' worth of audio each, copied from a source of the clip or from a
+    """Plays grains: R frames' worth of audio each, taken from a source of the clip or from a
     corpus, weighted, and joined by crossfades (grain_window)."""
 
     def __init__(self, frame_dim, chunk_frames):
@@ -521,14 +521,14 @@ class GrainPlayer(nn.Module):
         clip_grains = grains.clamp(max=S * T - 1)
         first = (clip_grains // T) * length + (clip_grains % T) * D  # (B, n_chunks, k): index of each grain's first sample
         index = first[..., None] + torch.arange(size, device=grains.device)  # (B, n_chunks, k, size)
-        copied = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
+        taken = audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size)
         if corpus is not None:
             first = (grains - S * T) * D - fade  # in the corpus's audio
             index = (first[..., None] + torch.arange(size, device=grains.device)).clamp(0, corpus.audio.shape[1] - 1)
             from_corpus = corpus.audio.gather(1, index.flatten(1)).view(B, n_chunks, k, size).float()
             from_corpus = from_corpus * corpus.unit_factor.view(B, 1, 1, 1)  # to the clip's unit level
-            copied = torch.where((grains < S * T)[..., None], copied, from_corpus)
-        y = (weights[..., None, :] @ copied).squeeze(2) * self.window  # (B, n_chunks, size)
+            taken = torch.where((grains < S * T)[..., None], taken, from_corpus)
+        y = (weights[..., None, :] @ taken).squeeze(2) * self.window  # (B, n_chunks, size)
         out = F.fold(y.transpose(1, 2), output_size=(1, n_chunks * R * D + 2 * fade), kernel_size=(1, size), stride=(1, R * D))
         return self.codec.encode(out.view(B, -1)[:, fade : fade + (T - 1) * D])[:, :, :T]
 
@@ -549,7 +549,7 @@ class PointerHead(nn.Module):
     choice; eval plays the best grain alone. With straight_through, training plays the
     best grain too and only its gradient is the mix's: the objective then judges exactly
     what eval plays, but the gradient is a first-order guess at what a swap of a whole grain
-    would do, and it trained no better (docs/LOG.md). Grains are copied as audio and joined
+    would do, and it trained no better (docs/LOG.md). Grains are played as audio and joined
     by crossfades."""
 
     def __init__(self, d_model, n_sources, config):
@@ -559,7 +559,7 @@ class PointerHead(nn.Module):
         self.sharpness, self.candidates = config.pointer_sharpness, config.pointer_candidates
         self.straight_through = config.pointer_straight_through
         self.chroma_weight, self.continuity = config.pointer_chroma, config.pointer_continuity
-        self.first_copied = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never copied
+        self.first_playable = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never played
         self.codec = MDCTCodec(D)
         self.register_buffer("bands", F.one_hot(band_index(D, config.pointer_bands)).float(), persistent=False)
         # the pitch-class filterbank of quality.py's chroma metric (librosa's), over one grain's samples
@@ -583,9 +583,9 @@ class PointerHead(nn.Module):
         """-> the played grains as frames (B, D, T); which grains they are (B, n_chunks, k),
         numbered source * T + start among the clip's sources, S * T + p for the corpus's grain p;
         and with pointer_fine the fine levels each frame seeks (B, T, fine_bands), else None."""
-        with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision, not bf16's -54 dB floor
+        with torch.autocast(x.device.type, enabled=False):  # played audio keeps float32 precision, not bf16's -54 dB floor
             sought = self.sought_fine(x.float(), sources[0]) if hasattr(self, "predict") else None
-            weights, grains = self.pick(self.scores(x.float(), sources, corpus, sought))
+            weights, grains = self.pick(self.logits(x.float(), sources, corpus, sought))
             return self.player(weights, grains, sources, corpus), grains, sought
 
     def sought_fine(self, x, frames):
@@ -607,11 +607,11 @@ class PointerHead(nn.Module):
         return frames.float().pow(2).transpose(-1, -2) @ (self.bands if bands is None else bands)
 
     def choose(self, x, sources, corpus=None):
-        """The grains each chunk plays and their weights (pick() of scores()). # each (B, n_chunks, k)"""
+        """The grains each chunk plays and their weights (pick() of logits()). # each (B, n_chunks, k)"""
         sought = self.sought_fine(x, sources[0]) if hasattr(self, "predict") else None
-        return self.pick(self.scores(x, sources, corpus, sought))
+        return self.pick(self.logits(x, sources, corpus, sought))
 
-    def scores(self, x, sources, corpus=None, sought_fine=None):
+    def logits(self, x, sources, corpus=None, sought_fine=None):
         """Every grain's score for every chunk: minus its distance from what the input plays
         then (with pointer_fine, the fine levels sought_fine), moved by what the transformer
         adds; -inf for grains a chunk may not play. With a corpus, its grains stand in for the
@@ -635,44 +635,44 @@ class PointerHead(nn.Module):
         if self.chroma_weight:
             with torch.no_grad():  # a description to match, as the band levels are; its gradient would double a step's cost
                 sought = self.grain_chroma(sources[0], own)  # (B, n_chunks, 12)
-                copied = torch.cat([self.grain_chroma(s) for s in sources[self.first_copied :]], dim=1)  # (B, S'*T, 12)
+                playable = torch.cat([self.grain_chroma(s) for s in sources[self.first_playable :]], dim=1)  # (B, S'*T, 12)
             # 1 - cosine is 0 for the same pitch classes and 1 for none shared: 10 of it weigh as a 10 dB miss.
             # Grains outside the corpus are never played: their distance is left uncomputed.
-            distance = distance + self.chroma_weight * 10 * F.pad(1 - sought @ copied.transpose(1, 2), (self.first_copied * T, 0))
-        scores = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
+            distance = distance + self.chroma_weight * 10 * F.pad(1 - sought @ playable.transpose(1, 2), (self.first_playable * T, 0))
+        logits = -self.sharpness * distance + self.prefer(x).transpose(1, 2).reshape(B, 1, S * T)
         allowed = self.allowed(T, x.device)
         if corpus is not None:
             allowed = allowed & (torch.arange(S * T, device=x.device) < (S - 1) * T)  # the clip's target: the corpus's now
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        logits = logits.masked_fill(~allowed, float("-inf"))
         if corpus is not None:
-            scores = torch.cat([scores, self.corpus_scores(queries, sought, own, corpus)], dim=2)
+            logits = torch.cat([logits, self.corpus_logits(queries, sought, own, corpus)], dim=2)
         if self.continuity:
-            scores = self.continued(scores, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
-        return scores
+            logits = self.continued(logits, self.sharpness * (self.continuity + self.carry(chunk_features)[..., 0]), T)
+        return logits
 
-    def pick(self, scores):
+    def pick(self, logits):
         """The grains each chunk plays and their weights: in eval the best grain with weight 1;
         in training the `candidates` best, weighted by the softmax over all grains (straight
         through: 1 for the best and 0 for the rest in the forward pass, the softmax's in
         the backward pass). # each (B, n_chunks, k)"""
         if not self.training:  # the softmax's argmax, without its exponentials over every grain of a long corpus
-            best = scores.argmax(dim=-1, keepdim=True)
-            return torch.ones_like(best, dtype=scores.dtype), best
-        soft = scores.softmax(dim=-1)
-        # leaving out the softmax's small tail saves copying every grain of the clip, and the
-        # normaliser still passes gradient to every score
-        weights, grains = soft.topk(min(self.candidates, scores.shape[2]), dim=-1)
+            best = logits.argmax(dim=-1, keepdim=True)
+            return torch.ones_like(best, dtype=logits.dtype), best
+        soft = logits.softmax(dim=-1)
+        # leaving out the softmax's small tail saves playing every grain of the clip, and the
+        # normaliser still passes gradient to every logit
+        weights, grains = soft.topk(min(self.candidates, logits.shape[2]), dim=-1)
         if not self.straight_through:
             return weights, grains
         best = F.one_hot(torch.zeros_like(grains[..., 0]), grains.shape[-1]).to(weights.dtype)
         return best + weights - weights.detach(), grains
 
-    def corpus_scores(self, queries, sought, own, corpus):
-        """choose()'s scores for every grain of each clip's corpus, computed as a convolution so a
+    def corpus_logits(self, queries, sought, own, corpus):
+        """choose()'s logits for every grain of each clip's corpus, computed as a convolution so a
         corpus may hold hours. Its grains get no learned preference: it has no features.
         # (B, n_chunks, width*R), (B, n_chunks, 12) or None -> (B, n_chunks, P), width as describe_frames'"""
         B, n_chunks, _ = queries.shape
-        width = self.n_bands * self.chunk_frames  # the distance is the band levels' mean squared (see scores())
+        width = self.n_bands * self.chunk_frames  # the distance is the band levels' mean squared (see logits())
         kernels = queries.reshape(B * n_chunks, -1, self.chunk_frames)  # (B*n_chunks, width, R), the layout of the keys
         levels = corpus.levels.transpose(1, 2).reshape(1, -1, corpus.levels.shape[1]).float()  # (1, B*width, P+R-1)
         cross = F.conv1d(levels, kernels, groups=B).view(B, n_chunks, -1)  # (B, n_chunks, P): each clip's own corpus
@@ -717,19 +717,19 @@ class PointerHead(nn.Module):
         power = torch.fft.rfft(grains * self.chroma_window, dim=-1).abs().pow(2)  # (..., R*D/2+1)
         return F.normalize(power @ self.chroma_filter.T, dim=-1)
 
-    def continued(self, scores, bonus, T):
+    def continued(self, logits, bonus, T):
         """Chunk by chunk, the grain that carries on where the previous chunk's best grain ends
         (the next R frames of the same source) gains `bonus`: the Concatenator's prior for
         continuing, which keeps notes whole across joins. # (B, n_chunks, grains), (B, n_chunks)"""
         R, clip_grains = self.chunk_frames, self.n_sources * T
-        rows = [scores[:, 0]]
-        for chunk in range(1, scores.shape[1]):
+        rows = [logits[:, 0]]
+        for chunk in range(1, logits.shape[1]):
             previous = rows[-1].argmax(dim=-1)  # (B,)
             after = previous + R
             # only where the grain's source goes on that far; the corpus's recordings end in grains it never allows
-            goes_on = torch.where(previous < clip_grains, previous % T + R < T, after < scores.shape[2])
+            goes_on = torch.where(previous < clip_grains, previous % T + R < T, after < logits.shape[2])
             added = bonus[:, chunk] * goes_on
-            rows.append(scores[:, chunk].scatter_add(1, after.clamp(max=scores.shape[2] - 1)[:, None], added[:, None]))
+            rows.append(logits[:, chunk].scatter_add(1, after.clamp(max=logits.shape[2] - 1)[:, None], added[:, None]))
         return torch.stack(rows, dim=1)
 
     def allowed(self, T, device):
@@ -743,7 +743,7 @@ class PointerHead(nn.Module):
         starts = torch.arange(-(-T // R), device=device) * R
         start = torch.arange(T, device=device).repeat(self.n_sources)  # (S*T,)
         source = torch.arange(self.n_sources, device=device).repeat_interleave(T)  # (S*T,)
-        fits = ((start >= min(1, last)) & (start <= last) & (source >= self.first_copied))[None]  # (1, S*T)
+        fits = ((start >= min(1, last)) & (start <= last) & (source >= self.first_playable))[None]  # (1, S*T)
         allowed = fits & ((start[None] - starts[:, None]).abs() >= self.min_shift)
         return torch.where(allowed.any(dim=1, keepdim=True), allowed, fits)
 
@@ -777,7 +777,7 @@ class EstimateHead(nn.Module):
         S * T + p for the corpus's grain p as PointerHead numbers them; the refined estimate (B, T, N_MELS)"""
         refined = fitted + 10 * self.refine(x.float())
         grains = len(sources) * x.shape[1] + self.nearest(refined.detach(), corpus)[..., None]
-        with torch.autocast(x.device.type, enabled=False):  # copied audio keeps float32 precision
+        with torch.autocast(x.device.type, enabled=False):  # played audio keeps float32 precision
             return self.player(torch.ones(grains.shape, device=x.device), grains, sources, corpus), grains, refined
 
     def nearest(self, wanted, corpus):

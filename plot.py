@@ -27,7 +27,7 @@ import soundfile as sf
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
-from lib import checkpointing, health_report, listening
+from cascade_rms import checkpointing, health_report, listening
 
 FIGURE_INCHES, DPI = (12, 10), 100  # run_health.png is 1200 x 1000 pixels
 SPECTROGRAM_INCHES = (15, 4)  # spectrograms_epoch_N.png is 1500 x 400 pixels

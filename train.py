@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data.distributed import DistributedSampler
 
-from lib import checkpointing, data, health_report, hyperparameters, notes, objective, scores, training
+from cascade_rms import checkpointing, data, health_report, hyperparameters, notes, objective, scores, training
 from model import Cascade, CascadeConfig, MDCTCodec
 
 # ----------------------------------------------------------------------------- hyperparameters
@@ -36,7 +36,7 @@ dataset = "scores"  # scores: scores rendered with two instruments, so each inpu
 data_dir = ""  # a folder of your audio (searched recursively): trains on it instead of dataset, with no right answer
 segment_seconds = 2.0  # length of one clip
 val_fraction = 0.15  # demo and data_dir: share of songs or files held out for validation
-score_dir = ""  # scores: a folder of your MIDI/MusicXML files; "" = Bach chorales from music21's corpus
+score_dir = ""  # scores: a folder of your MIDI/MusicXML files; "" = Bach chorales that ship with music21
 score_pieces = 100  # scores: how many chorales (with score_dir: every file)
 val_pieces = 4  # scores: pieces held out for validation, chosen by seed
 soundfont = ""  # scores: a .sf2/.sf3 file; "" = TimGM6mb, the General MIDI SoundFont in pretty_midi's wheel
@@ -88,7 +88,7 @@ log_interval = 10  # steps between "top grads" lines
 top_k = 5  # parameters listed in "top grads"
 device = "auto"  # auto, cpu, cuda
 dtype = "auto"  # float32, bfloat16 (autocast; RMS, losses and AdamW stay float32), or auto: bfloat16 where matmuls are fast in it
-compile = False  # torch.compile the model: for GPUs; on a small CPU the compile costs more than it saves (bench.py --compile)
+compile = False  # torch.compile the model: for GPUs; on a small CPU the compile costs more than it saves (lab/bench.py --compile)
 # -----------------------------------------------------------------------------
 HYPERPARAMETERS = hyperparameters.of_script(__file__)  # the block above, after CascadeConfig's fields
 
@@ -97,7 +97,7 @@ def main(argv):
     # ------------------------------------------------------------------ setup
     hp = hyperparameters.parse_overrides(argv, HYPERPARAMETERS)
     hyperparameters.check_values(hp)
-    config = hyperparameters.model_config(hp)
+    config = hyperparameters.cascade_config(hp)
     process = training.start_process(hp["device"], hp["dtype"])
     log = process.log
     lock = checkpointing.claim_out_dir(hp["out_dir"], hp["resume"]) if process.master else None

@@ -12,12 +12,12 @@ from helpers import (
     run_train,
     tiny_train,
 )
-from lib import checkpointing
+from cascade_rms import checkpointing
 
 
 @pytest.fixture(scope="session")
 def one_epoch_run(tmp_path_factory):
-    """A finished one-epoch tiny run, shared: a test that changes a run works on a copy (copy_of).
+    """A finished one-epoch tiny run, shared: a test that changes a run works on a clone (clone_run).
     It is the README's first command, ./run_train_simple.sh, with the tiny run's arguments."""
     folder = tmp_path_factory.mktemp("one_epoch")
     assert README_TRAIN in readme_commands(), f"the README no longer shows {README_TRAIN}: tests/test_readme.py runs it"

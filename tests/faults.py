@@ -15,7 +15,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lib import training  # noqa: E402  (after the path: lib is the project's)
+from cascade_rms import training  # noqa: E402  (after the path: cascade_rms is the project's)
 
 POISONED = "stage2.blocks.0.linear2.weight"  # the parameter whose gradient nan_gradient poisons
 

@@ -15,11 +15,11 @@ import time
 import pytest
 import torch
 
-from lib import checkpointing, data, hyperparameters, objective, scores
+from cascade_rms import checkpointing, data, hyperparameters, objective, scores
 from model import CascadeConfig, rms
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULTS = hyperparameters.of_script(os.path.join(ROOT, "train.py"))  # what a plain run of train.py uses
+DEFAULTS = hyperparameters.defaults()  # what a plain run of train.py uses
 
 
 # float32 and no dropout: the same numbers on every machine, so runs compare exactly (compiled, resumed)
@@ -113,7 +113,7 @@ def sha1(path):
         return hashlib.sha1(f.read()).hexdigest()
 
 
-def copy_of(run, folder):
+def clone_run(run, folder):
     shutil.copytree(run, folder, dirs_exist_ok=True)
     return folder
 
@@ -140,7 +140,7 @@ def write_collection(folder):
     import numpy as np
     import soundfile as sf
 
-    from lib import data
+    from cascade_rms import data
     folder.mkdir()
     (folder / "sub").mkdir()
     good = [("a.wav", 22050, 1, "WAV"), ("b.flac", 44100, 2, "FLAC"), ("c.ogg", 48000, 2, "OGG"),
@@ -189,16 +189,16 @@ def in_process(script, argv, capsys):
     return types.SimpleNamespace(returncode=code or 0, stdout=captured.out, stderr=captured.err)
 
 
-def corpus_of(folder, files, model, out_rate, channels, clip=None):
-    """A corpus.Corpus of the given {name: (audio, rate)} files, written under folder."""
+def target_files_of(folder, files, model, out_rate, channels, clip=None):
+    """target_files.TargetFiles of the given {name: (audio, rate)} files, written under folder."""
     import soundfile as sf
 
-    from lib import corpus
+    from cascade_rms import target_files
     folder.mkdir(exist_ok=True)
     for name, (audio, rate) in files.items():
         sf.write(folder / name, audio, rate, subtype="FLOAT" if name.endswith(".wav") else None)
     target = folder / next(iter(files)) if len(files) == 1 else folder
-    return corpus.TargetFiles(str(target), model, model.config.sample_rate, out_rate, channels,
+    return target_files.TargetFiles(str(target), model, model.config.sample_rate, out_rate, channels,
                          str(folder.parent / "cache"), clip)
 
 

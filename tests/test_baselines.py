@@ -1,7 +1,7 @@
-"""lib/baselines.py: Let it Bee rebuilds what it can."""
+"""cascade_rms/baselines.py: Let it Bee rebuilds what it can."""
 
 from helpers import demo_validation_pairs
-from lib import baselines
+from cascade_rms import baselines
 
 
 def test_let_it_bee_rebuilds_the_input_from_its_own_frames():

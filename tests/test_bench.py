@@ -1,4 +1,4 @@
-"""bench.py: its FLOP count and its quick mode."""
+"""lab/bench.py: its FLOP count (its quick mode runs as the README shows it, in test_readme)."""
 
 import torch
 
@@ -9,7 +9,7 @@ from model import Cascade
 def test_the_analytic_flop_count_matches_torch_for_the_matrix_products():
     from torch.utils.flop_counter import FlopCounterMode
 
-    import bench
+    from lab import bench
     config = tiny_config(n_layer=2)
     model = Cascade(config)
     x = torch.randn(2, 16, 50)  # 50 frames: attention as matrix products, which torch counts

@@ -1,4 +1,4 @@
-"""lib/checkpointing.py: old checkpoints rebuild, bad ones are refused, a crash mid-save harms none."""
+"""cascade_rms/checkpointing.py: old checkpoints rebuild, bad ones are refused, a crash mid-save harms none."""
 
 import os
 import time
@@ -7,7 +7,7 @@ from dataclasses import asdict
 import torch
 
 from helpers import (
-    copy_of,
+    clone_run,
     in_process,
     newest,
     newest_of,
@@ -18,7 +18,7 @@ from helpers import (
     train_here,
     wait_for_line,
 )
-from lib import checkpointing
+from cascade_rms import atomic, checkpointing
 from model import Cascade
 
 
@@ -33,14 +33,14 @@ def test_a_checkpoint_from_before_the_pointer_head_rebuilds_the_seeds_design():
 
 
 def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path, one_epoch_run, capsys):
-    copy_of(one_epoch_run, tmp_path)
+    clone_run(one_epoch_run, tmp_path)
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     process = start_train(tmp_path, "--epochs=2", "--resume=auto", fault=("slow_save", "30"))
     wait_for_line(process, "step 20/")  # the epoch-2 save starts right after this step
     deadline = time.time() + 30
-    while not any(n.endswith(".tmp") for n in os.listdir(tmp_path)) and time.time() < deadline:
+    while not any(atomic.PARTIAL in n for n in os.listdir(tmp_path)) and time.time() < deadline:
         time.sleep(0.05)
-    assert any(n.endswith(".tmp") for n in os.listdir(tmp_path)), "the save never started"
+    assert any(atomic.PARTIAL in n for n in os.listdir(tmp_path)), "the save never started"
     process.kill()
     process.communicate()
     assert {p: sha1(p) for p in checkpointing.files(tmp_path)} == before
@@ -48,11 +48,11 @@ def test_sigkill_during_a_save_leaves_earlier_checkpoints_intact(tmp_path, one_e
         checkpointing.load(path)
     result = train_here(tmp_path, "--epochs=2", "--resume=auto", capsys=capsys)
     assert result.returncode == 0 and f"resumed from {newest_of(before)}" in result.stdout
-    assert not any(n.endswith(".tmp") for n in os.listdir(tmp_path))
+    assert not any(atomic.PARTIAL in n for n in os.listdir(tmp_path))
 
 
 def test_bad_checkpoints_are_skipped_by_auto_and_refused_by_path(tmp_path, capsys, one_epoch_run):
-    copy_of(one_epoch_run, tmp_path)
+    clone_run(one_epoch_run, tmp_path)
     good = newest(tmp_path)
     truncated, foreign = tmp_path / "epoch_9_step_999.pth", tmp_path / "epoch_8_step_998.pth"
     truncated.write_bytes(open(good, "rb").read()[:3000])

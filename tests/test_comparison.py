@@ -1,9 +1,9 @@
-"""lib/comparison.py: paired comparisons find real differences and no false ones."""
+"""cascade_rms/comparison.py: paired comparisons find real differences and no false ones."""
 
 def test_paired_comparison_finds_a_real_difference_and_no_false_one():
     import numpy as np
 
-    from lib import comparison
+    from cascade_rms import comparison
     rng = np.random.default_rng(0)
     baseline = rng.standard_normal(40)
     better = comparison.paired(baseline + 0.5 + 0.1 * rng.standard_normal(40), baseline, True, rng)

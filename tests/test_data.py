@@ -1,4 +1,4 @@
-"""lib/data.py: the user's audio folders, bad files, the split, the pairs."""
+"""cascade_rms/data.py: the user's audio folders, bad files, the split, the pairs."""
 
 import os
 
@@ -39,7 +39,7 @@ def test_a_folder_of_only_bad_files_fails_before_any_model(tmp_path, capsys):
 
 
 def test_split_puts_no_file_on_both_sides():
-    from lib import data
+    from cascade_rms import data
     tracks = [data.Track(f"file{i}", audio=torch.zeros(1000 * (i + 2)).numpy(), n_samples=1000 * (i + 2)) for i in range(20)]
     for seed in range(5):
         train_tracks, val_tracks = data.split_by_file(tracks, 0.2, seed)
@@ -50,7 +50,7 @@ def test_split_puts_no_file_on_both_sides():
 
 
 def test_shuffle_targets_draws_from_another_file():
-    from lib import data
+    from cascade_rms import data
     tracks = [data.Track(f"file{i}", audio=torch.full((4000,), float(i)).numpy(), n_samples=4000) for i in range(3)]
     pairs = data.PairDataset(tracks, 1000, shuffle_targets=True, seed=1)
     for index, (track, _) in enumerate(pairs.pairs):
@@ -62,7 +62,7 @@ def test_bad_sample_values_are_caught_when_reading_and_silence_trains(tmp_path, 
     import numpy as np
     import soundfile as sf
 
-    from lib import data
+    from cascade_rms import data
     music = tmp_path / "music"
     music.mkdir()
     for i in range(4):

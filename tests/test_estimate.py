@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from helpers import tiny_config
-from lib import objective
+from cascade_rms import objective
 from model import MEL_FFT, N_KEYS, N_MELS, WELL_HEARD_FRAMES, Cascade, Corpus, NoteSpectra, mel_filterbank
 
 

@@ -17,7 +17,7 @@ from helpers import (
     png_size,
     table_rows,
 )
-from lib import data
+from cascade_rms import data
 from model import Cascade, CascadeConfig, MDCTCodec
 
 

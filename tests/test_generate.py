@@ -12,7 +12,7 @@ from helpers import (
     generate_command,
     in_process,
 )
-from lib import data
+from cascade_rms import data
 
 
 def test_generate_keeps_the_input_length_and_fails_clearly_on_bad_checkpoints(tmp_path, tiny_checkpoint, capsys):

@@ -1,4 +1,4 @@
-"""lib/groundtruth.py and evaluate.py on rendered scores: the metrics against the right answer,
+"""cascade_rms/groundtruth.py and evaluate.py on rendered scores: the metrics against the right answer,
 the oracle, and the ground-truth table of a checkpoint's held-out triplets."""
 
 import csv
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import CHROMIUM, in_process, page_problems
-from lib import checkpointing, groundtruth, quality, scores
+from cascade_rms import checkpointing, groundtruth, quality, scores
 
 RATE = 16000
 
@@ -18,10 +18,10 @@ def test_the_metrics_give_the_known_answers(tmp_path):
     piece = scores.read_pieces(scores.score_files("", 1), 4.0, str(tmp_path))[0][1]
     truth = scores.Renderer(scores.default_soundfont(), [42], {60}, RATE).render(piece, 42)[: 4 * RATE]
     heard = quality.features(truth, RATE)
-    same = groundtruth.measure(0.1 * truth, truth, heard, RATE, 128)  # level-free: the truth at another level
+    same = groundtruth.against_truth(0.1 * truth, truth, heard, RATE, 128)  # level-free: the truth at another level
     assert same["lsd"] == pytest.approx(0.0, abs=1e-3) and same["chroma_truth"] > 0.999
     assert same["onset_f_truth"] == 1.0 and same["mfcc_truth"] < 1e-3
-    noise = groundtruth.measure(np.random.default_rng(0).standard_normal(len(truth)).astype(np.float32), truth, heard,
+    noise = groundtruth.against_truth(np.random.default_rng(0).standard_normal(len(truth)).astype(np.float32), truth, heard,
                                 RATE, 128)
     assert noise["lsd"] > 10 and noise["chroma_truth"] < 0.8 and noise["mfcc_truth"] > 1000
 

@@ -1,7 +1,7 @@
-"""lib/health_report.py: the report's bars and what it flags."""
+"""cascade_rms/health_report.py: the report's bars and what it flags."""
 
 from helpers import demo_validation_pairs
-from lib import baselines, health_report, verdict
+from cascade_rms import baselines, health_report, verdict
 
 
 def test_envelope_bars_use_one_absolute_scale_and_gaps_are_structure():
@@ -23,7 +23,7 @@ def test_the_health_report_flags_a_moving_noise_not_only_a_flat_one():
     judged = []
     for x_in, x_tgt, other in pairs:
         moving = baselines.references(x_in, x_tgt, other, 16000, rng)["noise, target spectrum+envelope"]
-        judged.append(verdict.measure(moving, x_in, x_tgt, 16000))
+        judged.append(verdict.blend_metrics(moving, x_in, x_tgt, 16000))
     h = {"scale1": 1.0, "scale2": 1.0, "rms_ratio": 1.0, "corr_in": 0.0, "corr_tgt": 0.0,
          **health_report.judged_health(judged, (pairs[0][0], pairs[0][1], moving))}
     lines, warnings = health_report.health_lines(h)
@@ -35,7 +35,7 @@ def test_an_epoch_whose_gradients_vanish_warns_that_nothing_is_learning():
     """The default run before stage 1 transcribed ended at gradient norms of 2.7e-10 with a ✅."""
     import numpy as np
     pairs = demo_validation_pairs(1)
-    judged = [verdict.measure(pairs[0][0] + pairs[0][1], pairs[0][0], pairs[0][1], 16000)]
+    judged = [verdict.blend_metrics(pairs[0][0] + pairs[0][1], pairs[0][0], pairs[0][1], 16000)]
     h = {"scale1": 1.0, "scale2": 1.0, "rms_ratio": 1.0, "corr_in": 0.0, "corr_tgt": 0.0,
          **health_report.judged_health(judged, (pairs[0][0], pairs[0][1], pairs[0][0]))}
     lines, warnings = health_report.health_lines(h, [2.7e-10, 1e-12])

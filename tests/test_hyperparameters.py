@@ -1,4 +1,4 @@
-"""lib/hyperparameters.py: train.py's block is the one source of every value, read where it is set."""
+"""cascade_rms/hyperparameters.py: train.py's block is the one source of every value, read where it is set."""
 
 import os
 from dataclasses import asdict
@@ -6,7 +6,7 @@ from dataclasses import asdict
 import pytest
 
 from helpers import DEFAULTS, ROOT
-from lib import hyperparameters
+from cascade_rms import hyperparameters
 from model import CascadeConfig
 
 
@@ -25,9 +25,9 @@ def test_overrides_are_type_checked_and_unknown_names_rejected():
 
 def test_the_block_is_read_where_it_is_written_and_the_model_fields_where_theirs_are(tmp_path):
     """train.py's values come from its block alone and the model's from CascadeConfig alone:
-    an edit to either reaches every script that reads them (bench, stability, experiments),
+    an edit to either reaches every script that reads them (the lab),
     and a value of the wrong kind is refused naming its line."""
-    assert hyperparameters.model_config(DEFAULTS) == CascadeConfig()
+    assert hyperparameters.cascade_config(DEFAULTS) == CascadeConfig()
     assert {k: DEFAULTS[k] for k in asdict(CascadeConfig())} == asdict(CascadeConfig())
     with open(os.path.join(ROOT, "train.py")) as f:
         text = f.read()
@@ -48,10 +48,10 @@ def test_the_block_is_read_where_it_is_written_and_the_model_fields_where_theirs
 
 
 def test_no_script_keeps_a_copy_of_a_hyperparameter():
-    """The scripts that run train.py's step or data (bench, stability, experiments) take its values
+    """The scripts that run train.py's step or data (the lab) take its values
     from train.py's block: none writes its own."""
-    import bench
-    import stability
+    from lab import bench
+    from lab import stability
     assert bench.HYPERPARAMETERS == DEFAULTS
     changed = {"head", "frame_norm", "n_layer", "batch_size", "recon_weight", "envelope_weight", "novelty_weight"}
     assert {k: v for k, v in stability.ORIGINAL.items() if k not in changed} == {k: v for k, v in DEFAULTS.items() if k not in changed}

@@ -1,4 +1,4 @@
-"""lib/listening.py: the listening page, opened in a real browser."""
+"""cascade_rms/listening.py: the listening page, opened in a real browser."""
 
 import os
 import shutil
@@ -6,12 +6,12 @@ import shutil
 import numpy as np
 
 from helpers import in_process, page_problems, png_size, skip_without_a_browser
-from lib import data
+from cascade_rms import data
 
 
 def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_path, tiny_checkpoint, capsys):
     skip_without_a_browser()
-    from lib import listening
+    from cascade_rms import listening
     page = tmp_path / "page"
     result = in_process("evaluate", ["--ckpt", tiny_checkpoint, "--pairs=3", f"--html={page}", "--html_pairs=2"], capsys)
     assert result.returncode == 0, result.stderr

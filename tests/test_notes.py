@@ -1,11 +1,11 @@
-"""lib/notes.py and stage 1's transcription: labels that line up with the audio, a transcriber
+"""cascade_rms/notes.py and stage 1's transcription: labels that line up with the audio, a transcriber
 whose blocks do the work, frame F1, and transcriptions written as MIDI."""
 
 import numpy as np
 import pytest
 import torch
 
-from lib import notes, objective, scores
+from cascade_rms import notes, objective, scores
 from model import LOWEST_KEY, N_KEYS, Cascade, CascadeConfig, HarmonicSpectrum, MDCTCodec
 
 RATE = 16000

@@ -1,4 +1,4 @@
-"""lib/objective.py: every term is finite on silence and asks for what it says."""
+"""cascade_rms/objective.py: every term is finite on silence and asks for what it says."""
 
 import math
 
@@ -13,7 +13,7 @@ from helpers import (
     noise_frames,
     tiny_config,
 )
-from lib import baselines, objective, verdict
+from cascade_rms import baselines, objective, verdict
 from model import Cascade, CascadeConfig, MDCTCodec
 
 

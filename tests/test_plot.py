@@ -4,13 +4,13 @@ import os
 
 import pytest
 
-from helpers import copy_of, in_process, png_size
-from lib import checkpointing
+from helpers import clone_run, in_process, png_size
+from cascade_rms import checkpointing
 
 
 def test_plot_writes_the_health_figure_and_spectrograms(tmp_path, capsys, two_epoch_run):
     import plot
-    copy_of(two_epoch_run[0], tmp_path)
+    clone_run(two_epoch_run[0], tmp_path)
     result = in_process("plot", [str(tmp_path)], capsys)
     assert result.returncode == 0, result.stderr
     w, h = plot.FIGURE_INCHES

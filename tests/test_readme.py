@@ -23,11 +23,11 @@ from helpers import (
     ROOT,
     TINY_RUN,
     as_run_here,
-    copy_of,
+    clone_run,
     in_process,
     readme_commands,
 )
-from lib import checkpointing, data
+from cascade_rms import checkpointing, data
 
 # Commands this test does not run, and why that is safe.
 NOT_RUN = {
@@ -39,7 +39,7 @@ NOT_RUN = {
     README_SCORES: "test_scores.test_a_folder_of_midi_and_musicxml_trains_with_a_soundfont_of_choice runs it",
 }
 # Python scripts run in this process, whose imports are paid once.
-IN_PROCESS = ("train.py", "generate.py", "evaluate.py", "plot.py", "bench.py")
+IN_PROCESS = ("train.py", "generate.py", "evaluate.py", "plot.py", "lab.bench")  # scripts, and the lab's modules (-m)
 
 
 def write_song(path, seconds, rate, channels, seed):
@@ -54,13 +54,13 @@ def quick_form(words, places, tmp_path, n):
     words = [places.get(word, word) for word in words]
     words = [f"{w.split('=', 1)[0]}={places.get(w.split('=', 1)[1], w.split('=', 1)[1])}" if w.startswith("--") and "=" in w
              else w for w in words]
-    script = os.path.basename(next((w for w in words if w.endswith((".py", ".sh"))), ""))
+    script = words[2] if words[1:2] == ["-m"] else os.path.basename(next((w for w in words if w.endswith((".py", ".sh"))), ""))
     cache = f"--cache_dir={tmp_path / 'cache'}"
     if script in ("run_train_simple.sh", "train.py"):  # train.py: under torchrun
         resumed = "--resume=auto" in words
         out_dir = places["checkpoints/"] if resumed else tmp_path / "runs" / str(n)
         return words + TINY_RUN + [f"--epochs={3 if resumed else 1}", f"--out_dir={out_dir}", cache]
-    if script == "bench.py":
+    if script == "lab.bench":
         return words + ["--quick", *TINY_RUN[:5], "--batch_size=2"]
     if script == "generate.py":
         return words + [cache]
@@ -78,7 +78,7 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
     for i in range(3):
         write_song(tmp_path / "music" / f"song{i}.flac", 1.6, 44100, 2, seed=10 + i)
     places = {"checkpoints/epoch_6_step_534.pth": checkpointing.files(tiny_scores_run)[0],
-              "checkpoints/": str(copy_of(two_epoch_run[0], tmp_path / "run")),
+              "checkpoints/": str(clone_run(two_epoch_run[0], tmp_path / "run")),
               "~/music": str(tmp_path / "music"), "~/samples": str(tmp_path / "music"),
               **{name: str(tmp_path / name) for name in ("song.wav", "other.flac", "out.wav", "out.flac", "page", "notes.mid")}}
     failures, ran = [], []
@@ -91,9 +91,10 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
             continue
         if argv[0] == README_TRAIN:  # the wrapper is exec python train.py "$@", run for real by conftest
             argv = ["python", "train.py", *argv[1:]]
-        if argv[0] == "python" and argv[1] in IN_PROCESS:
+        script, args = (argv[2], argv[3:]) if argv[1] == "-m" else (argv[1].removesuffix(".py"), argv[2:])
+        if argv[0] == "python" and script in [name.removesuffix(".py") for name in IN_PROCESS]:
             try:
-                result = in_process(argv[1][:-3], argv[2:], capsys)
+                result = in_process(script, args, capsys)
             except Exception:  # what the shell would show as a traceback and exit 1
                 result = types.SimpleNamespace(returncode=1, stderr=traceback.format_exc())
         else:
@@ -107,16 +108,16 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
 
 def test_requirements_install_what_every_script_imports():
     """pip install -r requirements.txt (and requirements-synth.txt) is the README's set-up: every
-    package a script or lib/ imports must be in them, pinned (the tests' own selenium is .ci/run's)."""
+    package a script, cascade_rms/ or lab/ imports must be in them, pinned (the tests' own selenium is .ci/run's)."""
     pinned = set()
     for name in ("requirements.txt", "requirements-synth.txt"):
         with open(os.path.join(ROOT, name)) as f:
             pinned |= {re.split(r"[=<>~ ]", line, maxsplit=1)[0].lower().replace("_", "-")
                        for line in f if line.strip() and not line.startswith("#")}
-    ours = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"))} | {"lib"}
+    ours = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, "*.py"))} | {"cascade_rms", "lab"}
     distributions = importlib.metadata.packages_distributions()
     missing = {}
-    for path in glob.glob(os.path.join(ROOT, "*.py")) + glob.glob(os.path.join(ROOT, "lib", "*.py")):
+    for path in [p for folder in (".", "cascade_rms", "lab") for p in glob.glob(os.path.join(ROOT, folder, "*.py"))]:
         tree = ast.parse(open(path).read())
         modules = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         modules |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}

@@ -1,4 +1,4 @@
-"""lib/scores.py: scores rendered with two instruments, triplets with a right answer, held-out
+"""cascade_rms/scores.py: scores rendered with two instruments, triplets with a right answer, held-out
 pieces and programs, the user's own scores and SoundFont, and the refusals."""
 
 import os
@@ -20,7 +20,7 @@ from helpers import (
     tiny_train,
     write_scores,
 )
-from lib import quality, scores, soundfont
+from cascade_rms import quality, scores, soundfont
 
 RATE = 16000
 
@@ -59,12 +59,12 @@ def test_every_program_plays_the_written_notes_in_tune():
     """Each program's strongest partial lies at a whole multiple of the written key's frequency.
     symusic's synthesizer, used before, played TimGM6mb's piano key 60 at 832 Hz (3.2 times C4)
     and its cello 2 semitones flat: every label was wrong for most programs."""
-    import experiments  # its --tuning counts the programs in tune by this criterion
+    from lab import tuning  # it counts the programs in tune by this criterion
     renderer = scores.Renderer(scores.default_soundfont(), [0, 40, 42, 73], {48, 60}, RATE)
     for program in (0, 40, 42, 73):
         for key in (48, 60):
             audio = renderer.render(soundfont.one_note(key, 1.5), program)[RATE // 10 : RATE // 10 + RATE]
-            assert experiments.strongest_partial_cents(audio, key, RATE) < 30, (program, key)
+            assert tuning.strongest_partial_cents(audio, key, RATE) < 30, (program, key)
 
 
 def test_notes_a_soundfont_cannot_play_are_found_and_left_out():

@@ -1,4 +1,4 @@
-"""stability.py: the NaN's causes, condition by condition."""
+"""lab/stability.py: the NaN's causes, condition by condition."""
 
 import math
 
@@ -11,7 +11,7 @@ def stability_runs(monkeypatch, condition, measures, steps=3):
     import csv
     import io
 
-    import stability
+    from lab import stability
     monkeypatch.setattr(stability, "ODD_EVERY", 2)
     hp = {**stability.ORIGINAL, "frame_dim": 16, "n_head": 2}
     batches = [(noise_frames([0.3, 0.5], seed=2 * i), noise_frames([0.4, 0.2], seed=2 * i + 1)) for i in range(steps)]
@@ -21,7 +21,7 @@ def stability_runs(monkeypatch, condition, measures, steps=3):
 
 
 def test_stability_a_silent_clip_under_an_unfloored_correlation_is_nan_in_both_designs(monkeypatch):
-    import stability
+    from lab import stability
     measures = [None, "floored correlation", "clipping", "NaN abort"]
     runs = stability_runs(monkeypatch, "silent_clip", measures)
     for design, (bare, floored, clipped, aborted) in runs.items():
@@ -35,7 +35,7 @@ def test_stability_a_silent_clip_under_an_unfloored_correlation_is_nan_in_both_d
 
 
 def test_stability_a_near_silent_target_gives_the_seeds_scalar_signature_and_fixed_scaling_removes_it(monkeypatch):
-    import stability
+    from lab import stability
     runs = stability_runs(monkeypatch, "near_silent", [None], steps=2)
     learnable, fixed = runs["learnable"][0], runs["fixed"][0]
     assert learnable["first_nonfinite"] is None and fixed["first_nonfinite"] is None
@@ -46,8 +46,8 @@ def test_stability_a_near_silent_target_gives_the_seeds_scalar_signature_and_fix
 
 
 def test_stability_quick_mode_prints_every_condition_and_claim(tmp_path, capsys):
-    import stability
-    result = in_process("stability", ["--steps=2", f"--out_dir={tmp_path}"], capsys)
+    from lab import stability
+    result = in_process("lab.stability", ["--steps=2", f"--out_dir={tmp_path}"], capsys)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert sum(line.startswith("== ") for line in lines) == len(stability.QUICK)
@@ -56,12 +56,12 @@ def test_stability_quick_mode_prints_every_condition_and_claim(tmp_path, capsys)
     with open(tmp_path / "stability_records.csv") as f:
         assert len(f.read().splitlines()) == 1 + 2 * 2 * len(stability.QUICK)
     for bad, message in (("--steps=many", "--steps='many'"), ("--conditions=latent,loud", "unknown conditions loud")):
-        result = in_process("stability", [bad], capsys)
+        result = in_process("lab.stability", [bad], capsys)
         assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_stability_prefix_scalars_get_gradients():
-    import stability
+    from lab import stability
     model = stability.PreFix(tiny_config(head="linear", frame_norm=True))
     x, y = noise_frames([0.3, 1e-6], seed=16), noise_frames([0.2, 0.4], seed=17)
     out, _ = model(x, y)

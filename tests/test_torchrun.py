@@ -25,7 +25,7 @@ from helpers import (
     with_fault,
     write_collection,
 )
-from lib import checkpointing, training
+from cascade_rms import checkpointing, training
 
 
 def free_port():

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import (
-    copy_of,
+    clone_run,
     in_process,
     newest,
     np_finite,
@@ -20,7 +20,7 @@ from helpers import (
     train_here,
     wait_for_line,
 )
-from lib import checkpointing, training
+from cascade_rms import checkpointing, training
 
 
 def test_smoke_run_writes_checkpoint_samples_and_metrics(two_epoch_run):
@@ -55,7 +55,7 @@ def test_smoke_run_writes_checkpoint_samples_and_metrics(two_epoch_run):
 
 
 def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path, capsys, one_epoch_run):
-    copy_of(one_epoch_run, tmp_path)
+    clone_run(one_epoch_run, tmp_path)
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     result = in_process("train", tiny_train(tmp_path, "--epochs=1")[1:], capsys)
     assert result.returncode != 0 and "--resume=auto" in result.stderr
@@ -63,7 +63,7 @@ def test_a_fresh_run_never_overwrites_an_earlier_run(tmp_path, capsys, one_epoch
 
 
 def test_nan_abort_names_the_parameter_and_keeps_checkpoints(tmp_path, one_epoch_run):
-    copy_of(one_epoch_run, tmp_path)
+    clone_run(one_epoch_run, tmp_path)
     before = {p: sha1(p) for p in checkpointing.files(tmp_path)}
     steps = checkpointing.load(checkpointing.files(tmp_path)[0])["step"]
     result = run_train(tmp_path, "--resume=auto", fault=("nan_gradient", str(steps + 2)))
@@ -86,7 +86,7 @@ def test_bad_override_exits_non_zero_before_training(tmp_path, capsys):
 
 
 def test_resume_across_an_epoch_boundary_is_bit_identical(tmp_path, one_epoch_run, two_epoch_run):
-    split = copy_of(one_epoch_run, tmp_path / "split")  # epoch 1 of the two-epoch run's exact config
+    split = clone_run(one_epoch_run, tmp_path / "split")  # epoch 1 of the two-epoch run's exact config
     result = run_train(split, "--epochs=2", "--resume=auto")
     assert result.returncode == 0 and "resumed from" in result.stdout
     assert same_training_state(newest(two_epoch_run[0]), newest(split))
@@ -108,7 +108,7 @@ def test_an_interrupt_saves_and_resume_continues_exactly(tmp_path, two_epoch_run
 
 
 def test_an_interrupt_after_the_last_step_of_an_epoch_still_ends_that_epoch(tmp_path, one_epoch_run, two_epoch_run):
-    copy_of(one_epoch_run, tmp_path)
+    clone_run(one_epoch_run, tmp_path)
     epoch_end = newest(tmp_path)
     state = checkpointing.load(epoch_end)
     state.update(epoch=0, epoch_step=state["step"], health=None)  # what a SIGTERM during that step writes

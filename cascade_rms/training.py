@@ -1,8 +1,8 @@
 """
 What every script that trains shares: the process (device, dtype, ranks under torchrun),
 a batch as the model takes it, the training step with the NaN abort and clipping, resuming,
-and validation. train.py is the loop around these; bench.py times the same train_step,
-stability.py reruns it under other conditions.
+and validation. train.py is the loop around these; lab/bench.py times the same train_step,
+lab/stability.py reruns it under other conditions.
 """
 
 import math
@@ -26,7 +26,7 @@ NAN_ABORT_EXIT = 3
 
 def fast_bfloat16(device):
     """bf16 matmuls run several times faster than fp32 on CUDA and on CPUs with
-    AVX512-BF16 or AMX (bench.py measures both peaks); elsewhere they are emulated, slower."""
+    AVX512-BF16 or AMX (lab/bench.py measures both peaks); elsewhere they are emulated, slower."""
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
     try:
@@ -196,7 +196,7 @@ def clip_gradients(model, max_norm, step, loss, terms, forward, top_k, newest_ch
 
 
 def optimizer_for(model, lr, weight_decay):
-    """AdamW, fused: one kernel for all parameters instead of a loop over them (bench.py times it).
+    """AdamW, fused: one kernel for all parameters instead of a loop over them (lab/bench.py times it).
     Two parameter groups, stage 1's and the rest, so that a phase of a run can train one alone
     (train.py sets each group's lr every step)."""
     stage1 = [p for name, p in model.named_parameters() if name.startswith("stage1.")]
@@ -349,7 +349,7 @@ def validate(model, codec, val_set, weights, batch_size, process, corpora):
         sums = [s + per_pair[name].float().sum().item() for s, name in zip(sums, names)]
         count += len(out)
         out_audio = codec.decode(out, batch.inputs.shape[1]).cpu().numpy()
-        judged += [verdict.measure(o, i, t, config.sample_rate)
+        judged += [verdict.blend_metrics(o, i, t, config.sample_rate)
                    for o, i, t in zip(out_audio, batch.inputs.numpy(), batch.targets.numpy())]
     reduced = over_ranks([*sums, count, *note_counts, estimate_db], device)
     sums, count, note_counts, estimate_db = reduced[: len(names)], reduced[len(names)], reduced[len(names) + 1 : -1], reduced[-1]

@@ -13,6 +13,8 @@ import torch
 
 from model import LOWEST_KEY, N_KEYS
 
+from . import atomic
+
 LEAD_SECONDS = 1.0  # an excerpt is rendered from this much earlier, so notes held into it sound as in the piece
 
 
@@ -167,20 +169,12 @@ def notes_of(probabilities, hop_seconds, threshold=0.5):
 
 
 def write_midi(path, notes, velocity=80):
-    """Notes (onset, offset, MIDI pitch) as a one-track piano MIDI file, written to a temporary
-    file beside path and renamed."""
-    import os
-
+    """Notes (onset, offset, MIDI pitch) as a one-track piano MIDI file, written whole or not at all."""
     import symusic
 
     score, track = symusic.Score(ttype="second"), symusic.Track(name="transcription", program=0, ttype="second")
     for onset, offset, pitch in notes:
         track.notes.append(symusic.Note(float(onset), float(offset - onset), int(pitch), velocity, ttype="second"))
     score.tracks.append(track)
-    partial = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.partial.mid")
-    try:
+    with atomic.written(path, suffix=".mid") as partial:
         score.dump_midi(partial)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)

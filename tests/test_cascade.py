@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from helpers import FLOOR, loss_weights, music_like, noise_frames, tiny_config
-from lib import baselines, data, objective
+from cascade_rms import baselines, data, objective
 from model import Cascade, CascadeConfig, MDCTCodec, PointerHead, combined_rms, rms
 
 
@@ -118,7 +118,7 @@ def pointer_config(**overrides):
 
 
 def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
-    """Training sees soft choices, eval copies one grain per chunk: the gradient through the
+    """Training sees soft choices, eval plays one grain per chunk: the gradient through the
     soft choice must still improve the hard output's objective on the batch it trains on.
     Were the choice cut off from the gradient, nothing would train."""
     weights, config = loss_weights(), pointer_config(sample_rate=8000)
@@ -148,7 +148,7 @@ def test_training_on_the_blend_objective_improves_what_the_eval_pointer_makes():
     assert sum(ratios) / len(ratios) < 0.97, ratios
 
 
-def test_the_pointer_copies_whole_runs_from_at_least_min_shift_away():
+def test_the_pointer_plays_whole_grains_from_at_least_min_shift_away():
     """In eval mode every chunk of the head's output is one source's audio, moved by whole
     frames of at least min_shift_frames: correlation 1 with that source at that lag."""
     torch.manual_seed(0)
@@ -183,8 +183,8 @@ def test_training_mixes_the_best_candidates_by_their_softmax_weight():
 
 
 def test_straight_through_plays_what_eval_plays_and_its_gradient_reaches_every_choice_layer():
-    """Straight through, the forward pass in training copies the best grain, exactly what eval
-    copies, while the softmax over the candidates carries the gradient to seek, prefer and carry."""
+    """Straight through, the forward pass in training plays the best grain, exactly what eval
+    plays, while the softmax over the candidates carries the gradient to seek, prefer and carry."""
     torch.manual_seed(0)
     model = Cascade(pointer_config(pointer_candidates=5, pointer_straight_through=True, pointer_seek=True))
     x, y = noise_frames([1.0], T=48, seed=3), noise_frames([1.0], T=48, seed=4)
@@ -214,7 +214,7 @@ def short_time_level_db(audio, window=64):
 
 
 def test_every_join_keeps_a_steady_tone_at_its_level():
-    """Crossfades sum to one: a steady tone copied grain by grain, at random grains or at the
+    """Crossfades sum to one: a steady tone played grain by grain, at random grains or at the
     head's own choices, keeps its level across every join within 0.05 dB. The halves of a
     join that did not sum to one would bump it by up to 3 dB every 128 ms."""
     tone = steady_tone()
@@ -289,7 +289,7 @@ def test_with_the_target_as_corpus_both_stages_copy_the_target_alone():
 def test_the_pitch_class_filter_is_librosas_and_the_objective_reads_the_metrics_windows():
     import librosa
 
-    from lib import quality
+    from cascade_rms import quality
     from model import pitch_class_filter
     for rate, n_fft in ((16000, 2048), (8000, 256), (44100, 4096)):
         torch.testing.assert_close(pitch_class_filter(rate, n_fft),
@@ -297,10 +297,10 @@ def test_the_pitch_class_filter_is_librosas_and_the_objective_reads_the_metrics_
     assert (objective.CHROMA_FFT, objective.CHROMA_HOP) == (quality.CHROMA_FFT, quality.CHROMA_HOP)
 
 
-def test_the_run_chroma_names_a_tones_pitch_class_and_the_choice_follows_it():
+def test_the_grain_chroma_names_a_tones_pitch_class_and_the_choice_follows_it():
     """A grain's chroma peaks at its tone's pitch class. Asked for an A, with one band (loudness
     alone) the head cannot tell the target's A from its equally loud E-flat; with the chroma
-    distance it copies the A."""
+    distance it plays the A."""
     t = torch.arange(32000) / 16000  # each half long enough to hold grains min_shift away from every chunk
 
     def tone(hz):
@@ -345,7 +345,7 @@ def test_combined_rms_is_the_mean_square_of_the_two():
 
 
 def test_our_blocks_compute_the_same_function_as_nn_transformer_encoder():
-    import bench
+    from lab import bench
     config = tiny_config(n_layer=2, frame_dim=32, n_head=4)
     ours = Cascade(config).eval()
     reference = bench.ReferenceCascade(config).load_from(ours).eval()

@@ -17,7 +17,7 @@ import torch
 
 from model import Cascade, CascadeConfig
 
-from . import data, pianoroll
+from . import atomic, data, pianoroll
 
 FORMAT = "cascade-checkpoint-v1"
 # model config fields added after the first checkpoints were written, with the values those were
@@ -32,13 +32,9 @@ class CheckpointError(Exception):
 
 
 def save(state, path):
-    """Write to a temporary file, flush it to disk, then rename: a crash leaves the old files intact."""
-    partial = f"{path}.{os.getpid()}.tmp"
-    with open(partial, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)
+    """Written whole or not at all (atomic.written): a crash leaves the old files intact."""
+    with atomic.written(path) as partial:
+        torch.save(state, partial)
 
 
 def load(path):
@@ -55,7 +51,7 @@ def load(path):
     return state
 
 
-def model_config(state):
+def stored_config(state):
     """The checkpoint's model config; fields it predates take the design it was trained with
     (the rate was a hyperparameter only)."""
     return {**EARLIER_DESIGN, "sample_rate": state["hyperparameters"]["sample_rate"], **state["model_config"]}
@@ -63,12 +59,12 @@ def model_config(state):
 
 def segment_samples(state):
     """The length of the clips the checkpoint's model was trained on, at its rate."""
-    return data.seconds_to_samples(state["hyperparameters"]["segment_seconds"], model_config(state)["sample_rate"])
+    return data.seconds_to_samples(state["hyperparameters"]["segment_seconds"], stored_config(state)["sample_rate"])
 
 
 def model_from(state):
     """The model, rebuilt from the checkpoint alone."""
-    model = Cascade(CascadeConfig(**model_config(state)))
+    model = Cascade(CascadeConfig(**stored_config(state)))
     model.load_state_dict(state["model"])
     return model
 
@@ -89,7 +85,7 @@ def to_resume(resume, folder, config, log=print):
             raise SystemExit(f"--resume: {e}") from None
     if state is not None:
         differ = [f"{k} (checkpoint {v!r}, requested {asdict(config)[k]!r})"
-                  for k, v in model_config(state).items() if asdict(config).get(k) != v]
+                  for k, v in stored_config(state).items() if asdict(config).get(k) != v]
         if differ:
             raise SystemExit(f"{path} was trained with another model config: {'; '.join(differ)}. "
                              f"Pass the checkpoint's values, or start a fresh run in another --out_dir.")
@@ -145,7 +141,7 @@ def claim_out_dir(out_dir, resume):
     lock.write(str(os.getpid()))
     lock.flush()
     for name in os.listdir(out_dir):  # half-written saves of a killed run: no one else writes here now
-        if name.endswith(".tmp"):
+        if atomic.PARTIAL in name:
             os.remove(os.path.join(out_dir, name))
     if not resume and files(out_dir):
         raise SystemExit(f"{out_dir} already holds checkpoints of an earlier run; continue it with --resume=auto, "

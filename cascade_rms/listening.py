@@ -19,6 +19,8 @@ import re
 import numpy as np
 import soundfile as sf
 
+from . import atomic
+
 WINDOW_SECONDS, HOP_SECONDS = 0.032, 0.008  # the same time and frequency resolution at every rate
 DB_RANGE = 80.0  # every image spans the page's loudest bin down to this far below it
 PIXELS_PER_SECOND = 1 / HOP_SECONDS  # one column a hop, up to
@@ -109,10 +111,8 @@ def write_page(folder, title, rows, tables_text, notes="", figures=None):
     write_images(spectrograms, images, top_hz)
     page = PAGE.format(title=html.escape(title), notes=notes, tables=html.escape(tables_text), rows="\n".join(cells))
     path = os.path.join(folder, "index.html")
-    partial = path + ".partial"
-    with open(partial, "w") as f:
+    with atomic.written(path) as partial, open(partial, "w") as f:
         f.write(page)
-    os.replace(partial, path)
     return path
 
 

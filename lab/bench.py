@@ -1,12 +1,12 @@
 """
 Training-step speed and memory of our cascade against a plain reference.
 
-    python bench.py            # default config (2 s clips) and the 16 s config
-    python bench.py --compile  # also ours under torch.compile, with its compile time
-    python bench.py --quick    # fewer steps, only the trained clip length: a smoke test
-    python bench.py --n_layer=4 --batch_size=16   # the step of another config: any of train.py's --name=value
-    python bench.py --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
-    python bench.py --generation           # instead: generate.py's speed and memory on 44.1 kHz stereo songs
+    python -m lab.bench            # default config (2 s clips) and the 16 s config
+    python -m lab.bench --compile  # also ours under torch.compile, with its compile time
+    python -m lab.bench --quick    # fewer steps, only the trained clip length: a smoke test
+    python -m lab.bench --n_layer=4 --batch_size=16   # the step of another config: any of train.py's --name=value
+    python -m lab.bench --collection_hours=3   # instead: train.py's peak memory, hours vs minutes of music
+    python -m lab.bench --generation           # instead: generate.py's speed and memory on 44.1 kHz stereo songs
 
 With train.py's default data (rendered scores), every clip plays grains from its own material,
 as in training. The reference is the same architecture written the way the original research
@@ -36,11 +36,11 @@ import soundfile as sf
 import torch
 import torch.nn as nn
 
-from lib import checkpointing, data, hyperparameters, objective, training
+from cascade_rms import checkpointing, data, hyperparameters, objective, training
+from lab import ROOT
 from model import HARMONICS, N_KEYS, Cascade, MDCTCodec
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-HYPERPARAMETERS = hyperparameters.of_script(os.path.join(HERE, "train.py"))  # what the timed step runs with
+HYPERPARAMETERS = hyperparameters.defaults()  # what the timed step runs with
 
 REFERENCE_DROPOUT = 0.1  # the original design's: ours trains without dropout, which the blend evaluation showed does not hurt
 LONG_SECONDS = 16.0  # the original design's clip length: a second row, where attention's memory shows
@@ -82,14 +82,14 @@ def step_flops(config, B, T, attention=True):
         total += config.n_layer * per_layer
         if config.head == "pointer":
             chunks = -(-T // R)
-            copied = 1 if config.pointer_corpus == "target" else S  # sources whose runs are copied
-            chroma = config.pointer_chroma > 0 and ((1 + copied) * T * D * 2 * D  # decode the input and the corpus
-                                                    + (chunks + copied * T) * (R * D // 2 + 1) * 12  # chroma of runs
-                                                    + chunks * 12 * copied * T)  # pitch-class distances
+            playable = 1 if config.pointer_corpus == "target" else S  # sources whose grains may be played
+            chroma = config.pointer_chroma > 0 and ((1 + playable) * T * D * 2 * D  # decode the input and the corpus
+                                                    + (chunks + playable * T) * (R * D // 2 + 1) * 12  # chroma of grains
+                                                    + chunks * 12 * playable * T)  # pitch-class distances
             total += 2 * B * (S * (T + R - 1) * D * n_bands  # band levels of every frame
                               + config.pointer_seek * chunks * width * n_bands * R + T * width * S  # seek, prefer
                               + (config.pointer_continuity > 0) * chunks * width + chroma  # carry, chroma
-                              + chunks * n_bands * R * S * T  # distances of every run to every chunk's query
+                              + chunks * n_bands * R * S * T  # distances of every grain to every chunk's query
                               + S * T * D * 2 * D + T * 2 * D * D  # decode the sources, encode the output
                               + chunks * min(config.pointer_candidates, S * T) * (R + 2) * D)  # mix the candidates
         else:
@@ -180,8 +180,8 @@ def train_run_rate(overrides, epochs=1):
     checkpoints, steps)."""
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.time()
-        result = subprocess.run([sys.executable, os.path.join(HERE, "train.py"), *overrides, f"--out_dir={tmp}",
-                                 f"--epochs={epochs}"], capture_output=True, text=True, cwd=HERE)
+        result = subprocess.run([sys.executable, hyperparameters.TRAIN_SCRIPT, *overrides, f"--out_dir={tmp}",
+                                 f"--epochs={epochs}"], capture_output=True, text=True, cwd=ROOT)
         wall = time.time() - t0
     if result.returncode:
         raise SystemExit(f"train.py failed:\n{result.stderr[-3000:]}")
@@ -207,7 +207,7 @@ def peak_memory_child(impl, seconds, device, hp):
     """Memory a training step adds at its peak, measured in a fresh process after one
     warm-up step (which compiles, and allocates AdamW's moments): on CPU the peak
     resident set above the resident set between steps."""
-    config = hyperparameters.model_config(hp)
+    config = hyperparameters.cascade_config(hp)
     T = data.seconds_to_samples(seconds, config.sample_rate) // config.frame_dim + 1
     step = make_step(build(impl, config, device), hp, impl[1], device, hp["batch_size"], T)
     step()
@@ -230,11 +230,10 @@ def vm_kib(field):
 
 def peak_memory(impl, seconds, device, hp):
     code = f"import bench; print(bench.peak_memory_child({impl!r}, {seconds!r}, {device!r}, {hp!r}))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
         raise RuntimeError(result.stderr)
     return int(result.stdout.split()[-1])
-
 
 # -----------------------------------------------------------------------------
 # memory against the size of the music collection
@@ -256,7 +255,7 @@ def peak_memory_run(script, *args):
     code = ("import atexit, runpy, sys, bench; atexit.register(lambda: print('VmHWM', bench.vm_kib('VmHWM'))); "
             f"sys.argv[0] = {script!r}; runpy.run_path({script!r}, run_name='__main__')")
     t0 = time.time()
-    result = subprocess.run([sys.executable, "-c", code, *args], cwd=HERE, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{script} {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return int(result.stdout.splitlines()[-1].split()[1]) * 1024, time.time() - t0, result.stdout
@@ -283,7 +282,6 @@ def collection_memory(hours, overrides):
             print(f"{minutes / 60:6.2f} h of music ({len(os.listdir(folder))} files, {size / 2**20:6.0f} MiB FLAC): "
                   f"peak {peak / 2**20:6.0f} MiB, {steps}, {seconds / 60:.1f} min", flush=True)
 
-
 # -----------------------------------------------------------------------------
 # generation
 
@@ -294,22 +292,21 @@ def generation_speed(hp):
     1-hour folder, the first run building the caches and the second using them."""
     print(f"generate.py, default model, 44.1 kHz stereo FLAC; {torch.get_num_threads()} threads, torch {torch.__version__}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        config = hyperparameters.model_config(hp)
+        config = hyperparameters.cascade_config(hp)
         ckpt = os.path.join(tmp, "untrained.pth")
         checkpointing.save({"format": checkpointing.FORMAT, "model_config": asdict(config), "epoch": 0,
                             "model": Cascade(config).state_dict(), "hyperparameters": hp}, ckpt)
         for name, minutes in (("song3", 3), ("song5", 5), ("target5", 5), ("corpus", 60)):
             write_collection(os.path.join(tmp, name), minutes, min(minutes, 10))
-        runs = [("3 min song, 3 min target", "song3", "song5"), ("5 min song, 5 min target", "song5", "target5"),
+        cases = [("3 min song, 3 min target", "song3", "song5"), ("5 min song, 5 min target", "song5", "target5"),
                 ("5 min song, 1 h folder (caches built)", "song5", "corpus"), ("5 min song, 1 h folder (cached)", "song5", "corpus")]
-        for what, song, target in runs:
+        for what, song, target in cases:
             song_path = os.path.join(tmp, song, "song_000.flac")
             target_path = os.path.join(tmp, target) if target == "corpus" else os.path.join(tmp, target, "song_000.flac")
             peak, wall, stdout = peak_memory_run("generate.py", "--ckpt", ckpt, "--input", song_path, "--target", target_path,
                                                  "--out", os.path.join(tmp, "out.flac"), f"--cache_dir={tmp}/cache")
             factor = next(line for line in stdout.splitlines() if "real-time factor" in line)
             print(f"{what:<40} peak {peak / 2**20:6.0f} MiB, {wall:6.1f} s wall; generating: {factor}", flush=True)
-
 
 # -----------------------------------------------------------------------------
 
@@ -334,7 +331,7 @@ def main(argv):
         warnings.filterwarnings("ignore", message="dynamo_pgo force disabled")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     fast = "bfloat16" if training.fast_bfloat16(device) else "float32"
-    config, B = hyperparameters.model_config(hp), hp["batch_size"]
+    config, B = hyperparameters.cascade_config(hp), hp["batch_size"]
     # bfloat16's peak only where it is fast: emulated, a large bf16 product takes minutes and no row runs in it
     peaks = {dtype: matmul_peak(getattr(torch, dtype), device) for dtype in {"float32", fast}}
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?") \

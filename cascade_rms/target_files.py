@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from model import SILENCE_DB, Corpus
 
-from . import data
+from . import atomic, data
 
 DESCRIBE_FRAMES = 1 << 14  # frames described at once (2 min at 16 kHz): bounds the working memory
 
@@ -99,17 +99,11 @@ class TargetFiles:
         key = hashlib.sha1(layout.encode()).hexdigest()
         path = os.path.join(cache_dir, f"corpus_{key}.f32")
         if not os.path.exists(path) or os.path.getsize(path) != 4 * n_samples:
-            partial = f"{path}.{os.getpid()}.tmp"
-            try:
-                with open(partial, "wb") as f:
-                    f.truncate(4 * n_samples)  # zeros: the gaps
-                    for recording, track in zip(self.recordings, tracks):
-                        f.seek(4 * recording.first_frame * self.frame_dim)
-                        f.write(memmap(track.cache_path).tobytes())
-                os.replace(partial, path)
-            finally:
-                if os.path.exists(partial):
-                    os.remove(partial)
+            with atomic.written(path) as partial, open(partial, "wb") as f:
+                f.truncate(4 * n_samples)  # zeros: the gaps
+                for recording, track in zip(self.recordings, tracks):
+                    f.seek(4 * recording.first_frame * self.frame_dim)
+                    f.write(memmap(track.cache_path).tobytes())
         return memmap(path)
 
     def find(self, clip_audio, tracks):

@@ -1,6 +1,6 @@
 """
 How near an output is to the right answer, where there is one: a rendered score's ground truth,
-the input's music played by the target's instrument (lib/scores.py). The metrics are those of
+the input's music played by the target's instrument (cascade_rms/scores.py). The metrics are those of
 music style transfer (Cifka et al. 2021): log-spectral distance on a mel spectrogram, and the
 content (chroma, onsets) and timbre (MFCC) of quality.py, each against the ground truth instead
 of against input or target. Every output is judged at the ground truth's level: fixed RMS
@@ -49,7 +49,7 @@ def log_spectral_distance(out, truth, sample_rate, hop):
     return float(np.sqrt(((a - b) ** 2).mean(axis=1)).mean())
 
 
-def measure(out, truth, truth_features, sample_rate, hop):
+def against_truth(out, truth, truth_features, sample_rate, hop):
     """Every metric of METRICS for one output against its ground truth."""
     heard = quality.features(at_level_of(out, truth), sample_rate)
     return {"lsd": log_spectral_distance(out, truth, sample_rate, hop),

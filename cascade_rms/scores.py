@@ -9,7 +9,7 @@ Render one score S with instrument A and with instrument B, and another score S'
     ground truth   S played by B, the input's excerpt: the input's music with the target's sounds
 
 This is how music style transfer is evaluated (Cifka et al., ICASSP 2021). Scores are MIDI or
-MusicXML files, or Bach chorales from music21's corpus (they ship in its wheel), played with a
+MusicXML files, or Bach chorales that ship in music21's wheel, played with a
 SoundFont (soundfont.py), pretty_midi's General MIDI SoundFont (TimGM6mb, in its wheel) by
 default. Parsed scores are cached as MIDI; audio is rendered in memory when first
 needed (faster than reading it back), so a run is offline and pays for parsing once. The score's
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import atomic
 from .data import Batch, file_key, seconds_to_samples
 from .notes import fitted, note_array, piano_roll, render_excerpt
 from .soundfont import RELEASE_SECONDS, SILENT_RMS, Synthesizer, default_soundfont
@@ -89,9 +90,8 @@ def read_pieces(paths, seconds, cache_dir, log=print):
             except ValueError as e:
                 skipped.append(str(e))
                 continue
-            partial = f"{cached}.{os.getpid()}.tmp.mid"
-            score.dump_midi(partial)
-            os.replace(partial, cached)
+            with atomic.written(cached, suffix=".mid") as partial:
+                score.dump_midi(partial)
         score = symusic.Score(cached).to("second")
         pieces.append((path, score.clip(0.0, seconds, clip_end=False) if seconds > 0 else score))
     for reason in skipped:

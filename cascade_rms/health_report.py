@@ -71,7 +71,7 @@ def generation_health(scales, in_audio, tgt_audio, out_audio, floor):
 
 
 def judged_health(judged, sample):
-    """Health numbers from measure()'s metrics of every validation output, and the loudness
+    """Health numbers from verdict.blend_metrics() of every validation output, and the loudness
     envelopes of one sample (input, target, output audio) for the bars."""
     verdicts = [verdict(m) for m in judged]
     shares = {f"{v}_share": verdicts.count(v) / len(verdicts) for v in VERDICTS}

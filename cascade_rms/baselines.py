@@ -61,7 +61,7 @@ def references(x_in, x_tgt, other, sample_rate, rng):
 
 def random_grains(x_in, x_tgt, config, rng, material=None, material_length=None):
     """Every chunk a grain drawn at random from those the pointer head may play (of the target,
-    or of a material when one is given: lib/scores.py), joined with its crossfades: the head's
+    or of a material when one is given: cascade_rms/scores.py), joined with its crossfades: the head's
     mechanics with no choice. # (N,)"""
     head = PointerHead(2 * config.frame_dim, 2, config)  # its layers stay unused: only its grain machinery
     sources = [head.codec.encode(torch.from_numpy(np.asarray(a, dtype=np.float32))[None]) for a in (x_in, x_tgt)]

@@ -97,7 +97,7 @@ def grid_share(onsets, grid_seconds):
     return float(np.mean(np.minimum(phase, grid_seconds - phase) <= GRID_TOLERANCE))
 
 
-def measure(out, source_in, source_tgt, grid_seconds):
+def against_sources(out, source_in, source_tgt, grid_seconds):
     """The quality metrics of one output's Features against its input's and target's."""
     source_rate = (len(source_in.onsets) + len(source_tgt.onsets)) / 2 / source_in.seconds
     return {

@@ -1,4 +1,4 @@
-"""lib/corpus.py: a corpus is searched whole, and the copy guard holds in it."""
+"""cascade_rms/target_files.py: a corpus is searched whole, and the copy guard holds in it."""
 
 import os
 from dataclasses import replace
@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from helpers import corpus_of
-from lib import data
+from helpers import target_files_of
+from cascade_rms import data
 from model import Cascade, CascadeConfig, MDCTCodec
 
 
@@ -21,7 +21,7 @@ def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(t
     music = data.demo_piece(5, 2.0, 16000).astype(np.float32)
     target = data.demo_piece(6, 2.0, 16000).astype(np.float32)
     x_in, x_tgt = (codec.encode(torch.from_numpy(a)[None]) for a in (music, target))
-    corpus = corpus_of(tmp_path / "same", {"t.wav": (target, 16000)}, model, 16000, 1).corpus
+    corpus = target_files_of(tmp_path / "same", {"t.wav": (target, 16000)}, model, 16000, 1).corpus
     T = x_in.shape[2]
     with torch.no_grad():
         _, own = model(x_in, x_tgt)
@@ -36,7 +36,7 @@ def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(t
     long_target = data.demo_piece(7, 4.0, 16000) * 0.3
     long_target[3 * 16000 :] = chord  # the tone lives in the last second only
     files = {"a.wav": (data.demo_piece(8, 3.0, 16000), 16000), "b.wav": (long_target.astype(np.float32), 16000)}
-    folder = corpus_of(tmp_path / "folder", files, model, 16000, 1)
+    folder = target_files_of(tmp_path / "folder", files, model, 16000, 1)
     assert [os.path.basename(r.path) for r in folder.recordings] == ["a.wav", "b.wav"]
     x = codec.encode(torch.from_numpy(np.resize(chord, 32000).astype(np.float32))[None])
     with torch.no_grad():
@@ -46,7 +46,7 @@ def test_every_window_draws_on_the_whole_corpus_and_the_copy_guard_holds_in_it(t
     assert all(os.path.basename(r.path) == "b.wav" and 3 * 16000 <= frame * D < 4 * 16000 for r, frame in places), places
 
     song = data.demo_piece(9, 6.0, 16000).astype(np.float32)
-    mine = corpus_of(tmp_path / "mine", {"song.wav": (song, 16000)}, model, 16000, 1, clip=song)
+    mine = target_files_of(tmp_path / "mine", {"song.wav": (song, 16000)}, model, 16000, 1, clip=song)
     assert mine.clip_frame == R + 2
     for start in (0, 16000, 32000):
         x = codec.encode(torch.from_numpy(song[start : start + 32000])[None])
@@ -67,7 +67,7 @@ def test_a_files_corpus_is_described_for_the_estimate_as_the_recording_is_in_mem
     torch.manual_seed(0)
     model = Cascade(CascadeConfig(estimate=True)).eval()
     song = (0.3 * data.demo_piece(4, 3.0, 16000)).astype(np.float32)
-    files = corpus_of(tmp_path / "song", {"song.wav": (song, 16000)}, model, 16000, 1)
+    files = target_files_of(tmp_path / "song", {"song.wav": (song, 16000)}, model, 16000, 1)
     corpus, first = files.corpus, files.recordings[0].first_frame
     in_memory = model.describe(torch.from_numpy(song)[None])
     n = in_memory.allowed.shape[1]

@@ -125,7 +125,7 @@ def spectral_distance(power_a, power_b):
 # the verdict
 
 # Thresholds, read off the references and the untrained mosaics on demo and recorded music
-# (experiments.py --thresholds; docs/evaluation.md has the table and the calibration):
+# (python -m lab.thresholds; docs/evaluation.md has the table and the calibration):
 COPY_CORRELATION = 0.5  # between noise (below) and copies, delayed copies and the mix (above)
 LOOSE_STRUCTURE = 0.8  # max(persistence, motion): noise's lies below, music's at or near 1
 FLAT_ENVELOPE = 0.25  # an envelope moving less than this share of the steadier source's is constant output
@@ -142,7 +142,7 @@ def range_ratio(value, a, b):
     return value / max(high, EPS) if value > high else 1.0
 
 
-def measure(out, x_in, x_tgt, sample_rate):
+def blend_metrics(out, x_in, x_tgt, sample_rate):
     """The blend metrics of one output against its two sources (mono numpy audio): the texture
     metrics as range ratios (range_ratio) against the two sources' own values, and the
     spectral distances."""
@@ -172,7 +172,7 @@ VERDICTS = ("blend", "copy", "hiss", "unrelated")
 
 
 def verdict(m):
-    """copy, hiss, unrelated or blend, from measure()'s metrics. Noise is less structured
+    """copy, hiss, unrelated or blend, from blend_metrics(). Noise is less structured
     than both sources on both counts: its peaks do not persist and its spectrum does not
     move. Unrelated music is farther from both sources' average spectrum than a blend of
     them: nearly as far as they are from each other, or farther."""

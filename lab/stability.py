@@ -2,9 +2,9 @@
 What actually causes the NaN that fixed RMS scaling is about: the original design's failure,
 condition by condition, in both designs, and which single measure prevents it.
 
-    python stability.py                # quick: 5 conditions, 200 steps a run (docs/nan.md: how long)
-    python stability.py --full         # 8 conditions, 3000 steps a run: up to an hour
-    python stability.py --conditions=silent_clip --steps=100 --seconds=16   # any conditions, budget, clip length
+    python -m lab.stability                # quick: 5 conditions, 200 steps a run (docs/nan.md: how long)
+    python -m lab.stability --full         # 8 conditions, 3000 steps a run: up to an hour
+    python -m lab.stability --conditions=silent_clip --steps=100 --seconds=16   # any conditions, budget, clip length
 
 Every run trains the original design's network (a linear head after per-frame LayerNorms, 1 layer
 a stage) on the original design's loss mix (original_objective: reconstruction, an envelope-correlation
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from lib import data, hyperparameters, objective, training
+from cascade_rms import data, hyperparameters, objective, training
 from model import Cascade, MDCTCodec, combined_rms, rms
 
 SCALAR_NAMES = ("rms_input_weights", "rms_target_weights", "rms_scale_logs")
@@ -66,16 +66,14 @@ class PreFix(FixedRaw):
         floor = self.config.rms_floor
         return (w_in * rms(x_in, floor) + w_tgt * rms(x_tgt, floor)) * self.rms_scale_logs[stage].exp()
 
-
 DESIGNS = {"learnable": PreFix, "fixed": Cascade}
 MEASURES = ("fixed scaling", "floored correlation", "clipping", "NaN abort")
 FIRST_ATTENTION_INPUT = "blocks.0.attn.in_proj.weight"  # a stage's first attention layer's input projection
-HERE = os.path.dirname(os.path.abspath(__file__))
 # train.py's hyperparameters (its seed, weight decay and clipping) with the original network: a
 # linear head after per-frame LayerNorms (1 layer a stage: more steps fit the budget). Its loss
 # mix as we read the original description: novelty 0.85 (its weight), reconstruction 0.02
 # (remedy A's weight) and an envelope-correlation penalty at the remaining 0.15.
-ORIGINAL = {**hyperparameters.of_script(os.path.join(HERE, "train.py")), "head": "linear", "frame_norm": True,
+ORIGINAL = {**hyperparameters.defaults(), "head": "linear", "frame_norm": True,
             "n_layer": 1, "batch_size": 4, "recon_weight": 0.02, "envelope_weight": 0.15, "novelty_weight": 0.85}
 LATENT_LEVEL = 5.7  # RMS of the encoder latents the original design trained on
 AUDIO_LEVEL = 0.06  # RMS of the demo music's MDCT frames, about -24 dBFS
@@ -160,7 +158,7 @@ def train_condition(design, measure, condition, batches_, hp, steps, writer):
     correlation_floor = floor if measure == "floored correlation" else 0.0
     max_norm = hp["grad_clip"] if measure == "clipping" else math.inf
     torch.manual_seed(hp["seed"])
-    model = (FixedRaw if measure == "fixed scaling" else DESIGNS[design])(hyperparameters.model_config(hp))
+    model = (FixedRaw if measure == "fixed scaling" else DESIGNS[design])(hyperparameters.cascade_config(hp))
     optimizer = training.optimizer_for(model, lr, hp["weight_decay"])
     r = {"condition": condition, "design": design, "measure": measure or "bare", "first_nonfinite": None,
          "weights": "finite", "norms": [], "ratios": [], "peak": (0.0, 0, []), "spike": (0.0, 0, [])}

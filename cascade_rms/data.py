@@ -19,6 +19,8 @@ import soxr
 import torch
 from tqdm import tqdm
 
+from . import atomic
+
 
 def seconds_to_samples(seconds, sample_rate):
     """Every duration a user sets is in seconds; this is the one place it becomes samples."""
@@ -125,7 +127,7 @@ class Track:
 
 @dataclass
 class Batch:
-    """A batch of pairs, or of triplets (lib/scores.py: with material and truth). # each (B, N), material (B, M)"""
+    """A batch of pairs, or of triplets (cascade_rms/scores.py: with material and truth). # each (B, N), material (B, M)"""
     inputs: torch.Tensor
     targets: torch.Tensor
     materials: torch.Tensor | None = None
@@ -263,21 +265,16 @@ def cache_file(path, sample_rate, cache_dir, warn, channels=1, progress=None):
     if os.path.getsize(path) == 0:
         warn(path, "empty file")
         return None
-    partial = cached + f".{os.getpid()}.tmp"
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        with open(partial, "wb") as f:
+        with atomic.written(cached) as partial, open(partial, "wb") as f:
             for block, seconds in decoded_blocks(path, sample_rate, channels):
                 f.write(block.tobytes())
                 if progress is not None:
                     progress(seconds)
-        os.replace(partial, cached)
     except DECODE_ERRORS as e:
         warn(path, str(e).strip() or type(e).__name__)
         return None
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
     return Track(path, cache_path=cached, n_samples=os.path.getsize(cached) // (4 * channels))
 
 

@@ -1,13 +1,17 @@
 """
 train.py's hyperparameters: the one place their values are written is the fenced block
 at the top of train.py, and the model's are CascadeConfig's defaults in model.py. Every
-script that needs them reads them from there (of_script), so no copy can go stale.
+script that needs them reads them from there (defaults, or of_script for a script's own block), so
+no copy can go stale; train.py is read as text, never imported (a script imports no script).
 Command-line overrides (--name=value) are typed like the value they replace.
 """
 
+import os
 from dataclasses import asdict, fields
 
 from model import CascadeConfig
+
+TRAIN_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "train.py")
 
 BLOCK_START = "# ----------------------------------------------------------------------------- hyperparameters"
 BLOCK_END = "# -----------------------------------------------------------------------------"
@@ -35,6 +39,11 @@ def of_script(path):
             raise SystemExit(f"{path}: {name} = {value!r} must be {type(defaults[name]).__name__} like "
                              f"CascadeConfig's {defaults[name]!r}")
     return {**defaults, **values}
+
+
+def defaults():
+    """What a plain run of train.py uses: its block read from TRAIN_SCRIPT. # {name: value}"""
+    return of_script(TRAIN_SCRIPT)
 
 
 def same_kind(value, default):
@@ -94,7 +103,8 @@ def section(cls, hp):
     return cls(**{f.name: hp[f.name] for f in fields(cls)})
 
 
-def model_config(hp):
+def cascade_config(hp):
+    """The model's CascadeConfig from hp, or a SystemExit naming the value it refuses."""
     try:
         return section(CascadeConfig, hp)
     except ValueError as e:

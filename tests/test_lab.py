@@ -1,6 +1,6 @@
-"""experiments.py: the thresholds table and its refusals, the pieces of the issue-31 lab (the
-semitone spectrum a learned grain description reads, and what a chunk's levels mean), and the
-tuning and shared-sample checks of SoundFont renderers."""
+"""lab/: the thresholds table and the variants' refusals, the pieces of the issue-31 work (the
+semitone spectrum a learned grain description reads, and what a chunk's levels mean), the
+tuning and shared-sample checks of SoundFont renderers, and more transcription steps."""
 
 import numpy as np
 import torch
@@ -8,14 +8,14 @@ import torch
 from helpers import in_process
 
 
-def test_experiments_thresholds_prints_every_reference_and_rejects_unknown_variants(capsys):
-    result = in_process("experiments", ["--thresholds", "--pairs=4"], capsys)
+def test_thresholds_prints_every_reference_and_variants_rejects_unknown_names(capsys):
+    result = in_process("lab.thresholds", ["--pairs=4"], capsys)
     assert result.returncode == 0, result.stderr
     verdicts = {line[:32].strip(): line.rsplit("  ", 1)[-1] for line in result.stdout.splitlines() if line.endswith("unrelated")}
     assert verdicts["copy of input"] == verdicts["50/50 mix"] == "0 blend, 4 copy, 0 hiss, 0 unrelated"
     assert verdicts["white noise"] == verdicts["noise, target spectrum+envelope"] == "0 blend, 0 copy, 4 hiss, 0 unrelated"
     assert {"random grains", "Let it Bee", "another file"} <= set(verdicts)
-    result = in_process("experiments", ["--variants=ours,bogus"], capsys)
+    result = in_process("lab.variants", ["--names=ours,bogus"], capsys)
     assert result.returncode != 0 and "unknown variants bogus" in result.stderr
 
 
@@ -23,56 +23,56 @@ def test_a_grains_semitone_levels_name_its_notes_whatever_their_loudness():
     """A sine lands on its own MIDI note, an octave apart stays apart (which chroma folds
     together), and the learned description ignores loudness: it is computed on levels with their
     mean removed, so a grain 20 dB louder is described the same."""
-    import experiments
+    from lab import learned_choice
 
     rate, n = 16000, 2048
-    semitones = experiments.semitone_filter(rate, n, lowest=28, highest=100)
+    semitones = learned_choice.semitone_filter(rate, n, lowest=28, highest=100)
     t = np.arange(n) / rate
     for note in (45, 57, 69, 81):
         sine = torch.from_numpy(np.sin(2 * np.pi * 440 * 2 ** ((note - 69) / 12) * t)).float() * torch.hann_window(n)
         levels = torch.fft.rfft(sine).abs().pow(2) @ semitones.T
         assert 28 + int(levels.argmax()) == note
-    encoder = experiments.GrainEncoder(len(semitones))
+    encoder = learned_choice.GrainEncoder(len(semitones))
     levels = torch.randn(3, len(semitones))
     assert torch.allclose(encoder.distance(levels, levels + 2.0).diagonal(), torch.zeros(3), atol=1e-4)
     assert encoder.distance(levels[:1], levels[1:]).min() > 1e-3
 
 
 def test_chunk_means_average_each_chunks_own_frames():
-    import experiments
+    from lab import truth_needed
 
     levels = torch.arange(10.0).view(1, 10, 1).expand(1, 10, 2)
-    means = experiments.chunk_means(levels, 4)  # chunks of frames 0-3, 4-7 and 8-9
+    means = truth_needed.chunk_means(levels, 4)  # chunks of frames 0-3, 4-7 and 8-9
     assert torch.equal(means, torch.tensor([[1.5, 1.5], [5.5, 5.5], [8.5, 8.5]]))
 
 
 def test_a_note_in_tune_has_its_strongest_partial_on_a_harmonic_and_one_out_of_tune_does_not():
-    import experiments
+    from lab import tuning
     rate, key = 16000, 60
     t = np.arange(rate) / rate
     f0 = 440 * 2 ** ((key - 69) / 12)
     tone = sum(a * np.sin(2 * np.pi * n * f0 * t) for n, a in ((1, 0.5), (2, 1.0), (3, 0.3)))  # strongest: the 2nd
-    assert experiments.strongest_partial_cents(tone, key, rate) < 5
+    assert tuning.strongest_partial_cents(tone, key, rate) < 5
     sharp = sum(a * np.sin(2 * np.pi * n * f0 * 2 ** (20 / 12) * t) for n, a in ((1, 1.0), (2, 0.5)))  # symusic's piano
-    assert experiments.strongest_partial_cents(sharp, key, rate) > 30  # the criterion of --tuning
-    assert experiments.strongest_partial_cents(np.zeros(rate), key, rate) == np.inf
+    assert tuning.strongest_partial_cents(sharp, key, rate) > 30  # the criterion of lab.tuning
+    assert tuning.strongest_partial_cents(np.zeros(rate), key, rate) == np.inf
 
 
 def test_shared_samples_finds_every_program_of_a_soundfont_shared_with_itself(capsys):
-    import experiments
-    from lib import soundfont
-    experiments.shared_samples(soundfont.default_soundfont(), soundfont.default_soundfont())
+    from cascade_rms import soundfont
+    from lab import shared_samples
+    shared_samples.shared_samples(soundfont.default_soundfont(), soundfont.default_soundfont())
     assert "the same samples on 112 of 112 melodic programs" in capsys.readouterr().out
 
 
 def test_transcribe_more_trains_a_checkpoints_stage_1_and_reports_held_out_and_organ_f1(tiny_scores_run, capsys):
-    import experiments
-    from lib import checkpointing
+    from cascade_rms import checkpointing
+    from lab import transcribe_more
     path = checkpointing.files(tiny_scores_run)[0]
     before = {k: v.clone() for k, v in checkpointing.load(path)["model"].items()}
-    experiments.transcribe_more(path, steps=2, tilt_db=1.0, bell_db=3.0)
+    transcribe_more.transcribe_more(path, steps=2, tilt_db=1.0, bell_db=3.0)
     out = capsys.readouterr().out
     assert "+ 2 steps (tilt 1.0 dB, bells 3.0 dB): held-out pooled F1" in out
-    assert all(f"{p}: " in out for p in [42, 73, *experiments.ORGANS])
+    assert all(f"{p}: " in out for p in [42, 73, *transcribe_more.ORGANS])
     after = checkpointing.load(path)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)  # the checkpoint itself is only read

@@ -1,14 +1,14 @@
 """
 Generation: the model chooses at its own rate, window by window, and what it chose is
-rendered again from the original audio at the input's rate, in every channel.
+played again from the original audio at the input's rate, in every channel.
 
-The pointer head makes every output sample a copy of a source sample, and every other
+The pointer head makes every output sample a source sample, weighted by the crossfades, and every other
 term of a stage is linear: stage 1 is scale1 * (head_gain1 * grains1 + (input + target) / 2),
 stage 2 is scale2 * (head_gain2 * grains2 + final_residual * (input + stage 1 + target) / 3).
 So the full-rate output is those same sums of full-rate audio, with the grains, scale
 factors and crossfades of the model-rate pass (the crossfades evaluated between the
 model's samples). Downmixed and resampled to the model's rate, it matches the model's own
-output (tests/test_rendering.py states by how much).
+output (tests/test_full_rate.py states by how much).
 
 Windows of about the trained segment length overlap by half; each is heard over its
 central half, joined to the next by the grains' own crossfade at a grain boundary (share()).
@@ -60,8 +60,8 @@ def span(audio, begin, n):
 def span_at(audio, position, n, margin=256):
     """audio at samples position, position + 1, ... where position may fall between samples:
     band-limited (FFT) interpolation over a margin either side. At 44.1 kHz a grain's place,
-    a whole number of model-rate hops, falls between samples: rounding it puts the render
-    far from the model's output (tests/test_rendering.py states how near it must be). # (n, ...)"""
+    a whole number of model-rate hops, falls between samples: rounding it puts the replay
+    far from the model's output (tests/test_full_rate.py states how near it must be). # (n, ...)"""
     whole = int(np.floor(position))
     fraction = position - whole
     if fraction < 1e-9:
@@ -112,8 +112,8 @@ class Generator:
             first = int(np.ceil(ratio * start))  # the window's first sample at the output's rate
             n = int(np.ceil(ratio * (start + size))) - first
             at = np.arange(first, first + n) / ratio - start  # (n,) where each output sample lies, in model samples
-            rendered = self.render(stats, span(in_full, first, n), span(tgt_full, first, n), at, x_in.shape[2])
-            out_full[offset + first : offset + first + n] += share(at, size, single, self.D)[:, None] * rendered
+            replayed = self.replay(stats, span(in_full, first, n), span(tgt_full, first, n), at, x_in.shape[2])
+            out_full[offset + first : offset + first + n] += share(at, size, single, self.D)[:, None] * replayed
             scales.append((stats["scale1"].item(), stats["scale2"].item()))
             if "notes" in stats:
                 at_frame = (size + start) // self.D
@@ -121,20 +121,20 @@ class Generator:
         notes = notes[size // self.D : size // self.D + len(in_model) // self.D + 1] if "notes" in stats else None
         return out_full[offset : offset + len(in_full)], out_model[size : size + len(in_model)], np.array(scales), notes
 
-    def render(self, stats, in_full, tgt_full, at, T):
+    def replay(self, stats, in_full, tgt_full, at, T):
         """One window's output at the output's rate: the stages' sums (module docstring) of
         full-rate audio, with the model-rate pass's grains and scale factors. # (n, channels)"""
         stage1, stage2 = self.model.stage1, self.model.stage2
         sources = [in_full, tgt_full]
-        copies = self.copies(stats["grains1"][0, :, 0].tolist(), sources, at, T)
-        out1 = stats["scale1"].item() * (stage1.head_gain * copies + stage1.residual_weight * (in_full + tgt_full) / 2)
+        played = self.grains_at_full_rate(stats["grains1"][0, :, 0].tolist(), sources, at, T)
+        out1 = stats["scale1"].item() * (stage1.head_gain * played + stage1.residual_weight * (in_full + tgt_full) / 2)
         sources = [in_full, out1, tgt_full]
-        copies = self.copies(stats["grains2"][0, :, 0].tolist(), sources, at, T)
+        played = self.grains_at_full_rate(stats["grains2"][0, :, 0].tolist(), sources, at, T)
         mean = (in_full + out1 + tgt_full) / 3
-        return stats["scale2"].item() * (stage2.head_gain * copies + stage2.residual_weight * mean)
+        return stats["scale2"].item() * (stage2.head_gain * played + stage2.residual_weight * mean)
 
-    def copies(self, grains, sources, at, T):
-        """The head's chosen grains, each copied from full-rate audio at its place, with the
+    def grains_at_full_rate(self, grains, sources, at, T):
+        """The head's chosen grains, each taken from full-rate audio at its place, with the
         head's crossfade (grain_window) between the model's samples. grains: one per chunk,
         numbered as PointerHead.forward numbers them. # (n, channels)"""
         D, R, ratio = self.D, self.R, self.ratio

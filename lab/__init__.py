@@ -1,0 +1,10 @@
+"""
+The lab: the experiments and measurements behind the numbers in docs/, one file each, run from
+the repository root as `python -m lab.NAME` (each file's docstring gives its commands). What a
+user runs (train, generate, evaluate, plot) stays at the top level; the lab shares the project's
+package, cascade_rms, and runs train.py and evaluate.py as processes, as a user does.
+"""
+
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, where train.py is

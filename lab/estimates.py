@@ -1,0 +1,91 @@
+"""
+What stage 2's grains should be nearest, on a checkpoint's held-out triplets: the fixed fit
+through stage 1's notes or the scores', the input's spectrum, Let it Bee's output (docs/LOG.md,
+issue 36).
+
+    python -m lab.estimates checkpoints/epoch_6_step_608.pth --triplets=30
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+from cascade_rms import baselines, checkpointing, groundtruth, hyperparameters, scores, training
+from model import Cascade, CascadeConfig, MDCTCodec
+
+
+@torch.no_grad()
+def estimates(path, n_triplets, soundfont=""):
+    """Ways to choose stage 2's grains, each by the grain nearest a wanted mel spectrum, on held-out
+    triplets of a checkpoint trained on scores: the fixed fit (NoteSpectra) through stage 1's notes
+    or the scores' (of input, material or both), the input's own spectrum, Let it Bee's output;
+    beside them the nearest-neighbour head and Let it Bee. LSD to the truth, by the input's program
+    too: where do transcription errors cost, and does the estimate beat Let it Bee when notes are right?"""
+    state = checkpointing.load(path)
+    stored = {**checkpointing.stored_config(state), "estimate": True}
+    model = Cascade(CascadeConfig(**stored)).eval()
+    model.load_state_dict(state["model"], strict=False)  # a checkpoint before estimate: its stage 1, a fresh fit
+    nearest = Cascade(CascadeConfig(**{**stored, "estimate": False})).eval()
+    hp = {**state["hyperparameters"], **({"soundfont": soundfont} if soundfont else {})}
+    _, held = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
+    sample = np.sort(np.random.default_rng(0).permutation(len(held))[:n_triplets])
+    held.items, held.draws = [held.items[i] for i in sample], [held.draws[i] for i in sample]
+    codec, spectra, head = MDCTCodec(model.config.frame_dim), model.note_spectra, model.stage2.estimator
+    rows = {}
+    for i in range(len(held)):
+        batch = held.batch([i])
+        x_in, _, material, length, truth = held[i]
+        x, y = codec.encode(batch.inputs), codec.encode(batch.targets)
+        heard = model.describe(batch.materials, batch.material_lengths).at_unit_level(torch.ones(1), head.chunk_frames)
+        known = model.describe(batch.materials, batch.material_lengths, batch.material_rolls).at_unit_level(
+            torch.ones(1), head.chunk_frames)
+        transcribed = model.transcribe(x, y) > 0
+        bee = baselines.let_it_bee(x_in, material[:length], seed=i)
+
+        def mel_of(audio):  # at the material's unit level, as the corpus is described
+            return spectra.mel_db(spectra.power(torch.as_tensor(audio).float().view(1, -1) / heard.mel_level[:, None]))
+
+        def nearest_to(wanted, corpus):
+            grains = 3 * x.shape[2] + head.nearest(wanted, corpus)[..., None]
+            return codec.decode(head.player(torch.ones(grains.shape), grains, [x] * 3, corpus), len(truth))[0].numpy()
+
+        systems = {
+            "fit, stage 1's notes": nearest_to(spectra.estimate(heard.spectra, transcribed), heard),
+            "fit, the scores' notes": nearest_to(spectra.estimate(known.spectra, batch.rolls), known),
+            "fit, the scores' notes of the material": nearest_to(spectra.estimate(known.spectra, transcribed), known),
+            "fit, the scores' notes of the input": nearest_to(spectra.estimate(heard.spectra, batch.rolls), heard),
+            "the input's own spectrum": nearest_to(mel_of(x_in), heard),
+            "Let it Bee's output": nearest_to(mel_of(bee), heard),
+            "nearest-neighbour head": codec.decode(nearest(x, y, training.encode(nearest, codec, batch, "cpu", {})[2])[0],
+                                                   len(truth))[0].numpy(),
+            "Let it Bee": bee,
+        }
+        for name, audio in systems.items():
+            rows.setdefault(name, []).append(groundtruth.log_spectral_distance(audio, truth, held.renderer.sample_rate,
+                                                                                 model.config.frame_dim))
+    bee = np.array(rows["Let it Bee"])
+    inputs = np.array([a for a, _, _ in held.draws])
+    width = max(len(name) for name in rows) + 2
+    print(f"{path}: {len(held)} held-out triplets of {os.path.basename(held.renderer.soundfont)}; each chunk plays the "
+          f"material's grain nearest the row's wanted spectrum; log-spectral distance to the truth (dB), medians\n"
+          f"{'':<{width}} {'all':>6} {'- LiB':>6} {'better':>7}" + "".join(f" {f'in {p}':>6}" for p in held.programs))
+    for name, measured in rows.items():
+        measured = np.array(measured)
+        print(f"{name:<{width}} {np.median(measured):>6.2f} {np.median(measured - bee):>+6.2f} {np.mean(measured < bee):>7.0%}"
+              + "".join(f" {np.median(measured[inputs == p]):>6.2f}" for p in held.programs))
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser.add_argument("ckpt", help="a checkpoint trained on scores")
+    parser.add_argument("--triplets", type=int, default=30, help="held-out triplets")
+    parser.add_argument("--soundfont", default="", help="render the triplets with this SoundFont instead")
+    args = parser.parse_args(argv)
+    estimates(args.ckpt, args.triplets, args.soundfont)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
