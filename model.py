@@ -558,6 +558,7 @@ class PointerHead(nn.Module):
         self.n_sources, self.chunk_frames, self.min_shift = n_sources, R, config.min_shift_frames
         self.sharpness, self.candidates = config.pointer_sharpness, config.pointer_candidates
         self.straight_through = config.pointer_straight_through
+        self.seeks, self.fine = config.pointer_seek, config.pointer_fine > 0  # which optional layers it has
         self.chroma_weight, self.continuity = config.pointer_chroma, config.pointer_continuity
         self.first_playable = n_sources - 1 if config.pointer_corpus == "target" else 0  # sources before it are never played
         self.codec = MDCTCodec(D)
@@ -575,7 +576,8 @@ class PointerHead(nn.Module):
         if config.pointer_fine:
             self.register_buffer("fine_bands", F.one_hot(band_index(D, config.pointer_fine_bands)).float(), persistent=False)
             self.predict = nn.Linear(d_model, config.pointer_fine_bands)  # each frame's move from the input's fine levels
-        for linear in (self.prefer, getattr(self, "seek", None), getattr(self, "carry", None), getattr(self, "predict", None)):
+        for linear in (self.prefer, self.seek if self.seeks else None, self.carry if self.continuity else None,
+                       self.predict if self.fine else None):
             for parameter in (linear.parameters() if linear is not None else ()):
                 nn.init.zeros_(parameter)
 
@@ -584,7 +586,7 @@ class PointerHead(nn.Module):
         numbered source * T + start among the clip's sources, S * T + p for the corpus's grain p;
         and with pointer_fine the fine levels each frame seeks (B, T, fine_bands), else None."""
         with torch.autocast(x.device.type, enabled=False):  # played audio keeps float32 precision, not bf16's -54 dB floor
-            sought = self.sought_fine(x.float(), sources[0]) if hasattr(self, "predict") else None
+            sought = self.sought_fine(x.float(), sources[0]) if self.fine else None
             weights, grains = self.pick(self.logits(x.float(), sources, corpus, sought))
             return self.player(weights, grains, sources, corpus), grains, sought
 
@@ -600,7 +602,7 @@ class PointerHead(nn.Module):
         """What a grain is matched by, frame by frame: the band levels, and with pointer_fine the
         fine levels scaled by fine_scale. # (..., D, T) -> (..., T, n_bands [+ fine_bands])"""
         levels = log_band_power(self.band_power(frames))
-        return torch.cat([levels, self.fine_scale * self.fine_levels(frames)], -1) if hasattr(self, "predict") else levels
+        return torch.cat([levels, self.fine_scale * self.fine_levels(frames)], -1) if self.fine else levels
 
     def band_power(self, frames, bands=None):
         """The power of every frame in each band (self.bands by default). # (..., D, T) -> (..., T, n_bands)"""
@@ -608,7 +610,7 @@ class PointerHead(nn.Module):
 
     def choose(self, x, sources, corpus=None):
         """The grains each chunk plays and their weights (pick() of logits()). # each (B, n_chunks, k)"""
-        sought = self.sought_fine(x, sources[0]) if hasattr(self, "predict") else None
+        sought = self.sought_fine(x, sources[0]) if self.fine else None
         return self.pick(self.logits(x, sources, corpus, sought))
 
     def logits(self, x, sources, corpus=None, sought_fine=None):
@@ -627,7 +629,7 @@ class PointerHead(nn.Module):
         if sought_fine is not None:  # the fine part: what the prediction seeks
             wanted = torch.cat([wanted[..., : self.n_bands], self.fine_scale * F.pad(sought_fine, (0, 0, 0, R - 1))], -1)
         queries = wanted.unfold(1, R, 1)[:, own].reshape(B, n_chunks, -1)  # (B, n_chunks, width) over each chunk
-        if hasattr(self, "seek"):  # on the band levels only
+        if self.seeks:  # on the band levels only
             queries = queries + F.pad(self.seek(chunk_features), (0, queries.shape[-1] - self.seek.out_features))
         distance = (queries.pow(2).sum(-1, keepdim=True) - 2 * queries @ keys.transpose(1, 2)
                     + keys.pow(2).sum(-1)[:, None]) / (self.n_bands * R)  # (B, n_chunks, S*T): band levels' mean squared, in (10 dB)^2
@@ -701,7 +703,7 @@ class PointerHead(nn.Module):
         t = torch.arange(P)
         frames = -(-lengths // D) + 1  # each recording's frames, as MDCTCodec.encode makes them
         allowed = (t >= 1) & (t < (frames - R - 1)[:, None])  # a grain and both crossfades inside its recording
-        fine = every_frame(self.fine_bands) if hasattr(self, "predict") else None
+        fine = every_frame(self.fine_bands) if self.fine else None
         return Corpus(audio, power, chroma, allowed, fine_power=fine)
 
     def grain_chroma(self, frames, starts=None):
@@ -807,6 +809,7 @@ class Stage(nn.Module):
         self.residual_weight = residual_weight
         d_model = n_sources * config.frame_dim
         self.transcribes = transcribes
+        self.head = "estimate" if estimates else config.head  # which head it has: estimator, pointer or proj
         if transcribes:  # the input's harmonic spectrum joins the frames; a note head reads the blocks' output
             self.spectrum = HarmonicSpectrum(config.frame_dim, config.sample_rate, config.note_fft)
             self.spectrum_in = KeyFeatures(d_model)
@@ -845,13 +848,13 @@ class Stage(nn.Module):
         it has of: "grains" the pointer or estimator played, "sought" the fine levels the pointer
         sought (PointerHead.forward), "notes" the note logits (B, T, N_KEYS), "estimate" the
         refined estimate (B, T, N_MELS))"""
-        estimates = hasattr(self, "estimator")
+        estimates = self.head == "estimate"
         x = self.features(sources, self.estimator.sees(*shown) if estimates else None)
         made = {"notes": self.notes(x)} if self.transcribes else {}
         if estimates:
             x, made["grains"], made["estimate"] = self.estimator(x, sources, corpus, shown[0])
             x = self.head_gain * x  # (B, D, T)
-        elif hasattr(self, "pointer"):
+        elif self.head == "pointer":
             x, made["grains"], made["sought"] = self.pointer(x, sources, corpus)
             x = self.head_gain * x
         else:

@@ -55,7 +55,8 @@ def plot_health(rows, grad_clip, path):
     fig, axes = plt.subplots(4, 1, figsize=FIGURE_INCHES, dpi=DPI, sharex=True)
     x = column(steps, "step")
     for name in ("loss", "follow", "sound", "copy", "novelty", "recon"):
-        axes[0].plot(x, column(steps, name), label=name)
+        if np.isfinite(column(steps, name)).any():  # a term with no weight is not in the loss, nor in metrics.csv
+            axes[0].plot(x, column(steps, name), label=name)
     axes[0].plot(column(epochs, "step"), column(epochs, "val_loss"), "o-", label="val loss")
     axes[0].set_yscale("symlog", linthresh=1e-4)
     axes[0].set_ylabel("loss")

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.ndimage
 import torch
 
-from model import PointerHead
+from model import PointerHead, combined_rms, scale_to_rms
 
 from .verdict import ENVELOPE_SECONDS, EPS, N_BANDS, band_of
 
@@ -28,9 +28,13 @@ LET_IT_BEE_CONTINUITY = 3  # c: length of the diagonal filter that favours playi
 
 
 def at_level(audio, x_in, x_tgt):
-    """audio scaled to the pair's combined RMS, the level every stage of the model aims for."""
-    level = np.sqrt((np.mean(x_in**2) + np.mean(x_tgt**2)) / 2)
-    return audio * level / max(np.sqrt(np.mean(audio**2)), EPS)
+    """audio scaled to the pair's combined RMS by the model's own fixed RMS scaling: the level
+    every stage aims for. # (N,) numpy"""
+    def frames(a):  # the whole clip as one (1, 1, N) "frame": its RMS is the clip's
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).view(1, 1, -1)
+
+    scaled, _ = scale_to_rms(frames(audio), combined_rms(frames(x_in), frames(x_tgt), EPS), EPS)
+    return scaled.view(-1).numpy()
 
 
 def references(x_in, x_tgt, other, sample_rate, rng):

@@ -327,7 +327,7 @@ def folder_tracks(folder, sample_rate, segment_samples, cache_dir, log=print):
 
 @dataclass
 class DataConfig:
-    """Where a run's audio comes from; train.py's block sets every field."""
+    """Where a run's audio comes from; train.py's block sets every field (hyperparameters.section)."""
     data_dir: str  # a folder of the user's audio, or "" for the demo music
     sample_rate: int  # the model's
     segment_seconds: float  # one clip of a pair

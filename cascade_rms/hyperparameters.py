@@ -99,7 +99,12 @@ def check_values(hp):
 
 
 def section(cls, hp):
-    """The dataclass cls (CascadeConfig, a module's config) with its fields from hp."""
+    """The dataclass cls (CascadeConfig, a module's config) with its fields from hp.
+
+    A module's config (ScoresConfig, DataConfig, LossWeights, StepConfig) names the few values of
+    train.py's block the module reads, so the module states what it depends on and takes no hp
+    dict; its fields have no defaults, so each value is still written once, in train.py's block
+    (a test checks both)."""
     return cls(**{f.name: hp[f.name] for f in fields(cls)})
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from model import NoteSpectra, pitch_class_filter
+from model import NoteSpectra, combined_rms, pitch_class_filter
 
 from .verdict import EPS, FLOOR_DB, HOP, MAX_LAG_SECONDS, N_BANDS, N_FFT, band_of
 
@@ -82,7 +82,7 @@ def pitch_classes(audio, sample_rate):
 
 @dataclass
 class LossWeights:
-    """How much each term of objective() counts; train.py's block sets every field."""
+    """How much each term of objective() counts; train.py's block sets every field (hyperparameters.section)."""
     follow_weight: float
     sound_weight: float
     harmony_weight: float
@@ -124,7 +124,8 @@ def notes_loss(logits, rolls):
 
 
 def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None, rolls=None):
-    """Total loss and each named term, all on (B, D, T) frames.
+    """Total loss and the terms it is made of, all on (B, D, T) frames: each term whose weight is
+    not 0 and whose inputs exist (truth, estimate and notes need triplets), before its weight.
 
     follow   the output's band levels, frame by frame, are the input's: its rhythm,
              dynamics and register (L1, in units of 10 dB)
@@ -136,12 +137,14 @@ def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None, 
     copy     hinge on the largest |waveform correlation| with input or target within
              +-MAX_LAG_SECONDS, above copy_margin: rules out copies, delayed copies and the mix
     novelty  the original design's term: squared Pearson correlation with input and target at lag 0
-    recon    the original design's term: relative squared error to the target
+    recon    the original design's term: squared error to the target, relative to the pair's
+             combined power, the level the output is scaled to (the original divided by the
+             target's own power, which made a near-silent target's term 1e3-1e4)
     truth    triplets with pointer_fine: the fine levels the heads seek against the ground truth's
-             (truth_loss; stats from Cascade, truth["fine"] from training.truth_levels), else 0
+             (truth_loss; stats from Cascade, truth["fine"] from training.truth_levels)
     estimate triplets with estimate: stage 2's refined estimate against the ground truth's mel
-             spectrum, its log-spectral distance (estimate_loss; truth["mel"]), else 0
-    notes    triplets: stage 1's note logits (stats) against the input's piano roll (notes_loss), else 0
+             spectrum, its log-spectral distance (estimate_loss; truth["mel"])
+    notes    triplets: stage 1's note logits (stats) against the input's piano roll (notes_loss)
 
     weights: LossWeights; config: the model's CascadeConfig (its rate and RMS floor).
     """
@@ -149,21 +152,34 @@ def objective(out, x_in, x_tgt, codec, weights, config, stats=None, truth=None, 
     a_out, a_in, a_tgt = codec.decode(out), codec.decode(x_in), codec.decode(x_tgt)
     bands = band_matrix(rate)
     levels_out, levels_in = relative_band_db(a_out, bands), relative_band_db(a_in, bands)
-    flux_in = onset_strength(levels_in)
-    max_lag = min(int(MAX_LAG_SECONDS * rate), a_out.shape[1] - 1)
-    copy = sum((lag_correlation(a_out, a, max_lag, floor) - weights.copy_margin).clamp_min(0) for a in (a_in, a_tgt))
-    error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
-    terms = {
-        "follow": (levels_out - levels_in).abs().mean() / 10,
-        "sound": (mean_levels(levels_out) - mean_levels(relative_band_db(a_tgt, bands))).abs().mean() / 10,
-        "harmony": 1 - (pitch_classes(a_out, rate) * pitch_classes(a_in, rate)).sum(dim=-1).mean(),
-        "onsets": ((onset_strength(levels_out) - flux_in).abs().mean(dim=1) / flux_in.mean(dim=1).clamp_min(ONSET_FLOOR)).mean(),
-        "copy": copy.mean(),
-        "novelty": ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
-        "recon": (error / x_tgt.float().pow(2).mean(dim=(1, 2)).clamp_min(floor**2)).mean(),
-        "truth": truth_loss(stats, truth["fine"]) if truth and "fine" in truth else out.new_zeros(()),
-        "estimate": estimate_loss(stats["estimate"], truth["mel"]) if truth and "mel" in truth else out.new_zeros(()),
-        "notes": notes_loss(stats["notes"], rolls) if rolls is not None and "notes" in stats else out.new_zeros(()),
+
+    def copy():
+        max_lag = min(int(MAX_LAG_SECONDS * rate), a_out.shape[1] - 1)
+        return sum((lag_correlation(a_out, a, max_lag, floor) - weights.copy_margin).clamp_min(0) for a in (a_in, a_tgt)).mean()
+
+    def onsets():
+        flux_in = onset_strength(levels_in)
+        return ((onset_strength(levels_out) - flux_in).abs().mean(dim=1) / flux_in.mean(dim=1).clamp_min(ONSET_FLOOR)).mean()
+
+    def recon():
+        error = (out.float() - x_tgt.float()).pow(2).mean(dim=(1, 2))
+        return (error / combined_rms(x_in, x_tgt, floor).pow(2).view(-1)).mean()
+
+    made = {
+        "follow": lambda: (levels_out - levels_in).abs().mean() / 10,
+        "sound": lambda: (mean_levels(levels_out) - mean_levels(relative_band_db(a_tgt, bands))).abs().mean() / 10,
+        "harmony": lambda: 1 - (pitch_classes(a_out, rate) * pitch_classes(a_in, rate)).sum(dim=-1).mean(),
+        "onsets": onsets,
+        "copy": copy,
+        "novelty": lambda: ((pearson(out, x_in, floor).pow(2) + pearson(out, x_tgt, floor).pow(2)) / 2).mean(),
+        "recon": recon,
+        "truth": (lambda: truth_loss(stats, truth["fine"])) if truth and "fine" in truth else None,
+        "estimate": (lambda: estimate_loss(stats["estimate"], truth["mel"])) if truth and "mel" in truth else None,
+        "notes": (lambda: notes_loss(stats["notes"], rolls)) if rolls is not None and "notes" in stats else None,
     }
+    terms = {name: term() for name, term in made.items() if term is not None and getattr(weights, name + "_weight")}
+    if not terms:
+        raise ValueError("every loss term's weight is 0 (or needs a ground truth these clips lack): nothing to train; "
+                         "set follow_weight or sound_weight above 0")
     total = sum(getattr(weights, name + "_weight") * value for name, value in terms.items())
     return total, {name: value.item() for name, value in terms.items()}

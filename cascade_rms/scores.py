@@ -158,7 +158,7 @@ def programs_of(text, name):
 
 @dataclass
 class ScoresConfig:
-    """Where a run's triplets come from; train.py's block sets every field."""
+    """Where a run's triplets come from; train.py's block sets every field (hyperparameters.section)."""
     score_dir: str  # a folder of MIDI/MusicXML files, or "" for music21's Bach chorales
     score_pieces: int  # how many chorales (with score_dir: every file)
     soundfont: str  # a .sf2/.sf3 file, or "" for TimGM6mb

@@ -121,7 +121,7 @@ class TargetFiles:
         D, R, head = self.frame_dim, self.chunk_frames, model.stage1.pointer
         audio = torch.from_numpy(self.audio)
         n_frames = len(self.audio) // D - 1  # every grain of the last recording, and of the gap after it
-        learned = hasattr(head, "predict")  # with pointer_fine the choice reads fine band levels too
+        learned = model.config.pointer_fine > 0  # with pointer_fine the choice reads fine band levels too
         spectra = model.note_spectra if model.config.estimate else None
         if spectra is not None:  # the recordings' RMS: the gaps are not theirs
             level = max(float(np.sqrt(np.sum(self.audio.astype(np.float64) ** 2) / sum(r.n_samples for r in self.recordings))),

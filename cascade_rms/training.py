@@ -206,7 +206,8 @@ def optimizer_for(model, lr, weight_decay):
 
 @dataclass
 class StepConfig:
-    """What a training step needs besides the model and the batch; train.py's block sets every field."""
+    """What a training step needs besides the model and the batch; train.py's block sets every field
+    (hyperparameters.section)."""
     grad_clip: float  # max-norm of the total gradient
     top_k: int  # parameters the NaN report lists
 
@@ -224,7 +225,7 @@ def encode(model, codec, batch, device, corpora, sounding=None):
     with: stage 1's as they were then, or sounding ((B, M // D + 1, N_KEYS) each material's notes,
     known: Cascade.describe's). A dict serves one stage 1 and one source of notes."""
     x_in, x_tgt = codec.encode(batch.inputs.to(device)), codec.encode(batch.targets.to(device))
-    if batch.materials is None or not hasattr(model.stage1, "pointer"):
+    if batch.materials is None or model.config.head != "pointer":
         return x_in, x_tgt, None
     materials, lengths = batch.materials.to(device), batch.material_lengths.to(device)
     missing = [i for i, key in enumerate(batch.material_keys) if key not in corpora]
@@ -247,7 +248,7 @@ def truth_levels(model, codec, batch, x_in, x_tgt, corpus, device):
         return None
     truth, truths = {}, batch.truths.to(device)
     with torch.no_grad():
-        if hasattr(getattr(model.stage1, "pointer", None), "predict"):
+        if model.config.head == "pointer" and model.config.pointer_fine:
             level = combined_rms(x_in, x_tgt, model.config.rms_floor)
             truth["fine"] = model.stage1.pointer.fine_levels(codec.encode(truths) / level)
         if model.config.estimate:

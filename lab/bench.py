@@ -229,7 +229,7 @@ def vm_kib(field):
 
 
 def peak_memory(impl, seconds, device, hp):
-    code = f"import bench; print(bench.peak_memory_child({impl!r}, {seconds!r}, {device!r}, {hp!r}))"
+    code = f"from lab import bench; print(bench.peak_memory_child({impl!r}, {seconds!r}, {device!r}, {hp!r}))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     if result.returncode:
         raise RuntimeError(result.stderr)
@@ -252,7 +252,7 @@ def peak_memory_run(script, *args):
     """Run script with args; its peak resident set in bytes, its wall time and its stdout.
     The peak is the child's own VmHWM, read as it exits: rusage's maxrss would also count
     the parent it was forked from."""
-    code = ("import atexit, runpy, sys, bench; atexit.register(lambda: print('VmHWM', bench.vm_kib('VmHWM'))); "
+    code = ("import atexit, runpy, sys; from lab import bench; atexit.register(lambda: print('VmHWM', bench.vm_kib('VmHWM'))); "
             f"sys.argv[0] = {script!r}; runpy.run_path({script!r}, run_name='__main__')")
     t0 = time.time()
     result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True)

@@ -1,6 +1,11 @@
-"""Fixtures every test file shares: tiny training runs, trained once per session."""
+"""Fixtures every test file shares: tiny training runs, trained once per session. And the
+interpreter: the README's commands call `python` (run_train_simple.sh does), which is this
+suite's own interpreter, its folder first on PATH, so `path/to/venv/bin/python test_model.py`
+tests that environment without activating it."""
 
+import os
 import subprocess
+import sys
 
 import pytest
 
@@ -13,6 +18,8 @@ from helpers import (
     tiny_train,
 )
 from cascade_rms import checkpointing
+
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """cascade_rms/hyperparameters.py: train.py's block is the one source of every value, read where it is set."""
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 import pytest
 
@@ -63,3 +63,17 @@ def test_the_transcriptions_hyperparameters_are_checked_naming_the_value():
         with pytest.raises(SystemExit, match=f"--{name}={value} {message}"):
             hyperparameters.check_values({**DEFAULTS, name: value})
     hyperparameters.check_values(dict(DEFAULTS))  # the defaults pass
+
+
+def test_a_modules_config_names_values_of_train_pys_block_and_writes_none_of_them():
+    """ScoresConfig, DataConfig, LossWeights and StepConfig repeat names of train.py's block, not
+    values: every field is in the block and none has a default, so an edit to the block is the
+    only way to change one."""
+    from dataclasses import MISSING
+
+    from cascade_rms import data, objective, scores, training
+    for config in (scores.ScoresConfig, data.DataConfig, objective.LossWeights, training.StepConfig):
+        for field in fields(config):
+            assert field.name in DEFAULTS, f"{config.__name__}.{field.name} is not in train.py's block"
+            assert field.default is MISSING and field.default_factory is MISSING, f"{config.__name__}.{field.name} has a default"
+        assert hyperparameters.section(config, DEFAULTS) == config(**{f.name: DEFAULTS[f.name] for f in fields(config)})

@@ -127,3 +127,11 @@ def test_requirements_install_what_every_script_imports():
                 missing.setdefault(module, []).append(os.path.relpath(path, ROOT))
     assert not missing, f"imported but not in requirements.txt: {missing}"
     assert shutil.which("pip") or shutil.which("pip3")
+
+
+def test_the_readmes_python_is_the_interpreter_running_the_tests():
+    """./run_train_simple.sh and the README's python commands run whatever `python` is first on
+    PATH: conftest puts this interpreter's folder there, so a venv's python runs the tests
+    against that venv, activated or not (before, 27 tests failed on the system's python)."""
+    shown = subprocess.run(["python", "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, cwd=ROOT)
+    assert shown.stdout.strip() == sys.prefix
