@@ -1,24 +1,31 @@
 """
-How good is the output? Judge a checkpoint on its validation pairs against baselines
-built from the same pairs: content against the input, timbre against the target, seams.
+How good is the output? Judge a checkpoint against the right answer where there is one, and
+against its input and target where there is none.
 
-    python evaluate.py --ckpt checkpoints/epoch_10_step_270.pth
-    python evaluate.py --ckpt ... --data_dir=~/music      # other music than the run's own validation files
-    python evaluate.py --ckpt ... --csv=eval.csv          # also eval.csv, eval.paired.csv and eval.pairs.csv
-    python evaluate.py --ckpt ... --audio=DIR --audio_pairs=3,20  # also those pairs' audio, every system's
-    python evaluate.py --ckpt ... --html=DIR              # also a listening page: DIR/index.html, 8 pairs
-    python evaluate.py --input a.wav --target b.wav --output out.wav   # e.g. what generate.py wrote
+    python evaluate.py --ckpt checkpoints/epoch_6_step_534.pth       # trained on rendered scores: the ground truth
+    python evaluate.py --ckpt ... --soundfont=OTHER.sf2   # the held-out triplets rendered with another SoundFont
+    python evaluate.py --ckpt ... --data_dir=~/music      # pairs of your music, which have no truth
+    python evaluate.py --ckpt ... --csv=eval.csv          # also the rows' metrics and the paired comparison as CSV
+    python evaluate.py --ckpt ... --audio=DIR --audio_pairs=3,20  # also those clips' audio, every system's
+    python evaluate.py --ckpt ... --html=DIR              # also a listening page: DIR/index.html, 8 clips
+    python evaluate.py --input a.wav --target b.wav --output out.wav   # one file, e.g. what generate.py wrote
 
-Every system and reference is made from the same pair, at the same level:
-  systems     the trained model, the same config with fresh weights (the untrained
-              pointer head: a nearest-neighbour mosaic), random grains with the head's
-              chunking and crossfades, Let it Bee (Driedger et al. 2015)
-  references  copies, the 50/50 mix, a delayed copy, noises, a segment of another file
+Every mode makes a Report the same way: every system's metrics on every clip, the tables, the
+clips kept for --audio and --html; main() prints and writes it. The modes:
+  ground truth  a checkpoint trained on rendered scores, on its held-out triplets (pieces and
+                programs no training triplet used): stage 1's frame F1, then log-spectral
+                distance, chroma, onset F and MFCC against the truth, beside the systems that
+                learn nothing (fresh weights, random grains, Let it Bee (Driedger et al. 2015)),
+                the copies of input and target and the oracle; the gap to the oracle; the paired
+                comparison
+  pairs         a checkpoint on pairs of recorded music (its validation files, or --data_dir):
+                the blend verdicts, content against the input, timbre against the target, seams;
+                beside the same systems and references built from the pair (copies, the 50/50
+                mix, a delayed copy, noises, a segment of another file); the paired comparison
+  one file      an output file against its input and target, beside those references
 
-Prints three tables: the verdicts (blend / copy / hiss / unrelated) with the texture
-medians; the quality medians; and the paired comparison of the trained model with
-each baseline (median difference per pair, bootstrap 95% interval, share of pairs
-where the trained model is better).
+Paired comparisons give the median difference per clip, its bootstrap 95% interval and the share
+of clips where the trained model is better.
 """
 
 import argparse
@@ -26,7 +33,7 @@ import copy
 import csv
 import os
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import soundfile as sf
@@ -68,31 +75,38 @@ COMPARED = (UNTRAINED, NEAREST, "random grains", "Let it Bee", "50/50 mix")  # t
 PAGE_CLIPS = ("input", "target", TRAINED, *COMPARED)  # a listening page's columns, those present
 
 
-def medians(rows):
-    """{name: [metrics of each pair]} -> {name: (verdict shares, metric medians)}"""
-    summary = {}
-    for name, measured in rows.items():
-        verdicts = [verdict.verdict(m) for m in measured]
-        shares = {v: verdicts.count(v) / len(verdicts) for v in verdict.VERDICTS}
-        summary[name] = shares, {k: float(np.nanmedian([m[k] for m in measured])) for k in (*TEXTURE, *QUALITY)}
-    return summary
+@dataclass
+class Report:
+    """What every mode returns, for main() to print and write the same way."""
+    rows: dict  # {system: [metrics of each clip]}
+    text: str  # the tables
+    title: str  # the listening page's
+    page: list  # the listening page's rows (listening.write_page); [] without --html
+    rate: int = CascadeConfig.sample_rate  # of the kept clips' audio
+    kept: dict = field(default_factory=dict)  # {clip: {name: audio}}: the clips --audio and --html asked for
+    paired: list | None = None  # the paired comparison (comparison.compare), for --csv
+    csv: dict = field(default_factory=dict)  # --csv's files besides the paired one: {suffix: (header, rows)}
+    notes: str = ""  # the page's words above its rows
+    figures: dict | None = None  # the page's last column: {clip: (caption, image file)}
 
 
-def tables(summary, n_pairs):
-    width = max(32, *(len(name) + 1 for name in summary))
-    header = f"{'':<{width}}" + "".join(f" {v:>9}" for v in verdict.VERDICTS) + "".join(f" {k:>11}" for k in TEXTURE)
-    lines = [f"{n_pairs} pairs; verdict shares, then medians (texture metrics as range ratios to the sources; "
-             f"distances in dB; spectrum_span: dist to the nearer source over the sources' own)", header, "-" * len(header)]
-    for name, (shares, values) in summary.items():
-        lines.append(f"{name:<{width}}" + "".join(f" {shares[v]:>9.0%}" for v in verdict.VERDICTS)
-                     + "".join(f" {values[k]:>11.3f}" for k in TEXTURE))
-    header = f"{'':<{width}}" + "".join(f" {k:>12}" for k in QUALITY)
-    lines += ["", "quality, medians: content vs input (chroma cosine, onset F), timbre vs target (MFCC Frechet, "
-              "spectrum dB), seams (extra onsets/s, share of onsets on the 128 ms grid; 25% by chance)",
-              header, "-" * len(header)]
-    for name, (_, values) in summary.items():
-        lines.append(f"{name:<{width}}" + "".join(f" {values[k]:>12.3f}" for k in QUALITY))
-    return "\n".join(lines)
+def sampled(n_clips, max_clips, rng):
+    """Which clips are judged: at most max_clips of n_clips, drawn by rng, in order."""
+    return np.sort(rng.permutation(n_clips)[:max_clips])
+
+
+def judge_clips(n_clips, clip, judge, keep):
+    """Every system's metrics on every clip, and the kept clips' audio. clip(i) -> (what a kept clip
+    shows besides the systems: {name: audio}, {system: audio}); judge(i, systems) -> {system: metrics}.
+    # ({system: [metrics of each clip]}, {clip: {name: audio}})"""
+    rows, kept = {}, {}
+    for index in range(n_clips):
+        shown, systems = clip(index)
+        if index in keep:
+            kept[index] = {**shown, **systems}
+        for name, metrics in judge(index, systems).items():
+            rows.setdefault(name, []).append(metrics)
+    return rows, kept
 
 
 @torch.no_grad()
@@ -149,16 +163,6 @@ def write_audio(folder, index, systems, sample_rate):
         checkpointing.write_wav(os.path.join(folder, f"pair{index}_{listening.slug(name)}.wav"), audio, sample_rate)
 
 
-def page_rows(kept, rows, rate):
-    """The listening page's rows: each kept pair's input, target and the systems it compares."""
-    page = []
-    for index, systems in sorted(kept.items()):
-        clips = [(name, systems[name], rate, rows[name][index] if name in rows else None,
-                  verdict.verdict(rows[name][index]) if name in rows else None) for name in PAGE_CLIPS if name in systems]
-        page.append((f"pair {index}", clips))
-    return page
-
-
 def load_checkpoint(path):
     """(state, model in eval mode) of a checkpoint, or SystemExit saying why not."""
     try:
@@ -172,48 +176,6 @@ def trained_on_scores(state):
     """Whether a checkpoint's run trained on rendered scores (checkpoints before them trained on audio)."""
     hp = state["hyperparameters"]
     return hp.get("dataset") == "scores" and not hp["data_dir"]
-
-
-def evaluate_checkpoint(path, state, model, data_dir, max_pairs, seed, keep=()):
-    """The metrics of every system on the checkpoint's validation pairs ({name: [metrics of
-    each pair]}), the model's rate, and the input, target and every system's audio of the
-    pairs numbered in `keep` ({pair: {name: (N,)}})."""
-    hp = {**state["hyperparameters"], "dataset": "demo"}  # scores have their own evaluation: evaluate_truth
-    if data_dir:
-        hp["data_dir"] = data_dir
-    rate, segment = model.config.sample_rate, checkpointing.segment_samples(state)
-    tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp))
-    _, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
-    pairs = data.PairDataset(val_tracks, segment)
-    if len(pairs) == 0:
-        raise SystemExit("no validation pairs: the validation files are shorter than two segments")
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.permutation(len(pairs))[:max_pairs])
-    pairs.pairs = [pairs.pairs[i] for i in sample]
-    baseline, untrained = learns_nothing(model, seed)
-    codec = MDCTCodec(model.config.frame_dim)
-    trained_out, trained_grains = outputs(model, codec, pairs, hp["batch_size"], {})
-    untrained_out, untrained_grains = outputs(untrained, codec, pairs, hp["batch_size"], {})
-    grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
-    rows, kept = {}, {}
-    for index in range(len(pairs)):
-        x_in, x_tgt = (a.numpy() for a in pairs[index])
-        track = pairs.pairs[index][0]
-        other = tracks[(tracks.index(val_tracks[track]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
-        other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
-        systems = {TRAINED: trained_out[index], baseline: untrained_out[index],
-                   "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng),
-                   "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=seed + index),
-                   **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
-        if index in keep:
-            kept[index] = {"input": x_in, "target": x_tgt, **systems}
-        for name, metrics in judged(systems, x_in, x_tgt, rate, grid_seconds).items():
-            rows.setdefault(name, []).append(metrics)
-    print(f"{path} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
-          f"{hp['data_dir'] or 'the demo music'}")
-    if trained_grains:
-        print(grains_lines({TRAINED: trained_grains, baseline: untrained_grains}))
-    return rows, rate, kept
 
 
 def held_out_triplets(state, soundfont=""):
@@ -258,119 +220,6 @@ def truth_systems(model, seed):
         systems.update({TRUE_NOTES: (model, True, {}), REFINEMENT_OFF: (refinement_off(model), False, shared)})
     baseline, untrained = learns_nothing(model, seed)
     return {**systems, baseline: (untrained, False, {} if model.config.estimate else shared)}
-
-
-def evaluate_truth(path, state, model, triplets, max_pairs, seed, keep=()):
-    """Every system against the ground truth of the checkpoint's held-out triplets (pieces and
-    programs no training triplet used): {name: [groundtruth metrics of each triplet]}, the
-    model's rate, and the audio of the triplets numbered in `keep` ({triplet: {name: (N,)}})."""
-    hp = state["hyperparameters"]
-    rng = np.random.default_rng(seed)
-    sample = np.sort(rng.permutation(len(triplets))[:max_pairs])
-    triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
-    codec = MDCTCodec(model.config.frame_dim)
-    rate = model.config.sample_rate
-    made = {name: outputs(system, codec, triplets, hp["batch_size"], corpora, known)
-            for name, (system, known, corpora) in truth_systems(model, seed).items()}
-    rows, kept = {}, {}
-    for index in range(len(triplets)):
-        x_in, x_tgt, material, length, truth = triplets[index]
-        systems = {**{name: out[index] for name, (out, _) in made.items()},
-                   ORACLE: groundtruth.oracle(model.stage1.pointer, truth, material, length, rate),
-                   "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng, material, length),
-                   "Let it Bee": baselines.let_it_bee(x_in, material[:length], seed=seed + index),
-                   "copy of input": x_in, "copy of target": x_tgt}
-        if index in keep:
-            kept[index] = {"input": x_in, "target": x_tgt, TRUTH: truth, **systems}
-        heard = quality.features(truth, rate)
-        for name, audio in systems.items():
-            rows.setdefault(name, []).append(groundtruth.against_truth(audio, truth, heard, rate, model.config.frame_dim))
-    pieces = sorted({os.path.basename(triplets.paths[piece]) for piece, _ in triplets.items})
-    print(f"{path} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played by "
-          f"programs {triplets.programs} of {os.path.basename(triplets.renderer.soundfont)}; no training triplet used "
-          f"these pieces or programs")
-    grains = {name: stats for name, (_, stats) in made.items()}
-    if any(grains.values()):  # every grain is the material's: the shares say nothing here
-        print(grains_lines(grains, sources=False))
-    return rows, rate, kept
-
-
-def truth_tables(rows, seed):
-    """The ground-truth table (medians), how much of the gap to the oracle the trained model
-    closes on log-spectral distance, and the paired comparison with every other row."""
-    width = max(len(name) for name in rows) + 2
-    lines = [f"{len(rows[TRAINED])} triplets against their ground truth, medians: log-spectral distance on a mel "
-             f"spectrogram (dB), chroma cosine, onset F, MFCC Frechet distance",
-             f"{'':<{width}}" + "".join(f" {k:>14}" for k in groundtruth.METRICS)]
-    lines.append("-" * len(lines[-1]))
-    lsd = {name: float(np.nanmedian([m["lsd"] for m in measured])) for name, measured in rows.items()}
-    for name, measured in rows.items():
-        lines.append(f"{name:<{width}}" + "".join(f" {np.nanmedian([m[k] for m in measured]):>14.3f}"
-                                                 for k in groundtruth.METRICS))
-    baseline = min((name for name in LEARNS_NOTHING if name in lsd), key=lambda name: lsd[name])
-    gap = lsd[baseline] - lsd[ORACLE]
-
-    def closes(name):
-        closed = (lsd[baseline] - lsd[name]) / gap if gap > 0 else float("nan")
-        return f"the {name}, {lsd[name]:.2f} dB, closes {closed:.0%} of it"
-
-    lines += ["", f"gap to the oracle on lsd: {baseline} (the nearest of the systems that learn nothing) "
-                  f"{lsd[baseline]:.2f} dB, oracle {lsd[ORACLE]:.2f} dB; "
-                  + "; ".join(closes(name) for name in (TRAINED, TRUE_NOTES) if name in lsd)]
-    paired = comparison.compare(rows, TRAINED, [name for name in rows if name != TRAINED], groundtruth.METRICS, seed)
-    return "\n".join(lines) + "\n\n" + comparison.text(paired, TRAINED), paired
-
-
-def truth_page_rows(kept, rows, rate):
-    """The listening page's rows for triplets: input, target, ground truth, then every system."""
-    names = ("input", "target", TRUTH, TRAINED, TRUE_NOTES, NEAREST, UNTRAINED, ORACLE, "Let it Bee")
-    return [(f"triplet {index}", [(name, systems[name], rate, rows[name][index] if name in rows else None, None)
-                                  for name in names if name in systems]) for index, systems in sorted(kept.items())]
-
-
-def evaluate_files(input_path, target_path, output_path, sample_rate, seed):
-    """The metrics of one output file (and of the references made of its input and target):
-    {name: [metrics]}, and the target as judged (a folder's files one after another,
-    looped to the output's length, as generate.py's transformers hear it)."""
-    try:
-        x_in, out = (data.read_audio(p, sample_rate) for p in (input_path, output_path))
-        x_tgt = np.concatenate([data.read_audio(p, sample_rate) for p in target_files.audio_paths(target_path)])
-    except ValueError as e:
-        raise SystemExit(f"cannot use {e}") from None
-    n = len(out)
-    x_in, x_tgt = np.resize(x_in, n), np.resize(x_tgt, n)  # as generate.py loops the clips to the output's length
-    rng = np.random.default_rng(seed)
-    config = CascadeConfig()
-    grid_seconds = config.chunk_frames * config.frame_dim / sample_rate
-    references = baselines.references(x_in, x_tgt, rng.standard_normal(n), sample_rate, rng)
-    del references["another file"]  # there is no other file here
-    print(f"{output_path} against input {input_path} and target {target_path}, at {sample_rate} Hz")
-    rows = {name: [metrics] for name, metrics in judged({"output": out, **references}, x_in, x_tgt, sample_rate,
-                                                         grid_seconds).items()}
-    return rows, x_tgt, references["50/50 mix"]
-
-
-def files_page(input_path, target_path, output_path, rows, x_tgt, mix, sample_rate):
-    """The listening page's row for one output file: the input, output and a target file as
-    they are (generate.py's full rate; a target folder as judged), and the 50/50 mix at the
-    rate they were judged at."""
-    def as_is(path):  # -> (audio, rate)
-        return sf.read(path, dtype="float32")
-
-    target = (x_tgt, sample_rate) if os.path.isdir(target_path) else as_is(target_path)
-    output, mixed = rows["output"][0], rows["50/50 mix"][0]
-    clips = [("input", *as_is(input_path), None, None), ("target", *target, None, None),
-             ("output", *as_is(output_path), output, verdict.verdict(output)),
-             ("50/50 mix", mix, sample_rate, mixed, verdict.verdict(mixed))]
-    return [(os.path.basename(output_path), clips)]
-
-
-def write_summary_csv(summary, path):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["row", *verdict.VERDICTS, *TEXTURE, *QUALITY])
-        for name, (shares, values) in summary.items():
-            writer.writerow([name, *(f"{shares[v]:.4f}" for v in verdict.VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
 
 
 def blocks_reset(model, seed):
@@ -427,67 +276,257 @@ def transcription_figures(folder, model, triplets, kept):
     return figures
 
 
-def report_truth(args, state, model, keep, audio_pairs):
-    """evaluate.py on a checkpoint trained on rendered scores: the ground-truth tables, stage 1's
-    transcription, and the audio, listening page and CSV files asked for."""
-    train, held_out = held_out_triplets(state, args.soundfont)
+def judge_truth(args, state, model, keep):
+    """The ground-truth mode: stage 1's transcription of the held-out pieces (printed first), then
+    every system against the ground truth of the checkpoint's held-out triplets (pieces and
+    programs no training triplet used), rendered with its SoundFont or --soundfont."""
+    hp = state["hyperparameters"]
+    train, triplets = held_out_triplets(state, args.soundfont)
     if model.config.notes:
-        print(transcription_table(state, model, train, held_out) + "\n")
-    rows, rate, kept = evaluate_truth(args.ckpt, state, model, held_out, args.pairs, args.seed, keep)
-    for index in audio_pairs if args.audio else ():
-        if index in kept:
-            write_audio(args.audio, index, kept[index], rate)
+        print(transcription_table(state, model, train, triplets) + "\n")
+    rng = np.random.default_rng(args.seed)
+    sample = sampled(len(triplets), args.pairs, rng)
+    triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
+    codec, rate = MDCTCodec(model.config.frame_dim), model.config.sample_rate
+    made = {name: outputs(system, codec, triplets, hp["batch_size"], corpora, known)
+            for name, (system, known, corpora) in truth_systems(model, args.seed).items()}
+
+    def clip(index):
+        x_in, x_tgt, material, length, truth = triplets[index]
+        return {"input": x_in, "target": x_tgt, TRUTH: truth}, {
+            **{name: out[index] for name, (out, _) in made.items()},
+            ORACLE: groundtruth.oracle(model.stage1.pointer, truth, material, length, rate),
+            "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng, material, length),
+            "Let it Bee": baselines.let_it_bee(x_in, material[:length], seed=args.seed + index),
+            "copy of input": x_in, "copy of target": x_tgt}
+
+    def judge(index, systems):
+        truth = triplets[index][4]
+        heard = quality.features(truth, rate)
+        return {name: groundtruth.against_truth(audio, truth, heard, rate, model.config.frame_dim)
+                for name, audio in systems.items()}
+
+    rows, kept = judge_clips(len(triplets), clip, judge, keep)
+    pieces = sorted({os.path.basename(triplets.paths[piece]) for piece, _ in triplets.items})
+    print(f"{args.ckpt} (epoch {state['epoch']}) on {len(triplets)} held-out triplets: pieces {', '.join(pieces)} played "
+          f"by programs {triplets.programs} of {os.path.basename(triplets.renderer.soundfont)}; no training triplet used "
+          f"these pieces or programs")
+    grains = {name: stats for name, (_, stats) in made.items()}
+    if any(grains.values()):  # every grain is the material's: the shares say nothing here
+        print(grains_lines(grains, sources=False))
     text, paired = truth_tables(rows, args.seed)
-    print(text)
-    if args.html:
-        title = f"{os.path.basename(args.ckpt)}: {len(kept)} held-out triplets"
-        notes = ("Here each row is a held-out triplet, and each system is judged against the ground truth instead: "
-                 "log-spectral distance in dB (lsd, lower: closer), chroma and onset F (higher: closer), MFCC Fréchet "
-                 "(lower: closer). The last column: the input's notes in the score, above stage 1's transcription of it.")
-        figures = transcription_figures(args.html, model, held_out, kept) if model.config.notes else None
-        page = listening.write_page(args.html, title, truth_page_rows(kept, rows, rate), text, notes, figures)
-        print(f"listening page: {page}")
-    if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["row", "triplet", *groundtruth.METRICS])
-            for name, measured in rows.items():
-                writer.writerows([name, index, *(f"{m[k]:.4f}" for k in groundtruth.METRICS)]
-                                 for index, m in enumerate(measured))
-        comparison.write_csv(paired, args.csv.removesuffix(".csv") + ".paired.csv")
+    per_triplet = [[name, index, *(f"{m[k]:.4f}" for k in groundtruth.METRICS)]
+                   for name, measured in rows.items() for index, m in enumerate(measured)]
+    return Report(rows, text, f"{os.path.basename(args.ckpt)}: {len(kept)} held-out triplets",
+                  truth_page_rows(kept, rows, rate) if args.html else [], rate, kept, paired,
+                  {"": (["row", "triplet", *groundtruth.METRICS], per_triplet)},
+                  notes=("Here each row is a held-out triplet, and each system is judged against the ground truth "
+                         "instead: log-spectral distance in dB (lsd, lower: closer), chroma and onset F (higher: closer), "
+                         "MFCC Fréchet (lower: closer). The last column: the input's notes in the score, above stage 1's "
+                         "transcription of it."),
+                  figures=transcription_figures(args.html, model, triplets, kept) if args.html and model.config.notes
+                  else None)
 
 
-def write_pairs_csv(rows, path):
-    """Every metric and the verdict of every system on every pair: what the tables summarise."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["row", "pair", "verdict", *TEXTURE, *QUALITY])
-        for name, measured in rows.items():
-            for index, m in enumerate(measured):
-                writer.writerow([name, index, verdict.verdict(m), *(f"{m[k]:.4f}" for k in (*TEXTURE, *QUALITY))])
+def truth_tables(rows, seed):
+    """The ground-truth table (medians), how much of the gap to the oracle the trained model
+    closes on log-spectral distance, and the paired comparison with every other row."""
+    width = max(len(name) for name in rows) + 2
+    lines = [f"{len(rows[TRAINED])} triplets against their ground truth, medians: log-spectral distance on a mel "
+             f"spectrogram (dB), chroma cosine, onset F, MFCC Frechet distance",
+             f"{'':<{width}}" + "".join(f" {k:>14}" for k in groundtruth.METRICS)]
+    lines.append("-" * len(lines[-1]))
+    lsd = {name: float(np.nanmedian([m["lsd"] for m in measured])) for name, measured in rows.items()}
+    for name, measured in rows.items():
+        lines.append(f"{name:<{width}}" + "".join(f" {np.nanmedian([m[k] for m in measured]):>14.3f}"
+                                                 for k in groundtruth.METRICS))
+    baseline = min((name for name in LEARNS_NOTHING if name in lsd), key=lambda name: lsd[name])
+    gap = lsd[baseline] - lsd[ORACLE]
+
+    def closes(name):
+        closed = (lsd[baseline] - lsd[name]) / gap if gap > 0 else float("nan")
+        return f"the {name}, {lsd[name]:.2f} dB, closes {closed:.0%} of it"
+
+    lines += ["", f"gap to the oracle on lsd: {baseline} (the nearest of the systems that learn nothing) "
+                  f"{lsd[baseline]:.2f} dB, oracle {lsd[ORACLE]:.2f} dB; "
+                  + "; ".join(closes(name) for name in (TRAINED, TRUE_NOTES) if name in lsd)]
+    paired = comparison.compare(rows, TRAINED, [name for name in rows if name != TRAINED], groundtruth.METRICS, seed)
+    return "\n".join(lines) + "\n\n" + comparison.text(paired, TRAINED), paired
+
+
+def truth_page_rows(kept, rows, rate):
+    """The listening page's rows for triplets: input, target, ground truth, then every system."""
+    names = ("input", "target", TRUTH, TRAINED, TRUE_NOTES, NEAREST, UNTRAINED, ORACLE, "Let it Bee")
+    return [(f"triplet {index}", [(name, systems[name], rate, rows[name][index] if name in rows else None, None)
+                                  for name in names if name in systems]) for index, systems in sorted(kept.items())]
+
+
+def medians(rows):
+    """{name: [metrics of each pair]} -> {name: (verdict shares, metric medians)}"""
+    summary = {}
+    for name, measured in rows.items():
+        verdicts = [verdict.verdict(m) for m in measured]
+        shares = {v: verdicts.count(v) / len(verdicts) for v in verdict.VERDICTS}
+        summary[name] = shares, {k: float(np.nanmedian([m[k] for m in measured])) for k in (*TEXTURE, *QUALITY)}
+    return summary
+
+
+def tables(summary, n_pairs):
+    width = max(32, *(len(name) + 1 for name in summary))
+    header = f"{'':<{width}}" + "".join(f" {v:>9}" for v in verdict.VERDICTS) + "".join(f" {k:>11}" for k in TEXTURE)
+    lines = [f"{n_pairs} pairs; verdict shares, then medians (texture metrics as range ratios to the sources; "
+             f"distances in dB; spectrum_span: dist to the nearer source over the sources' own)", header, "-" * len(header)]
+    for name, (shares, values) in summary.items():
+        lines.append(f"{name:<{width}}" + "".join(f" {shares[v]:>9.0%}" for v in verdict.VERDICTS)
+                     + "".join(f" {values[k]:>11.3f}" for k in TEXTURE))
+    header = f"{'':<{width}}" + "".join(f" {k:>12}" for k in QUALITY)
+    lines += ["", "quality, medians: content vs input (chroma cosine, onset F), timbre vs target (MFCC Frechet, "
+              "spectrum dB), seams (extra onsets/s, share of onsets on the 128 ms grid; 25% by chance)",
+              header, "-" * len(header)]
+    for name, (_, values) in summary.items():
+        lines.append(f"{name:<{width}}" + "".join(f" {values[k]:>12.3f}" for k in QUALITY))
+    return "\n".join(lines)
+
+
+def page_rows(kept, rows, rate):
+    """The listening page's rows: each kept pair's input, target and the systems it compares."""
+    page = []
+    for index, systems in sorted(kept.items()):
+        clips = [(name, systems[name], rate, rows[name][index] if name in rows else None,
+                  verdict.verdict(rows[name][index]) if name in rows else None) for name in PAGE_CLIPS if name in systems]
+        page.append((f"pair {index}", clips))
+    return page
+
+
+def pairs_csv(rows, summary):
+    """--csv's files in the modes without a truth: the medians, and every metric and verdict of every
+    system on every clip (NAME.pairs.csv)."""
+    medians_rows = [[name, *(f"{shares[v]:.4f}" for v in verdict.VERDICTS), *(f"{values[k]:.4f}" for k in (*TEXTURE, *QUALITY))]
+                    for name, (shares, values) in summary.items()]
+    every = [[name, index, verdict.verdict(m), *(f"{m[k]:.4f}" for k in (*TEXTURE, *QUALITY))]
+             for name, measured in rows.items() for index, m in enumerate(measured)]
+    return {"": (["row", *verdict.VERDICTS, *TEXTURE, *QUALITY], medians_rows),
+            ".pairs": (["row", "pair", "verdict", *TEXTURE, *QUALITY], every)}
+
+
+def without_truth(rows, seed):
+    """The tables of the modes without a truth: verdicts and quality medians, and with a trained
+    model's row its paired comparison with the baselines present. # (text, paired, csv files)"""
+    summary = medians(rows)
+    text = tables(summary, len(next(iter(rows.values()))))
+    paired = comparison.compare(rows, TRAINED, [name for name in COMPARED if name in rows], QUALITY, seed) \
+        if TRAINED in rows else None
+    if paired:
+        text += "\n\n" + comparison.text(paired, TRAINED)
+    return text, paired, pairs_csv(rows, summary)
+
+
+def judge_pairs(args, state, model, keep):
+    """The pairs mode: every system on the checkpoint's validation pairs (its validation files, or
+    --data_dir's), against input and target."""
+    hp = {**state["hyperparameters"], "dataset": "demo"}  # scores have their own evaluation: judge_truth
+    if args.data_dir:
+        hp["data_dir"] = args.data_dir
+    rate, segment = model.config.sample_rate, checkpointing.segment_samples(state)
+    tracks = data.run_tracks(hyperparameters.section(data.DataConfig, hp))
+    _, val_tracks = data.split_by_file(tracks, hp["val_fraction"], hp["seed"])
+    pairs = data.PairDataset(val_tracks, segment)
+    if len(pairs) == 0:
+        raise SystemExit("no validation pairs: the validation files are shorter than two segments")
+    rng = np.random.default_rng(args.seed)
+    pairs.pairs = [pairs.pairs[i] for i in sampled(len(pairs), args.pairs, rng)]
+    baseline, untrained = learns_nothing(model, args.seed)
+    codec = MDCTCodec(model.config.frame_dim)
+    trained_out, trained_grains = outputs(model, codec, pairs, hp["batch_size"], {})
+    untrained_out, untrained_grains = outputs(untrained, codec, pairs, hp["batch_size"], {})
+    grid_seconds = model.config.chunk_frames * model.config.frame_dim / rate
+
+    def clip(index):
+        x_in, x_tgt = (a.numpy() for a in pairs[index])
+        other = tracks[(tracks.index(val_tracks[pairs.pairs[index][0]]) + 1 + int(rng.integers(len(tracks) - 1))) % len(tracks)]
+        other_audio = other.read(int(rng.integers(other.n_samples - segment + 1)), segment)
+        return {"input": x_in, "target": x_tgt}, {
+            TRAINED: trained_out[index], baseline: untrained_out[index],
+            "random grains": baselines.random_grains(x_in, x_tgt, model.config, rng),
+            "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=args.seed + index),
+            **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
+
+    def judge(index, systems):
+        return judged(systems, *(a.numpy() for a in pairs[index]), rate, grid_seconds)
+
+    rows, kept = judge_clips(len(pairs), clip, judge, keep)
+    print(f"{args.ckpt} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
+          f"{hp['data_dir'] or 'the demo music'}")
+    if trained_grains:
+        print(grains_lines({TRAINED: trained_grains, baseline: untrained_grains}))
+    text, paired, csv_files = without_truth(rows, args.seed)
+    return Report(rows, text, f"{os.path.basename(args.ckpt)}: {len(kept)} validation pairs",
+                  page_rows(kept, rows, rate) if args.html else [], rate, kept, paired, csv_files)
+
+
+def judge_file(args):
+    """The one-file mode: an output file (and the references made of its input and target) against
+    its input and its target (a folder's files one after another, looped to the output's length,
+    as generate.py's transformers hear it)."""
+    rate = args.sample_rate
+    try:
+        x_in, out = (data.read_audio(p, rate) for p in (args.input, args.output))
+        x_tgt = np.concatenate([data.read_audio(p, rate) for p in target_files.audio_paths(args.target)])
+    except ValueError as e:
+        raise SystemExit(f"cannot use {e}") from None
+    n = len(out)
+    x_in, x_tgt = np.resize(x_in, n), np.resize(x_tgt, n)  # as generate.py loops the clips to the output's length
+    rng = np.random.default_rng(args.seed)
+    config = CascadeConfig()
+    grid_seconds = config.chunk_frames * config.frame_dim / rate
+    references = baselines.references(x_in, x_tgt, rng.standard_normal(n), rate, rng)
+    del references["another file"]  # there is no other file here
+    print(f"{args.output} against input {args.input} and target {args.target}, at {rate} Hz")
+    rows, _ = judge_clips(1, lambda _: ({}, {"output": out, **references}),
+                          lambda _, systems: judged(systems, x_in, x_tgt, rate, grid_seconds), keep=())
+    text, paired, csv_files = without_truth(rows, args.seed)
+    page = files_page(args.input, args.target, args.output, rows, x_tgt, references["50/50 mix"], rate) if args.html else []
+    return Report(rows, text, f"{os.path.basename(args.output)} against its input and target", page, rate,
+                  paired=paired, csv=csv_files)
+
+
+def files_page(input_path, target_path, output_path, rows, x_tgt, mix, sample_rate):
+    """The listening page's row for one output file: the input, output and a target file as
+    they are (generate.py's full rate; a target folder as judged), and the 50/50 mix at the
+    rate they were judged at."""
+    def as_is(path):  # -> (audio, rate)
+        return sf.read(path, dtype="float32")
+
+    target = (x_tgt, sample_rate) if os.path.isdir(target_path) else as_is(target_path)
+    output, mixed = rows["output"][0], rows["50/50 mix"][0]
+    clips = [("input", *as_is(input_path), None, None), ("target", *target, None, None),
+             ("output", *as_is(output_path), output, verdict.verdict(output)),
+             ("50/50 mix", mix, sample_rate, mixed, verdict.verdict(mixed))]
+    return [(os.path.basename(output_path), clips)]
 
 
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument("--ckpt", help="a checkpoint written by train.py: judge its validation pairs")
-    parser.add_argument("--data_dir", default="", help="with --ckpt: validate on this folder's files instead")
+    parser.add_argument("--ckpt", help="a checkpoint written by train.py: judge it on its held-out triplets (trained "
+                                       "on scores) or its validation pairs")
     parser.add_argument("--soundfont", default="", help="with --ckpt trained on scores: render its held-out triplets "
                                                          "with this .sf2/.sf3 SoundFont instead of the run's own")
-    parser.add_argument("--pairs", type=int, default=64, help="with --ckpt: at most this many validation pairs")
+    parser.add_argument("--data_dir", default="", help="with --ckpt: judge it on pairs of this folder's files instead")
+    parser.add_argument("--pairs", type=int, default=64, help="with --ckpt: at most this many triplets or pairs")
     parser.add_argument("--audio", help="with --ckpt: write the --audio_pairs' input, target and every system's "
                                         "output to this folder as WAV (then: python plot.py --compare FOLDER)")
-    parser.add_argument("--audio_pairs", default="0,1", help="with --audio: comma-separated pair numbers")
+    parser.add_argument("--audio_pairs", default="0,1", help="with --audio: comma-separated clip numbers")
     parser.add_argument("--html", help="also write a listening page to this folder: index.html with every clip's "
                                        "player and spectrogram, the verdicts, metrics and tables (open it from disk)")
-    parser.add_argument("--html_pairs", type=int, default=8, help="with --html and --ckpt: the page's first N pairs")
+    parser.add_argument("--html_pairs", type=int, default=8, help="with --html and --ckpt: the page's first N clips")
     parser.add_argument("--input", help="with --target and --output: judge one output file")
     parser.add_argument("--target", help="with --output: the target file, or the folder generate.py drew on")
     parser.add_argument("--output")
     parser.add_argument("--sample_rate", type=int, default=CascadeConfig.sample_rate,
                         help="with --output: the rate to judge at (the model's default)")
-    parser.add_argument("--seed", type=int, default=0, help="the pair sample, noises, random grains and fresh weights")
-    parser.add_argument("--csv", help="also write the verdict and quality medians to this CSV file, and beside it "
-                                      "NAME.paired.csv (the paired comparison) and NAME.pairs.csv (every pair's metrics)")
+    parser.add_argument("--seed", type=int, default=0, help="the clip sample, noises, random grains and fresh weights")
+    parser.add_argument("--csv", help="also write the rows' metrics to this CSV file, and beside it NAME.paired.csv "
+                                      "(the paired comparison); without a truth also NAME.pairs.csv (every pair's metrics)")
     args = parser.parse_args(argv)
     if args.pairs < 1:
         parser.error(f"--pairs={args.pairs} must be at least 1")
@@ -500,36 +539,26 @@ def main(argv):
     if args.ckpt:
         keep = (audio_pairs if args.audio else set()) | (set(range(args.html_pairs)) if args.html else set())
         state, model = load_checkpoint(args.ckpt)
-        if trained_on_scores(state) and not args.data_dir:
-            return report_truth(args, state, model, keep, audio_pairs)
-        rows, rate, kept = evaluate_checkpoint(args.ckpt, state, model, args.data_dir, args.pairs, args.seed, keep)
-        for index in audio_pairs if args.audio else ():
-            if index in kept:
-                write_audio(args.audio, index, kept[index], rate)
-        page = page_rows(kept, rows, rate) if args.html else None
-        title = f"{os.path.basename(args.ckpt)}: {len(kept)} validation pairs"
+        judge = judge_truth if trained_on_scores(state) and not args.data_dir else judge_pairs
+        report = judge(args, state, model, keep)
     elif args.input and args.target and args.output:
-        rows, x_tgt, mix = evaluate_files(args.input, args.target, args.output, args.sample_rate, args.seed)
-        page = files_page(args.input, args.target, args.output, rows, x_tgt, mix, args.sample_rate) if args.html else None
-        title = f"{os.path.basename(args.output)} against its input and target"
+        report = judge_file(args)
     else:
         parser.error("give --ckpt, or all three of --input, --target and --output")
-    n_pairs = len(next(iter(rows.values())))
-    summary = medians(rows)
-    text = tables(summary, n_pairs)
-    paired = comparison.compare(rows, TRAINED, [name for name in COMPARED if name in rows], QUALITY, args.seed) \
-        if TRAINED in rows else None
-    if paired:
-        text += "\n\n" + comparison.text(paired, TRAINED)
-    print(text)
-    if page:
-        print(f"listening page: {listening.write_page(args.html, title, page, text)}")
+    for index in audio_pairs if args.audio else ():
+        if index in report.kept:
+            write_audio(args.audio, index, report.kept[index], report.rate)
+    print(report.text)
+    if args.html:
+        page = listening.write_page(args.html, report.title, report.page, report.text, report.notes, report.figures)
+        print(f"listening page: {page}")
     if args.csv:
         stem = args.csv.removesuffix(".csv")
-        write_summary_csv(summary, args.csv)
-        write_pairs_csv(rows, stem + ".pairs.csv")
-        if paired:
-            comparison.write_csv(paired, stem + ".paired.csv")
+        for suffix, (header, lines) in report.csv.items():
+            with open(stem + suffix + ".csv", "w", newline="") as f:
+                csv.writer(f).writerows([header, *lines])
+        if report.paired:
+            comparison.write_csv(report.paired, stem + ".paired.csv")
 
 
 if __name__ == "__main__":
