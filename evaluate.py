@@ -6,7 +6,7 @@ against its input and target where there is none.
     python evaluate.py --ckpt ... --soundfont=OTHER.sf2   # the held-out triplets rendered with another SoundFont
     python evaluate.py --ckpt ... --data_dir=~/music      # pairs of your music, which have no truth
     python evaluate.py --ckpt ... --csv=eval.csv          # also the rows' metrics and the paired comparison as CSV
-    python evaluate.py --ckpt ... --audio=DIR --audio_pairs=3,20  # also those clips' audio, every system's
+    python evaluate.py --ckpt ... --audio=DIR --audio_clips=3,20  # also those clips' audio, every system's
     python evaluate.py --ckpt ... --html=DIR              # also a listening page: DIR/index.html, 8 clips
     python evaluate.py --input a.wav --target b.wav --output out.wav   # one file, e.g. what generate.py wrote
 
@@ -115,7 +115,7 @@ def outputs(model, codec, pairs, batch_size, corpora, known_notes=False):
     for a pointer head how its final stage chose grains: the share taken from each of its sources
     (the corpus counts as the target) and the share of chunks that carry on the previous chunk's
     grain. corpora: training.encode's. known_notes: triplets, the model given the scores' notes of
-    input and material in place of stage 1's (Cascade's sounding).
+    input and material in place of stage 1's (Cascade's roll).
     # -> list of (N,) numpy, {"shares": (3,), "continued": float} or None"""
     result, counts, continued, joins = [], torch.zeros(3), 0, 0
     for start in range(0, len(pairs), batch_size):
@@ -123,7 +123,7 @@ def outputs(model, codec, pairs, batch_size, corpora, known_notes=False):
         batch = pairs.batch(indices)
         rolls = torch.stack([torch.from_numpy(pairs.material_roll(i)) for i in indices]) if known_notes else None
         x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora, rolls)
-        out, stats = model(x_in, x_tgt, corpus, sounding=batch.rolls if known_notes else None)
+        out, stats = model(x_in, x_tgt, corpus, roll=batch.rolls if known_notes else None)
         result += list(codec.decode(out, batch.inputs.shape[1]).numpy())
         if "grains2" in stats:  # eval: (B, n_chunks, 1), numbered source * T + start, then the corpus's
             grains = stats["grains2"][..., 0]
@@ -285,7 +285,7 @@ def judge_truth(args, state, model, keep):
     if model.config.notes:
         print(transcription_table(state, model, train, triplets) + "\n")
     rng = np.random.default_rng(args.seed)
-    sample = sampled(len(triplets), args.pairs, rng)
+    sample = sampled(len(triplets), args.clips, rng)
     triplets.items, triplets.draws = [triplets.items[i] for i in sample], [triplets.draws[i] for i in sample]
     codec, rate = MDCTCodec(model.config.frame_dim), model.config.sample_rate
     made = {name: outputs(system, codec, triplets, hp["batch_size"], corpora, known)
@@ -434,7 +434,7 @@ def judge_pairs(args, state, model, keep):
     if len(pairs) == 0:
         raise SystemExit("no validation pairs: the validation files are shorter than two segments")
     rng = np.random.default_rng(args.seed)
-    pairs.pairs = [pairs.pairs[i] for i in sampled(len(pairs), args.pairs, rng)]
+    pairs.pairs = [pairs.pairs[i] for i in sampled(len(pairs), args.clips, rng)]
     baseline, untrained = learns_nothing(model, args.seed)
     codec = MDCTCodec(model.config.frame_dim)
     trained_out, trained_grains = outputs(model, codec, pairs, hp["batch_size"], {})
@@ -512,13 +512,13 @@ def main(argv):
     parser.add_argument("--soundfont", default="", help="with --ckpt trained on scores: render its held-out triplets "
                                                          "with this .sf2/.sf3 SoundFont instead of the run's own")
     parser.add_argument("--data_dir", default="", help="with --ckpt: judge it on pairs of this folder's files instead")
-    parser.add_argument("--pairs", type=int, default=64, help="with --ckpt: at most this many triplets or pairs")
-    parser.add_argument("--audio", help="with --ckpt: write the --audio_pairs' input, target and every system's "
+    parser.add_argument("--clips", type=int, default=64, help="with --ckpt: at most this many triplets or pairs")
+    parser.add_argument("--audio", help="with --ckpt: write the --audio_clips' input, target and every system's "
                                         "output to this folder as WAV (then: python plot.py --compare FOLDER)")
-    parser.add_argument("--audio_pairs", default="0,1", help="with --audio: comma-separated clip numbers")
+    parser.add_argument("--audio_clips", default="0,1", help="with --audio: comma-separated clip numbers")
     parser.add_argument("--html", help="also write a listening page to this folder: index.html with every clip's "
                                        "player and spectrogram, the verdicts, metrics and tables (open it from disk)")
-    parser.add_argument("--html_pairs", type=int, default=8, help="with --html and --ckpt: the page's first N clips")
+    parser.add_argument("--html_clips", type=int, default=8, help="with --html and --ckpt: the page's first N clips")
     parser.add_argument("--input", help="with --target and --output: judge one output file")
     parser.add_argument("--target", help="with --output: the target file, or the folder generate.py drew on")
     parser.add_argument("--output")
@@ -528,16 +528,16 @@ def main(argv):
     parser.add_argument("--csv", help="also write the rows' metrics to this CSV file, and beside it NAME.paired.csv "
                                       "(the paired comparison); without a truth also NAME.pairs.csv (every pair's metrics)")
     args = parser.parse_args(argv)
-    if args.pairs < 1:
-        parser.error(f"--pairs={args.pairs} must be at least 1")
+    if args.clips < 1:
+        parser.error(f"--clips={args.clips} must be at least 1")
     try:
-        audio_pairs = {int(i) for i in args.audio_pairs.split(",")}
+        audio_clips = {int(i) for i in args.audio_clips.split(",")}
     except ValueError:
-        parser.error(f"--audio_pairs={args.audio_pairs!r} must be comma-separated pair numbers, e.g. 3,20")
-    if args.html_pairs < 1:
-        parser.error(f"--html_pairs={args.html_pairs} must be at least 1")
+        parser.error(f"--audio_clips={args.audio_clips!r} must be comma-separated clip numbers, e.g. 3,20")
+    if args.html_clips < 1:
+        parser.error(f"--html_clips={args.html_clips} must be at least 1")
     if args.ckpt:
-        keep = (audio_pairs if args.audio else set()) | (set(range(args.html_pairs)) if args.html else set())
+        keep = (audio_clips if args.audio else set()) | (set(range(args.html_clips)) if args.html else set())
         state, model = load_checkpoint(args.ckpt)
         judge = judge_truth if trained_on_scores(state) and not args.data_dir else judge_pairs
         report = judge(args, state, model, keep)
@@ -545,7 +545,7 @@ def main(argv):
         report = judge_file(args)
     else:
         parser.error("give --ckpt, or all three of --input, --target and --output")
-    for index in audio_pairs if args.audio else ():
+    for index in audio_clips if args.audio else ():
         if index in report.kept:
             write_audio(args.audio, index, report.kept[index], report.rate)
     print(report.text)

@@ -351,7 +351,7 @@ class NoteSpectra(nn.Module):
         """mel_db no lower than DB_BELOW_PEAK below peak, each clip's own. # (B, ..., N_MELS), (B,) -> like mel_db"""
         return torch.maximum(mel_db, (peak - DB_BELOW_PEAK).view(-1, *[1] * (mel_db.dim() - 1)))
 
-    def estimate(self, spectra, sounding):
+    def fixed_fit(self, spectra, sounding):
         """The mel spectrum in dB of the keys that sound, played with the spectra. # (B, F, N_KEYS+1),
         (B, T, N_KEYS) 0/1 -> (B, T, N_MELS)"""
         return self.mel_db(F.pad(sounding.float(), (0, 1), value=1.0) @ spectra.transpose(1, 2))
@@ -754,7 +754,7 @@ class EstimateHead(nn.Module):
     """Stage 2's head: each chunk of R frames plays the corpus's grain whose mel spectrum is
     nearest the estimate of the truth over the chunk (squared dB summed over its frames, as the
     oracle measures), the estimate refined by the stage's blocks. The blocks see the fixed fit
-    (NoteSpectra.estimate) and stage 1's note probabilities (`seen`, added to the frames);
+    (NoteSpectra.fixed_fit) and stage 1's note probabilities (`seen`, added to the frames);
     `refine` moves the fit frame by frame and starts at zero, so an untrained head plays the
     fixed fit. Training teaches the refinement by regression to the truth's mel spectrum
     (objective's estimate term); the choice passes no gradient, so training plays exactly
@@ -872,7 +872,7 @@ class Cascade(nn.Module):
         if config.estimate:
             self.codec, self.note_spectra = MDCTCodec(config.frame_dim), NoteSpectra(config.frame_dim, config.sample_rate)
 
-    def forward(self, x_in, x_tgt, corpus=None, notes_only=False, sounding=None):
+    def forward(self, x_in, x_tgt, corpus=None, notes_only=False, roll=None):
         """x_in, x_tgt: (B, D, T) -> out2 (B, D, T) float32, and stats: out1, each stage's
         scale factor (target RMS / pre-scaling RMS, (B,)) and, for the pointer head, the
         grains each stage played (grains1, grains2), and with pointer_fine the fine levels each
@@ -880,8 +880,8 @@ class Cascade(nn.Module):
         instead of the target's; x_tgt is still what the transformers see. With notes, stage 1's
         note logits (notes, (B, T, N_KEYS)). With estimate, stage 2 plays toward an estimate of
         the truth: the corpus's per-key spectra (without a corpus, the target clip's) sounding the
-        keys stage 1 hears in the input, or those of `sounding` ((B, T, N_KEYS) 0/1: the input's
-        notes, known); stats then hold the fixed fit and the refined estimate (fitted, estimate:
+        keys stage 1 hears in the input, or those of `roll` ((B, T, N_KEYS) 0/1: the input's piano
+        roll, its notes known); stats then hold the fixed fit and the refined estimate (fitted, estimate:
         (B, T, N_MELS), mel dB at the corpus's unit level). notes_only: (None, {"notes":
         transcribe()}), playing nothing: a transcription step, through forward since DDP syncs
         gradients there alone."""
@@ -900,7 +900,7 @@ class Cascade(nn.Module):
             if corpus is None:
                 corpus = self.target_corpus(x_tgt)
             probabilities = made1["notes"].float().sigmoid()
-            fitted = self.note_spectra.estimate(corpus.spectra, probabilities > 0.5 if sounding is None else sounding)
+            fitted = self.note_spectra.fixed_fit(corpus.spectra, probabilities > 0.5 if roll is None else roll)
             heard = self.note_spectra.mel_db(self.note_spectra.power(self.codec.decode(x_in)))  # (B, T, N_MELS)
             shown = (fitted, heard, probabilities)
         out2, scale2, made2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus, shown)
@@ -925,12 +925,12 @@ class Cascade(nn.Module):
         return corpus.at_unit_level(torch.ones(B, device=audio.device), R, fine_scale(self.config))
 
     @torch.no_grad()
-    def describe(self, audio, lengths=None, sounding=None):
+    def describe(self, audio, lengths=None, roll=None):
         """A Corpus of one recording per clip, in memory (audio (B, N); lengths (B,): samples of each
         before its zero padding, all by default): the pointer heads' description
         (PointerHead.describe) and with estimate the estimator's, every frame's mel spectrum and the
         recording's per-key spectra, fitted through stage 1's transcription of it or through
-        `sounding` ((B, N // D + 1, N_KEYS) 0/1: its notes, known), both with the recording at unit
+        `roll` ((B, N // D + 1, N_KEYS) 0/1: its piano roll, its notes known), both with the recording at unit
         RMS (mel_level: the RMS it was divided by)."""
         corpus = self.stage1.pointer.describe(audio, lengths)
         if not self.config.estimate:
@@ -942,9 +942,9 @@ class Cascade(nn.Module):
         level = (audio.float().pow(2).sum(dim=1) / lengths).sqrt().clamp_min(self.config.rms_floor)  # (B,)
         recording = audio.float() / level[:, None]
         power = self.note_spectra.power(recording) * inside
-        if sounding is None:
-            sounding = self.transcribe_recording(recording)
-        spectra = self.note_spectra.fit(*self.note_spectra.statistics(power, sounding * inside))
+        if roll is None:
+            roll = self.transcribe_recording(recording)
+        spectra = self.note_spectra.fit(*self.note_spectra.statistics(power, roll * inside))
         mel = F.pad(self.note_spectra.mel_db(power[:, : P + R - 1]), (0, 0, 0, max(P + R - 1 - power.shape[1], 0)),
                     value=SILENCE_DB)  # (B, P+R-1, N_MELS): silence after the end, as describe pads
         return replace(corpus, mel=mel, spectra=spectra, mel_level=level)

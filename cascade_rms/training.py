@@ -216,21 +216,21 @@ class StepConfig:
 DESCRIPTION = ("power", "chroma", "allowed", "fine_power", "mel", "spectra", "mel_level")
 
 
-def encode(model, codec, batch, device, corpora, sounding=None):
+def encode(model, codec, batch, device, corpora, rolls=None):
     """A data.Batch as the model takes it: input and target frames (B, D, T), and for triplets
     each clip's material as a Corpus for the pointer heads (None for pairs or the linear head).
     corpora: a dict that keeps each material's description by its key across calls: a run plays
     the same few materials every epoch, and describing one costs as much as a step's matmuls. With
     estimate a description holds the material's spectra fitted through the notes it was described
-    with: stage 1's as they were then, or sounding ((B, M // D + 1, N_KEYS) each material's notes,
-    known: Cascade.describe's). A dict serves one stage 1 and one source of notes."""
+    with: stage 1's as they were then, or rolls ((B, M // D + 1, N_KEYS): each material's piano
+    roll, its notes known; Cascade.describe's roll). A dict serves one stage 1 and one source of notes."""
     x_in, x_tgt = codec.encode(batch.inputs.to(device)), codec.encode(batch.targets.to(device))
     if batch.materials is None or model.config.head != "pointer":
         return x_in, x_tgt, None
     materials, lengths = batch.materials.to(device), batch.material_lengths.to(device)
     missing = [i for i, key in enumerate(batch.material_keys) if key not in corpora]
     if missing:
-        known = sounding[missing].to(device) if sounding is not None else None
+        known = rolls[missing].to(device) if rolls is not None else None
         described = model.describe(materials[missing], lengths[missing], known)
         for j, i in enumerate(missing):
             corpora[batch.material_keys[i]] = {name: getattr(described, name)[j] for name in DESCRIPTION
@@ -243,7 +243,7 @@ def truth_levels(model, codec, batch, x_in, x_tgt, corpus, device):
     """For triplets, what objective's truth terms ask for, those the model has: with pointer_fine
     the ground truth's fine levels frame by frame at the clip's unit level as Cascade sees it
     ("fine", (B, T, fine_bands)); with estimate its mel spectrum in dB at the corpus's unit
-    level, as NoteSpectra estimates it ("mel", (B, T, N_MELS)). None for pairs."""
+    level, as NoteSpectra describes it ("mel", (B, T, N_MELS)). None for pairs."""
     if batch.truths is None:
         return None
     truth, truths = {}, batch.truths.to(device)

@@ -53,10 +53,10 @@ def estimates(path, n_triplets, soundfont=""):
             return codec.decode(head.player(torch.ones(grains.shape), grains, [x] * 3, corpus), len(truth))[0].numpy()
 
         systems = {
-            "fit, stage 1's notes": nearest_to(spectra.estimate(heard.spectra, transcribed), heard),
-            "fit, the scores' notes": nearest_to(spectra.estimate(known.spectra, batch.rolls), known),
-            "fit, the scores' notes of the material": nearest_to(spectra.estimate(known.spectra, transcribed), known),
-            "fit, the scores' notes of the input": nearest_to(spectra.estimate(heard.spectra, batch.rolls), heard),
+            "fit, stage 1's notes": nearest_to(spectra.fixed_fit(heard.spectra, transcribed), heard),
+            "fit, the scores' notes": nearest_to(spectra.fixed_fit(known.spectra, batch.rolls), known),
+            "fit, the scores' notes of the material": nearest_to(spectra.fixed_fit(known.spectra, transcribed), known),
+            "fit, the scores' notes of the input": nearest_to(spectra.fixed_fit(heard.spectra, batch.rolls), heard),
             "the input's own spectrum": nearest_to(mel_of(x_in), heard),
             "Let it Bee's output": nearest_to(mel_of(bee), heard),
             "nearest-neighbour head": codec.decode(nearest(x, y, training.encode(nearest, codec, batch, "cpu", {})[2])[0],

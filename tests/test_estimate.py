@@ -94,11 +94,11 @@ def test_the_true_notes_reach_the_estimate_in_place_of_stage_1s():
     material = (0.1 * tone + 0.001 * torch.randn(4000, generator=g))[None]
     sounding = torch.zeros(1, 4000 // 16 + 1, N_KEYS)
     sounding[0, : 2000 // 16, 40] = 1.0
-    corpus = model.describe(material, sounding=sounding)
+    corpus = model.describe(material, roll=sounding)
     silent, played = torch.zeros(1, 64, N_KEYS), torch.zeros(1, 64, N_KEYS)
     played[0, :, 40] = 1.0
-    quiet = model(x, y, corpus, sounding=silent)[1]["fitted"]
-    loud = model(x, y, corpus, sounding=played)[1]["fitted"]
+    quiet = model(x, y, corpus, roll=silent)[1]["fitted"]
+    loud = model(x, y, corpus, roll=played)[1]["fitted"]
     gain = (loud - quiet)[0, 0]  # key 40's fitted spectrum, in dB above the always-on one
     assert gain.max() > 10.0
     peak = mel_filterbank(8000, MEL_FFT, N_MELS)[int(gain.argmax())].argmax() * 8000 / MEL_FFT

@@ -56,8 +56,8 @@ def test_evaluate_judges_a_file_against_its_input_and_target_file_or_folder(tmp_
 
 def test_evaluate_judges_a_checkpoints_validation_pairs_and_writes_their_audio(tmp_path, tiny_checkpoint, capsys):
     ckpt = tiny_checkpoint
-    result = in_process("evaluate", ["--ckpt", ckpt, "--pairs=3", f"--csv={tmp_path / 'eval.csv'}",
-                                     f"--audio={tmp_path / 'audio'}", "--audio_pairs=0,2"], capsys)
+    result = in_process("evaluate", ["--ckpt", ckpt, "--clips=3", f"--csv={tmp_path / 'eval.csv'}",
+                                     f"--audio={tmp_path / 'audio'}", "--audio_clips=0,2"], capsys)
     assert result.returncode == 0 and "3 pairs;" in result.stdout and result.stderr == "", result.stderr
     written = sorted(os.listdir(tmp_path / "audio"))
     assert {f"pair{i}_{name}.wav" for i in (0, 2) for name in ("input", "target", "trained_model", "Let_it_Bee",

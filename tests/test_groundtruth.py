@@ -32,7 +32,7 @@ def test_evaluate_prints_the_ground_truth_table_and_the_oracle_is_nearest_the_tr
     Let it Bee, may come nearer. The listening page shows the ground truth beside the output."""
     ckpt = checkpointing.files(tiny_scores_run)[0]
     result = in_process("evaluate", ["--ckpt", str(ckpt), f"--csv={tmp_path / 'truth.csv'}", "--html", str(tmp_path / "page"),
-                                     "--html_pairs=2"], capsys)
+                                     "--html_clips=2"], capsys)
     assert result.returncode == 0, result.stderr
     assert "held-out triplets" in result.stdout and "no training triplet used these pieces or programs" in result.stdout
     for row in ("program 42 (held out)", "program 73 (held out)", "held-out programs, pooled", "training programs, pooled"):
@@ -66,6 +66,6 @@ GM_BANK = "/usr/share/sounds/sf2/sf_GMbank.sf2"  # Debian's csound-soundfont: .c
 @pytest.mark.skipif(not os.path.exists(GM_BANK), reason="apt-get install csound-soundfont for the second SoundFont")
 def test_evaluate_renders_the_held_out_triplets_with_another_soundfont(tiny_scores_run, capsys):
     ckpt = checkpointing.files(tiny_scores_run)[0]
-    result = in_process("evaluate", ["--ckpt", str(ckpt), f"--soundfont={GM_BANK}", "--pairs=2"], capsys)
+    result = in_process("evaluate", ["--ckpt", str(ckpt), f"--soundfont={GM_BANK}", "--clips=2"], capsys)
     assert result.returncode == 0, result.stderr
     assert "held-out pieces with sf_GMbank.sf2" in result.stdout and "of sf_GMbank.sf2; no training triplet" in result.stdout

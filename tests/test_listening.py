@@ -13,7 +13,7 @@ def test_the_listening_page_plays_and_shows_every_clip_in_a_real_browser(tmp_pat
     skip_without_a_browser()
     from cascade_rms import listening
     page = tmp_path / "page"
-    result = in_process("evaluate", ["--ckpt", tiny_checkpoint, "--pairs=3", f"--html={page}", "--html_pairs=2"], capsys)
+    result = in_process("evaluate", ["--ckpt", tiny_checkpoint, "--clips=3", f"--html={page}", "--html_clips=2"], capsys)
     assert result.returncode == 0, result.stderr
     problems, n_audio, n_images = page_problems(page / "index.html", tmp_path / "shot.png")
     assert problems == [] and n_audio == n_images == 2 * 7, problems
