@@ -614,7 +614,7 @@ class PointerHead(nn.Module):
         return self.pick(self.logits(x, sources, corpus, sought))
 
     def logits(self, x, sources, corpus=None, sought_fine=None):
-        """Every grain's score for every chunk: minus its distance from what the input plays
+        """Every grain's logit for every chunk: minus its distance from what the input plays
         then (with pointer_fine, the fine levels sought_fine), moved by what the transformer
         adds; -inf for grains a chunk may not play. With a corpus, its grains stand in for the
         clip's target's. # (B, n_chunks, S*T [+ P])"""
