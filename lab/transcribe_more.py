@@ -3,6 +3,7 @@ A checkpoint's transcription trained on: held-out and organ F1 after more steps,
 (docs/LOG.md, issue 35).
 
     python -m lab.transcribe_more checkpoints/epoch_6_step_534.pth --steps=250 --bell_db=3
+    python -m lab.transcribe_more checkpoints/epoch_6_step_534.pth --organs=20   # each training organ drawn 20x as often
 """
 
 import argparse
@@ -18,15 +19,17 @@ from model import MDCTCodec
 ORGANS = [16, 17, 18]  # TimGM6mb's training organs: like the held-out 19, they sound a 16-foot stop an octave low
 
 
-def transcribe_more(path, steps, tilt_db, bell_db, lr=1e-3, batch=16):
+def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16):
     """A checkpoint's stage 1 trained on for `steps` more transcription steps (train.py's excerpts,
-    with this EQ; lr decaying along a half cosine), then its frame F1 on the held-out pieces for
-    the held-out programs and the training organs: does more of the same teach the organs' octave?"""
+    with this EQ, each training organ drawn `organs` times as often as another program; lr decaying
+    along a half cosine), then its frame F1 on the held-out pieces for the held-out programs and
+    the training organs: does more of the same, or more organs, teach the organs' octave?"""
     state = checkpointing.load(path)
     model, hp = checkpointing.model_from(state), state["hyperparameters"]
     train, held_out = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
     augment = notes.Augment(gain_db=hp["augment_gain_db"], tilt_db=tilt_db, bell_db=bell_db)
-    clips = notes.NoteClips(train.renderer, train.scores, train.programs, train.segment, hp["frame_dim"], augment)
+    programs = train.programs + [p for p in train.programs if p in ORGANS] * (organs - 1)
+    clips = notes.NoteClips(train.renderer, train.scores, programs, train.segment, hp["frame_dim"], augment)
     codec = MDCTCodec(hp["frame_dim"])
     optimizer = torch.optim.AdamW([p for n, p in model.named_parameters() if n.startswith("stage1.")], lr=lr,
                                   weight_decay=hp["weight_decay"])
@@ -44,7 +47,7 @@ def transcribe_more(path, steps, tilt_db, bell_db, lr=1e-3, batch=16):
     counts = notes.transcription_counts(model, codec, held_out.renderer, held_out.scores, held_out.programs + ORGANS,
                                         held_out.segment)
     pooled = notes.f1(sum(counts[p] for p in held_out.programs))
-    print(f"{path} + {steps} steps (tilt {tilt_db} dB, bells {bell_db} dB): held-out pooled F1 {pooled:.3f}; "
+    print(f"{path} + {steps} steps (tilt {tilt_db} dB, bells {bell_db} dB, organs {organs}x): held-out pooled F1 {pooled:.3f}; "
           + ", ".join(f"{p}: {notes.f1(c):.3f}" for p, c in counts.items()))
 
 
@@ -54,8 +57,11 @@ def main(argv):
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--tilt_db", type=float, default=hyperparameters.defaults()["augment_tilt_db"], help="the EQ's tilt")
     parser.add_argument("--bell_db", type=float, default=hyperparameters.defaults()["augment_bell_db"], help="the EQ's bells")
+    parser.add_argument("--organs", type=int, default=1, help="draw each training organ (16-18) this many times as often")
     args = parser.parse_args(argv)
-    transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db)
+    if args.organs < 1:
+        parser.error(f"--organs={args.organs} must be at least 1")
+    transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs)
 
 
 if __name__ == "__main__":

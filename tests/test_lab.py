@@ -70,9 +70,9 @@ def test_transcribe_more_trains_a_checkpoints_stage_1_and_reports_held_out_and_o
     from lab import transcribe_more
     path = checkpointing.files(tiny_scores_run)[0]
     before = {k: v.clone() for k, v in checkpointing.load(path)["model"].items()}
-    transcribe_more.transcribe_more(path, steps=2, tilt_db=1.0, bell_db=3.0)
+    transcribe_more.transcribe_more(path, steps=2, tilt_db=1.0, bell_db=3.0, organs=3)
     out = capsys.readouterr().out
-    assert "+ 2 steps (tilt 1.0 dB, bells 3.0 dB): held-out pooled F1" in out
+    assert "+ 2 steps (tilt 1.0 dB, bells 3.0 dB, organs 3x): held-out pooled F1" in out
     assert all(f"{p}: " in out for p in [42, 73, *transcribe_more.ORGANS])
     after = checkpointing.load(path)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)  # the checkpoint itself is only read
