@@ -59,6 +59,10 @@ transcribe_lr = 2e-3  # at the first transcription step, decaying along a half c
 augment_gain_db = 12.0  # each excerpt's gain within +-this
 augment_tilt_db = 3.0  # and its spectrum tilted within +-this per octave,
 augment_bell_db = 9.0  # with three bell-shaped boosts or cuts within +-this: timbre is never a cue to notes
+# after each transcription epoch, each program is drawn as often as (1 - its frame F1 on training
+# excerpts) ** program_focus: the timbres transcribed worst (TimGM6mb's 16-foot organs) most; 0: uniformly
+program_focus = 0.0
+focus_excerpts = 2  # training excerpts per program that measure its F1 for program_focus
 # loss
 notes_weight = 1.0  # scores: stage 1's note logits against the score's piano roll (binary cross-entropy)
 follow_weight = 1.0  # the output's band levels follow the input's, frame by frame
@@ -125,6 +129,8 @@ def main(argv):
         step, start_epoch, start_batch = training.restore(state, model, optimizer, process, steps_per_epoch,
                                                             hp["batch_size"] * process.world, hp["seed"])
         log(f"resumed from {resumed_from} at step {step}")
+        if note_clips is not None and state.get("program_weights") is not None:  # program_focus's, as they were
+            note_clips.weights = np.array(state["program_weights"])
 
     def steps_in(epoch):  # transcription epochs, then cascade epochs
         return hp["transcribe_steps"] if epoch < transcribe_epochs else steps_per_epoch
@@ -293,6 +299,12 @@ def end_of_epoch(run, epoch, grad_norms, eta):
     process.log(f"epoch {epoch + 1}/{hp['epochs']} | val loss {health['val_loss']:.4f} | {len(warnings)} warnings | "
                 f"ETA {eta / 60:.1f} min\n" + "\n".join(lines), flush=True)
     summary = {k: v for k, v in health.items() if np.isscalar(v)}
+    if run.note_clips is not None and hp["program_focus"] and epoch + 1 < run.transcribe_epochs:  # before the save: resumable
+        f1s = notes.program_f1(run.model, run.codec, run.note_clips, hp["focus_excerpts"], np.random.default_rng([hp["seed"], epoch]))
+        run.note_clips.weights = notes.focus_weights(f1s, hp["program_focus"])
+        drawn = sorted(zip(run.note_clips.weights, f1s.items()), reverse=True)[:5]
+        process.log(f"epoch {epoch + 2} draws most: " + ", ".join(f"program {p} (F1 {f:.2f}, {w * len(f1s):.1f}x)"
+                                                                   for w, (p, f) in drawn))
     path = save(run, f"epoch_{epoch + 1}_step_{run.step}.pth", epoch + 1, 0, {**summary, "warnings": warnings})
     if process.master:
         norms = {"grad_norm_max": max(grad_norms), "grad_norm_median": float(np.median(grad_norms))} \
@@ -310,7 +322,8 @@ def save(run, name, epoch, epoch_step, health):
     state = {"format": checkpointing.FORMAT, "model_config": asdict(run.config), "hyperparameters": hp,
              "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(), "epoch": epoch,
              "epoch_step": epoch_step, "global_batch": hp["batch_size"] * run.process.world, "step": run.step,
-             "rng": training.rng_state(run.process), "health": health}
+             "rng": training.rng_state(run.process), "health": health,
+             "program_weights": None if run.note_clips is None or run.note_clips.weights is None else run.note_clips.weights.tolist()}
     run.newest = os.path.join(hp["out_dir"], name)
     if run.process.master:
         checkpointing.save(state, run.newest)

@@ -78,11 +78,12 @@ def parse_overrides(argv, defaults):
 def check_values(hp):
     positive = ["sample_rate", "segment_seconds", "demo_pieces", "demo_seconds", "score_pieces", "frame_dim", "n_layer", "n_head",
                 "lr", "grad_clip", "batch_size", "epochs", "keep_checkpoints", "log_interval", "top_k", "transcribe_steps",
-                "transcribe_batch", "transcribe_lr", "note_fft"]
+                "transcribe_batch", "transcribe_lr", "note_fft", "focus_excerpts"]
     for name in positive:
         if not hp[name] > 0:
             raise SystemExit(f"--{name}={hp[name]} must be > 0")
-    for name in ("transcribe_epochs", "epoch_triplets", "augment_gain_db", "augment_tilt_db", "augment_bell_db", "notes_weight"):
+    for name in ("transcribe_epochs", "epoch_triplets", "augment_gain_db", "augment_tilt_db", "augment_bell_db", "notes_weight",
+                 "program_focus"):
         if not hp[name] >= 0:
             raise SystemExit(f"--{name}={hp[name]} must be >= 0")
     if not 0 < hp["val_fraction"] < 1:

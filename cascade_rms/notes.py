@@ -83,10 +83,14 @@ class NoteClips:
     def __init__(self, renderer, scores, programs, samples, hop, augment):
         self.renderer, self.scores, self.programs = renderer, scores, programs
         self.samples, self.hop, self.sample_rate, self.augment = samples, hop, renderer.sample_rate, augment
+        self.weights = None  # each program's chance to be drawn (focus_weights), or None: every program alike
 
-    def excerpt(self, rng):
+    def excerpt(self, rng, program=None):
+        """(audio, notes) of a random piece from a random time, played by `program` or a drawn one."""
         piece = int(rng.integers(len(self.scores)))
-        program = self.programs[int(rng.integers(len(self.programs)))]
+        if program is None:
+            drawn = rng.integers(len(self.programs)) if self.weights is None else rng.choice(len(self.programs), p=self.weights)
+            program = self.programs[int(drawn)]
         length = self.scores[piece].end() - self.samples / self.sample_rate
         return render_excerpt(self.renderer, self.scores[piece], program, rng.uniform(0.0, max(length, 0.0)), self.samples)
 
@@ -100,6 +104,39 @@ class NoteClips:
             rolls.append(piano_roll(notes, n_frames, self.hop / self.sample_rate))
         audio = torch.from_numpy(np.stack(audio))
         return audio[:-1], audio[1:], torch.from_numpy(np.stack(rolls[:-1])).float()
+
+
+@torch.no_grad()
+def program_f1(model, codec, clips, per_program, rng, batch_size=32):
+    """Stage 1's frame F1 for each of the clips' programs, on `per_program` training excerpts each
+    (the clips' pieces, augmented as training augments them), each heard beside another's as its
+    target. # {program: F1}"""
+    was_training, device = model.training, next(model.parameters()).device
+    model.eval()
+    n_frames = clips.samples // clips.hop + 1
+    heard = []
+    for program in clips.programs:
+        for _ in range(per_program):
+            excerpt, notes = clips.excerpt(rng, program)
+            heard.append((program, clips.augment(excerpt, clips.sample_rate, rng),
+                          piano_roll(notes, n_frames, clips.hop / clips.sample_rate)))
+    counts = {program: np.zeros(3, dtype=np.int64) for program in clips.programs}
+    for start in range(0, len(heard), batch_size):
+        chunk = heard[start : start + batch_size]
+        x = codec.encode(torch.from_numpy(np.stack([audio for _, audio, _ in chunk])).to(device))
+        sounding = (model.transcribe(x, x.roll(1, dims=0)) > 0).cpu().numpy()
+        for (program, _, roll), predicted in zip(chunk, sounding):
+            counts[program] += f1_counts(on_16ms_grid(predicted[None]), on_16ms_grid(roll[None]))
+    model.train(was_training)
+    return {program: f1(c) for program, c in counts.items()}
+
+
+def focus_weights(f1_of_program, focus):
+    """Each program's chance to be drawn, (1 - its F1) ** focus, normalised: the programs stage 1
+    transcribes worst (a 16-foot organ, bells) drawn most. # {program: F1} -> (n_programs,) numpy"""
+    misses = np.array([1.0 - value for value in f1_of_program.values()]) + 1e-3  # a perfect program is still drawn
+    weights = misses**focus
+    return weights / weights.sum()
 
 
 def on_16ms_grid(frames):
