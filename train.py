@@ -60,7 +60,8 @@ augment_gain_db = 12.0  # each excerpt's gain within +-this
 augment_tilt_db = 3.0  # and its spectrum tilted within +-this per octave,
 augment_bell_db = 9.0  # with three bell-shaped boosts or cuts within +-this: timbre is never a cue to notes
 # after each transcription epoch, each program is drawn as often as (1 - its frame F1 on training
-# excerpts) ** program_focus: the timbres transcribed worst (TimGM6mb's 16-foot organs) most; 0: uniformly
+# excerpts) ** program_focus: the timbres transcribed worst most; 0: uniformly (3 helped the organ,
+# cost the cello and flute more, and lowered held-out F1: docs/LOG.md)
 program_focus = 0.0
 focus_excerpts = 2  # training excerpts per program that measure its F1 for program_focus
 # loss

@@ -147,3 +147,32 @@ def test_the_blocks_reset_are_the_runs_initial_weights():
     for name, value in reset.items():
         expected = initial[name] if name.startswith("stage1.blocks.") else trained.state_dict()[name]
         assert torch.equal(value, expected), name
+
+
+def test_program_focus_draws_the_programs_transcribed_worst_most(monkeypatch):
+    """focus_weights: (1 - F1) ** focus, normalised, uniform at focus 0; NoteClips draws programs by
+    them; program_f1 hears focus_excerpts excerpts of every program and scores each program."""
+    import types
+
+    weights = notes.focus_weights({0: 0.9, 40: 0.6, 42: 0.3}, 2.0)
+    assert weights.sum() == pytest.approx(1.0) and weights[0] < weights[1] < weights[2]
+    assert weights[2] / weights[0] == pytest.approx((0.701 / 0.101) ** 2, rel=1e-6)
+    assert np.allclose(notes.focus_weights({0: 0.9, 42: 0.3}, 0.0), 0.5)
+    drawn = []
+
+    def silent_excerpt(renderer, score, program, start, samples):
+        drawn.append(program)
+        return np.zeros(samples, np.float32), np.zeros((0, 3))
+
+    monkeypatch.setattr(notes, "render_excerpt", silent_excerpt)
+    clips = notes.NoteClips(types.SimpleNamespace(sample_rate=8000), [melody([60, 62])], [0, 40, 42], 2048, 64,
+                            notes.Augment())
+    clips.weights = weights
+    clips.batch(599, np.random.default_rng(0))  # 600 excerpts: inputs and their targets
+    shares = np.array([drawn.count(p) for p in (0, 40, 42)]) / len(drawn)
+    assert np.abs(shares - weights).max() < 0.05, (shares, weights)
+    drawn.clear()
+    model = Cascade(CascadeConfig(frame_dim=64, n_layer=1, n_head=2, sample_rate=8000, note_fft=1024))
+    f1s = notes.program_f1(model, MDCTCodec(64), clips, 3, np.random.default_rng(1))
+    assert sorted(drawn) == [0] * 3 + [40] * 3 + [42] * 3 and set(f1s) == {0, 40, 42}
+    assert all(0.0 <= value <= 1.0 for value in f1s.values()) and model.training
