@@ -312,7 +312,7 @@ def generation_speed(hp):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
+    parser = argparse.ArgumentParser(prog="python -m lab.bench", description=__doc__.split("\n\n")[0].strip())
     parser.add_argument("--quick", action="store_true", help="fewer steps and only the default config")
     parser.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
     parser.add_argument("--collection_hours", type=float, help="measure train.py's peak memory on this many hours "

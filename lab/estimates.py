@@ -79,7 +79,7 @@ def estimates(path, n_triplets, soundfont=""):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.estimates", description=__doc__.strip().splitlines()[0])
     parser.add_argument("ckpt", help="a checkpoint trained on scores")
     parser.add_argument("--triplets", type=int, default=30, help="held-out triplets")
     parser.add_argument("--soundfont", default="", help="render the triplets with this SoundFont instead")

@@ -141,7 +141,7 @@ def learned_choice(train_programs="", steps=1500, epochs=4, batch_size=8, temper
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.learned_choice", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--train_programs", default="", help="the training triplets' programs instead of train.py's")
     learned_choice(parser.parse_args(argv).train_programs)
 

@@ -76,7 +76,7 @@ def real_music(music_dir, ckpt, epochs, root):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.real_music", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--music_dir", default="", help="recorded music to use instead of Debian's")
     parser.add_argument("--ckpt", default="", help="the checkpoint to judge (default: newest in checkpoints/)")
     parser.add_argument("--epochs", type=int, default=hyperparameters.defaults()["epochs"],

@@ -35,5 +35,5 @@ def seek_truth(fine_weights=(1.0, 4.0, 16.0, 100.0)):
 
 
 if __name__ == "__main__":
-    argparse.ArgumentParser(description=__doc__.strip().splitlines()[0]).parse_args(sys.argv[1:])
+    argparse.ArgumentParser(prog="python -m lab.seek_truth", description=__doc__.strip().splitlines()[0]).parse_args(sys.argv[1:])
     seek_truth()

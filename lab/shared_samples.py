@@ -28,7 +28,7 @@ def shared_samples(first, second, key=60, rate=16000):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.shared_samples", description=__doc__.strip().splitlines()[0])
     parser.add_argument("soundfonts", nargs=2, metavar="SF2", help="the two SoundFonts")
     shared_samples(*parser.parse_args(argv).soundfonts)
 

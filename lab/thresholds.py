@@ -52,7 +52,7 @@ def thresholds(music_dir, n_pairs, seed):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.thresholds", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--music_dir", default="", help="recorded music to measure too, after the demo music")
     parser.add_argument("--pairs", type=int, default=200, help="pairs per collection")
     args = parser.parse_args(argv)

@@ -52,7 +52,7 @@ def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.transcribe_more", description=__doc__.strip().splitlines()[0])
     parser.add_argument("ckpt", help="a checkpoint trained on scores")
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--tilt_db", type=float, default=hyperparameters.defaults()["augment_tilt_db"], help="the EQ's tilt")

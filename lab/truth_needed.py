@@ -85,5 +85,5 @@ def truth_needed(epochs=4, fractions=(0.25, 0.5, 0.75, 0.9)):
 
 
 if __name__ == "__main__":
-    argparse.ArgumentParser(description=__doc__.strip().splitlines()[0]).parse_args(sys.argv[1:])
+    argparse.ArgumentParser(prog="python -m lab.truth_needed", description=__doc__.strip().splitlines()[0]).parse_args(sys.argv[1:])
     truth_needed()

@@ -48,7 +48,7 @@ def tuning(soundfonts, keys=(48, 60, 72), rate=16000):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.tuning", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--soundfonts", default=soundfont.default_soundfont(), help="comma-separated (TimGM6mb by default)")
     tuning(parser.parse_args(argv).soundfonts.split(","))
 

@@ -59,7 +59,7 @@ def variants(names, epochs, root):
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m lab.variants", description=__doc__.strip().splitlines()[0])
     parser.add_argument("--names", default=",".join(VARIANTS), help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--epochs", type=int, default=hyperparameters.defaults()["epochs"],
                         help="epochs of every training run (train.py's default)")
