@@ -690,7 +690,7 @@ class PointerHead(nn.Module):
         recording before its zero padding (all of audio by default). # audio (B, N)"""
         B, N = audio.shape
         D, R = self.codec.D, self.chunk_frames
-        lengths = torch.full((B,), N) if lengths is None else lengths
+        lengths = torch.full((B,), N, device=audio.device) if lengths is None else lengths.to(audio.device)
         P = N // D - 1  # grains that start inside the audio, as a corpus file's description counts them
         encoded = self.codec.encode(audio)  # (B, D, N // D + 1)
 
@@ -700,7 +700,7 @@ class PointerHead(nn.Module):
         power = every_frame(self.bands)
         padded = F.pad(audio.float(), (0, (P - 1 + R) * D - N))
         chroma = self.grains_chroma(padded.unfold(1, R * D, D))  # (B, P, 12): grain t holds samples [tD, tD + RD)
-        t = torch.arange(P)
+        t = torch.arange(P, device=audio.device)
         frames = -(-lengths // D) + 1  # each recording's frames, as MDCTCodec.encode makes them
         allowed = (t >= 1) & (t < (frames - R - 1)[:, None])  # a grain and both crossfades inside its recording
         fine = every_frame(self.fine_bands) if self.fine else None

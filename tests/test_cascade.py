@@ -352,3 +352,16 @@ def test_our_blocks_compute_the_same_function_as_nn_transformer_encoder():
     x, y = noise_frames([0.2, 1e-3], D=32, T=40, seed=14), noise_frames([0.1, 3.0], D=32, T=40, seed=15)
     with torch.no_grad():
         torch.testing.assert_close(reference(x, y)[0], ours(x, y)[0], rtol=1e-5, atol=1e-5 * 3.0)
+
+
+def test_a_corpus_is_described_on_the_device_of_its_audio():
+    """On CUDA the first validation crashed: PointerHead.describe numbered its grains on the CPU
+    (the H200 check of docs/speed.md found it). The meta device stands in for the GPU that CI
+    lacks: a tensor made on the CPU beside it fails there as it does on CUDA."""
+    for estimate in (False, True):
+        model = Cascade(tiny_config(estimate=estimate)).to("meta")
+        audio = torch.randn(2, 16 * 200, device="meta")
+        for lengths in (None, torch.tensor([16 * 200, 16 * 150], device="meta")):
+            corpus = model.describe(audio, lengths)
+            described = [corpus.power, corpus.chroma, corpus.allowed] + ([corpus.mel, corpus.spectra] if estimate else [])
+            assert all(t.device.type == "meta" for t in described), estimate
