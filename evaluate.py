@@ -302,8 +302,8 @@ def judge_truth(args, state, model, keep):
 
     def judge(index, systems):
         truth = triplets[index][4]
-        heard = quality.features(truth, rate)
-        return {name: groundtruth.against_truth(audio, truth, heard, rate, model.config.frame_dim)
+        truth_features = quality.features(truth, rate)
+        return {name: groundtruth.against_truth(audio, truth, truth_features, rate, model.config.frame_dim)
                 for name, audio in systems.items()}
 
     rows, kept = judge_clips(len(triplets), clip, judge, keep)

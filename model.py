@@ -769,10 +769,10 @@ class EstimateHead(nn.Module):
         nn.init.zeros_(self.refine.weight)
         nn.init.zeros_(self.refine.bias)
 
-    def sees(self, fitted, heard, probabilities):
+    def sees(self, fitted, input_mel, probabilities):
         """What the blocks are shown: the fixed fit and the input's own mel spectrum, in 10 dB, and
         stage 1's note probabilities. # (B, T, N_MELS) x 2, (B, T, N_KEYS) -> (B, T, C)"""
-        return self.seen(torch.cat([fitted / 10, heard / 10, probabilities], dim=-1))
+        return self.seen(torch.cat([fitted / 10, input_mel / 10, probabilities], dim=-1))
 
     def forward(self, x, sources, corpus, fitted):  # x: (B, T, C) features; sources: each (B, D, T)
         """-> the played grains as frames (B, D, T); which grains they are (B, n_chunks, 1), numbered
@@ -901,8 +901,8 @@ class Cascade(nn.Module):
                 corpus = self.target_corpus(x_tgt)
             probabilities = made1["notes"].float().sigmoid()
             fitted = self.note_spectra.fixed_fit(corpus.spectra, probabilities > 0.5 if roll is None else roll)
-            heard = self.note_spectra.mel_db(self.note_spectra.power(self.codec.decode(x_in)))  # (B, T, N_MELS)
-            shown = (fitted, heard, probabilities)
+            input_mel = self.note_spectra.mel_db(self.note_spectra.power(self.codec.decode(x_in)))  # (B, T, N_MELS)
+            shown = (fitted, input_mel, probabilities)
         out2, scale2, made2 = self.stage2([x_in, out1, x_tgt], unit, floor, corpus, shown)
         stats = {"out1": out1 * level, "scale1": scale1, "scale2": scale2}
         for name in ("grains", "sought"):  # sought: at the clip's unit level
@@ -959,9 +959,9 @@ class Cascade(nn.Module):
         n_windows = N // (W * D) + 1
         windows = F.pad(audio.float(), (0, n_windows * W * D - N)).view(B, n_windows, W * D)
         contexts = windows.roll(-1, dims=1)
-        heard = [self.transcribe(self.codec.encode(w), self.codec.encode(c))[:, :W] > 0
+        sounding = [self.transcribe(self.codec.encode(w), self.codec.encode(c))[:, :W] > 0
                  for w, c in zip(windows.flatten(0, 1).split(batch), contexts.flatten(0, 1).split(batch))]
-        return torch.cat(heard).view(B, n_windows * W, N_KEYS)[:, : N // D + 1]
+        return torch.cat(sounding).view(B, n_windows * W, N_KEYS)[:, : N // D + 1]
 
     def at_unit_level(self, x_in, x_tgt):
         """Both clips divided by their shared reference level, and the level. # (B, D, T) x 2, (B, 1, 1)"""

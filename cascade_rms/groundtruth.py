@@ -51,11 +51,11 @@ def log_spectral_distance(out, truth, sample_rate, hop):
 
 def against_truth(out, truth, truth_features, sample_rate, hop):
     """Every metric of METRICS for one output against its ground truth."""
-    heard = quality.features(at_level_of(out, truth), sample_rate)
+    features = quality.features(at_level_of(out, truth), sample_rate)
     return {"lsd": log_spectral_distance(out, truth, sample_rate, hop),
-            "chroma_truth": quality.chroma_similarity(heard, truth_features),
-            "onset_f_truth": quality.onset_f_measure(heard, truth_features),
-            "mfcc_truth": quality.frechet_distance(heard, truth_features)}
+            "chroma_truth": quality.chroma_similarity(features, truth_features),
+            "onset_f_truth": quality.onset_f_measure(features, truth_features),
+            "mfcc_truth": quality.frechet_distance(features, truth_features)}
 
 
 @torch.no_grad()

@@ -114,15 +114,15 @@ def program_f1(model, codec, clips, per_program, rng, batch_size=32):
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
     n_frames = clips.samples // clips.hop + 1
-    heard = []
+    excerpts = []
     for program in clips.programs:
         for _ in range(per_program):
             excerpt, notes = clips.excerpt(rng, program)
-            heard.append((program, clips.augment(excerpt, clips.sample_rate, rng),
+            excerpts.append((program, clips.augment(excerpt, clips.sample_rate, rng),
                           piano_roll(notes, n_frames, clips.hop / clips.sample_rate)))
     counts = {program: np.zeros(3, dtype=np.int64) for program in clips.programs}
-    for start in range(0, len(heard), batch_size):
-        chunk = heard[start : start + batch_size]
+    for start in range(0, len(excerpts), batch_size):
+        chunk = excerpts[start : start + batch_size]
         x = codec.encode(torch.from_numpy(np.stack([audio for _, audio, _ in chunk])).to(device))
         sounding = (model.transcribe(x, x.roll(1, dims=0)) > 0).cpu().numpy()
         for (program, _, roll), predicted in zip(chunk, sounding):

@@ -39,26 +39,26 @@ def estimates(path, n_triplets, soundfont=""):
         batch = held.batch([i])
         x_in, _, material, length, truth = held[i]
         x, y = codec.encode(batch.inputs), codec.encode(batch.targets)
-        heard = model.describe(batch.materials, batch.material_lengths).at_unit_level(torch.ones(1), head.chunk_frames)
-        known = model.describe(batch.materials, batch.material_lengths, batch.material_rolls).at_unit_level(
+        by_stage1 = model.describe(batch.materials, batch.material_lengths).at_unit_level(torch.ones(1), head.chunk_frames)
+        by_scores = model.describe(batch.materials, batch.material_lengths, batch.material_rolls).at_unit_level(
             torch.ones(1), head.chunk_frames)
         transcribed = model.transcribe(x, y) > 0
         bee = baselines.let_it_bee(x_in, material[:length], seed=i)
 
         def mel_of(audio):  # at the material's unit level, as the corpus is described
-            return spectra.mel_db(spectra.power(torch.as_tensor(audio).float().view(1, -1) / heard.mel_level[:, None]))
+            return spectra.mel_db(spectra.power(torch.as_tensor(audio).float().view(1, -1) / by_stage1.mel_level[:, None]))
 
         def nearest_to(wanted, corpus):
             grains = 3 * x.shape[2] + head.nearest(wanted, corpus)[..., None]
             return codec.decode(head.player(torch.ones(grains.shape), grains, [x] * 3, corpus), len(truth))[0].numpy()
 
         systems = {
-            "fit, stage 1's notes": nearest_to(spectra.fixed_fit(heard.spectra, transcribed), heard),
-            "fit, the scores' notes": nearest_to(spectra.fixed_fit(known.spectra, batch.rolls), known),
-            "fit, the scores' notes of the material": nearest_to(spectra.fixed_fit(known.spectra, transcribed), known),
-            "fit, the scores' notes of the input": nearest_to(spectra.fixed_fit(heard.spectra, batch.rolls), heard),
-            "the input's own spectrum": nearest_to(mel_of(x_in), heard),
-            "Let it Bee's output": nearest_to(mel_of(bee), heard),
+            "fit, stage 1's notes": nearest_to(spectra.fixed_fit(by_stage1.spectra, transcribed), by_stage1),
+            "fit, the scores' notes": nearest_to(spectra.fixed_fit(by_scores.spectra, batch.rolls), by_scores),
+            "fit, the scores' notes of the material": nearest_to(spectra.fixed_fit(by_scores.spectra, transcribed), by_scores),
+            "fit, the scores' notes of the input": nearest_to(spectra.fixed_fit(by_stage1.spectra, batch.rolls), by_stage1),
+            "the input's own spectrum": nearest_to(mel_of(x_in), by_stage1),
+            "Let it Bee's output": nearest_to(mel_of(bee), by_stage1),
             "nearest-neighbour head": codec.decode(nearest(x, y, training.encode(nearest, codec, batch, "cpu", {})[2])[0],
                                                    len(truth))[0].numpy(),
             "Let it Bee": bee,
