@@ -97,14 +97,15 @@ def sampled(n_clips, max_clips, rng):
 
 def judge_clips(n_clips, clip, judge, keep):
     """Every system's metrics on every clip, and the kept clips' audio. clip(i) -> (what a kept clip
-    shows besides the systems: {name: audio}, {system: audio}); judge(i, systems) -> {system: metrics}.
+    shows besides the systems, the clip's own audio: {name: audio}, {system: audio});
+    judge(shown, systems) -> {system: metrics}, each clip made once for both.
     # ({system: [metrics of each clip]}, {clip: {name: audio}})"""
     rows, kept = {}, {}
     for index in range(n_clips):
         shown, systems = clip(index)
         if index in keep:
             kept[index] = {**shown, **systems}
-        for name, metrics in judge(index, systems).items():
+        for name, metrics in judge(shown, systems).items():
             rows.setdefault(name, []).append(metrics)
     return rows, kept
 
@@ -300,8 +301,8 @@ def judge_truth(args, state, model, keep):
             "Let it Bee": baselines.let_it_bee(x_in, material[:length], seed=args.seed + index),
             "copy of input": x_in, "copy of target": x_tgt}
 
-    def judge(index, systems):
-        truth = triplets[index][4]
+    def judge(shown, systems):
+        truth = shown[TRUTH]
         truth_features = quality.features(truth, rate)
         return {name: groundtruth.against_truth(audio, truth, truth_features, rate, model.config.frame_dim)
                 for name, audio in systems.items()}
@@ -451,8 +452,8 @@ def judge_pairs(args, state, model, keep):
             "Let it Bee": baselines.let_it_bee(x_in, x_tgt, seed=args.seed + index),
             **baselines.references(x_in, x_tgt, other_audio, rate, rng)}
 
-    def judge(index, systems):
-        return judged(systems, *(a.numpy() for a in pairs[index]), rate, grid_seconds)
+    def judge(shown, systems):
+        return judged(systems, shown["input"], shown["target"], rate, grid_seconds)
 
     rows, kept = judge_clips(len(pairs), clip, judge, keep)
     print(f"{args.ckpt} (epoch {state['epoch']}) on {len(pairs)} pairs of {len(val_tracks)} validation files of "
