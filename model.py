@@ -932,12 +932,12 @@ class Cascade(nn.Module):
         recording's per-key spectra, fitted through stage 1's transcription of it or through
         `roll` ((B, N // D + 1, N_KEYS) 0/1: its piano roll, its notes known), both with the recording at unit
         RMS (mel_level: the RMS it was divided by)."""
+        B, N = audio.shape
+        lengths = torch.full((B,), N, device=audio.device) if lengths is None else lengths.to(audio.device)
         corpus = self.stage1.pointer.describe(audio, lengths)
         if not self.config.estimate:
             return corpus
-        B, N = audio.shape
         D, R, P = self.config.frame_dim, self.config.chunk_frames, corpus.allowed.shape[1]
-        lengths = torch.full((B,), N, device=audio.device) if lengths is None else lengths
         inside = (torch.arange(N // D + 1, device=audio.device) * D < lengths[:, None])[..., None]  # (B, N // D + 1, 1)
         level = (audio.float().pow(2).sum(dim=1) / lengths).sqrt().clamp_min(self.config.rms_floor)  # (B,)
         recording = audio.float() / level[:, None]

@@ -361,7 +361,7 @@ def test_a_corpus_is_described_on_the_device_of_its_audio():
     for estimate in (False, True):
         model = Cascade(tiny_config(estimate=estimate)).to("meta")
         audio = torch.randn(2, 16 * 200, device="meta")
-        for lengths in (None, torch.tensor([16 * 200, 16 * 150], device="meta")):
+        for lengths in (None, torch.tensor([16 * 200, 16 * 150], device="meta"), torch.tensor([16 * 200, 16 * 150])):
             corpus = model.describe(audio, lengths)
             described = [corpus.power, corpus.chroma, corpus.allowed] + ([corpus.mel, corpus.spectra] if estimate else [])
             assert all(t.device.type == "meta" for t in described), estimate
