@@ -94,14 +94,16 @@ class NoteClips:
         length = self.scores[piece].end() - self.samples / self.sample_rate
         return render_excerpt(self.renderer, self.scores[piece], program, rng.uniform(0.0, max(length, 0.0)), self.samples)
 
+    def example(self, rng, program=None):
+        """An excerpt, augmented, and its piano roll on the model's frames. # (N,) float32, (T, N_KEYS) bool"""
+        excerpt, notes = self.excerpt(rng, program)
+        n_frames = self.samples // self.hop + 1  # as MDCTCodec.encode frames the clip
+        return self.augment(excerpt, self.sample_rate, rng), piano_roll(notes, n_frames, self.hop / self.sample_rate)
+
     def batch(self, size, rng):
         """-> inputs (B, N), targets (B, N) float32 audio, rolls (B, T, N_KEYS) float32"""
-        n_frames = self.samples // self.hop + 1  # as MDCTCodec.encode frames the clip
-        audio, rolls = [], []
-        for _ in range(size + 1):  # rendering is most of a batch's cost: each excerpt is an input and a target
-            excerpt, notes = self.excerpt(rng)
-            audio.append(self.augment(excerpt, self.sample_rate, rng))
-            rolls.append(piano_roll(notes, n_frames, self.hop / self.sample_rate))
+        # rendering is most of a batch's cost: each excerpt is an input and a target
+        audio, rolls = zip(*(self.example(rng) for _ in range(size + 1)))
         audio = torch.from_numpy(np.stack(audio))
         return audio[:-1], audio[1:], torch.from_numpy(np.stack(rolls[:-1])).float()
 
@@ -113,13 +115,7 @@ def program_f1(model, codec, clips, per_program, rng, batch_size=32):
     target. # {program: F1}"""
     was_training, device = model.training, next(model.parameters()).device
     model.eval()
-    n_frames = clips.samples // clips.hop + 1
-    excerpts = []
-    for program in clips.programs:
-        for _ in range(per_program):
-            excerpt, notes = clips.excerpt(rng, program)
-            excerpts.append((program, clips.augment(excerpt, clips.sample_rate, rng),
-                          piano_roll(notes, n_frames, clips.hop / clips.sample_rate)))
+    excerpts = [(program, *clips.example(rng, program)) for program in clips.programs for _ in range(per_program)]
     counts = {program: np.zeros(3, dtype=np.int64) for program in clips.programs}
     for start in range(0, len(excerpts), batch_size):
         chunk = excerpts[start : start + batch_size]
