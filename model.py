@@ -226,11 +226,16 @@ class HarmonicSpectrum(nn.Module):
         self.register_buffer("filterbank", harmonic_filterbank(sample_rate, n_fft), persistent=False)
 
     def forward(self, frames):
-        audio = self.codec.decode(frames.float())  # (B, (T-1)*D): frame t is centred on sample t*D
-        spectrum = torch.stft(audio, self.n_fft, self.codec.D, window=self.window, center=True, pad_mode="constant",
-                              return_complex=True).abs().pow(2)  # (B, n_fft//2 + 1, T)
+        B, D, T = frames.shape
+        # Windows every second frame, the power between them interpolated: a 256 ms window moves
+        # little in 8 ms, and the STFT was a fifth of a transcription step (docs/LOG.md)
+        windows = T // 2 + 1  # centred on samples 0, 2D, ..., at or past frame T-1's centre
+        audio = F.pad(self.codec.decode(frames.float()), (0, (windows - 1) * 2 * D - (T - 1) * D))
+        spectrum = torch.stft(audio, self.n_fft, 2 * D, window=self.window, center=True, pad_mode="constant",
+                              return_complex=True).abs().pow(2)  # (B, n_fft//2 + 1, windows)
+        power = F.interpolate(self.filterbank @ spectrum, size=2 * windows - 1, mode="linear", align_corners=True)
         # log10 power scaled so that the floor is -1 and unit power +1: the range of the frames' values
-        return torch.log10(spectrum.transpose(1, 2) @ self.filterbank.T + SPECTRUM_FLOOR) / 3 + 1
+        return torch.log10(power[..., :T].transpose(1, 2) + SPECTRUM_FLOOR) / 3 + 1
 
 
 class KeyFeatures(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cascade_rms import notes, objective, scores
-from model import LOWEST_KEY, N_KEYS, Cascade, CascadeConfig, HarmonicSpectrum, MDCTCodec
+from model import LOWEST_KEY, N_KEYS, SPECTRUM_FLOOR, Cascade, CascadeConfig, HarmonicSpectrum, MDCTCodec, key_frequency
 
 RATE = 16000
 
@@ -43,6 +43,24 @@ def test_labels_sit_on_the_keys_that_sound(tmp_path):
     assert min(louder_than_neighbours(roll)) > 0.1
     for shift in (1, -1):
         assert min(louder_than_neighbours(np.roll(roll, shift, axis=1))) < 0
+
+
+def test_harmonic_spectrum_between_its_windows_reads_what_a_window_there_would():
+    """The spectrum is windowed every second frame and interpolated between: on tone bursts, every
+    frame reads what a window centred on it reads, 10x nearer than the next frame's window does."""
+    rng = np.random.default_rng(0)
+    t = np.arange(2 * RATE) / RATE
+    audio = sum(np.sin(2 * np.pi * key_frequency(rng.integers(40, 80)) * t) * ((t >= 0.2 * k) & (t < 0.2 * k + 0.15))
+                for k in range(10))
+    frames = MDCTCodec(128).encode(torch.tensor(audio, dtype=torch.float32)[None])
+    harmonic = HarmonicSpectrum(128, RATE, 4096)
+    got = harmonic(frames)[0]
+    every_frame = torch.stft(harmonic.codec.decode(frames), 4096, 128, window=harmonic.window, center=True,
+                             pad_mode="constant", return_complex=True).abs().pow(2)
+    expected = torch.log10((harmonic.filterbank @ every_frame)[0].T + SPECTRUM_FLOOR) / 3 + 1  # (T, keys x harmonics)
+    assert got.shape == expected.shape
+    aligned = (got - expected).abs().mean()
+    assert aligned < 0.1 * min((got[1:] - expected[:-1]).abs().mean(), (got[:-1] - expected[1:]).abs().mean())
 
 
 def test_piano_roll_f1_and_midi_round_trip(tmp_path):
