@@ -53,8 +53,8 @@ cache_dir = ".cache/audio"  # your audio decoded, and scores rendered, once
 # hyperparameter too: set one here (n_layer = 4) or on the command line (--n_layer=4)
 # transcription: stage 1 learns which notes sound (scores only)
 transcribe_epochs = 4  # the run's first epochs train stage 1's transcription alone, on excerpts rendered afresh
-transcribe_steps = 125  # steps in each of them
-transcribe_batch = 16  # excerpts per step, per rank
+transcribe_steps = 250  # steps in each of them
+transcribe_batch = 8  # excerpts per step, per rank: with as many excerpts in twice the steps, 8 beat 16 (held-out F1 0.740 to 0.729: docs/LOG.md)
 transcribe_lr = 2e-3  # at the first transcription step, decaying along a half cosine to 0 at the last
 augment_gain_db = 12.0  # each excerpt's gain within +-this
 augment_tilt_db = 3.0  # and its spectrum tilted within +-this per octave,
