@@ -77,7 +77,7 @@ def test_every_readme_command_runs(tmp_path, capsys, two_epoch_run, tiny_scores_
     (tmp_path / "music").mkdir()
     for i in range(3):
         write_song(tmp_path / "music" / f"song{i}.flac", 1.6, 44100, 2, seed=10 + i)
-    places = {"checkpoints/epoch_6_step_534.pth": checkpointing.files(tiny_scores_run)[0],
+    places = {"checkpoints/epoch_6_step_1034.pth": checkpointing.files(tiny_scores_run)[0],
               "checkpoints/": str(clone_run(two_epoch_run[0], tmp_path / "run")),
               "~/music": str(tmp_path / "music"), "~/samples": str(tmp_path / "music"),
               **{name: str(tmp_path / name) for name in ("song.wav", "other.flac", "out.wav", "out.flac", "page", "notes.mid")}}
@@ -135,3 +135,18 @@ def test_the_readmes_python_is_the_interpreter_running_the_tests():
     against that venv, activated or not (before, 27 tests failed on the system's python)."""
     shown = subprocess.run(["python", "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True, cwd=ROOT)
     assert shown.stdout.strip() == sys.prefix
+
+
+def test_every_file_the_readme_and_docs_link_to_is_in_the_repository():
+    """A figure or page linked from README.md or docs/ is committed: an ignored one (docs' figures
+    were *.png once) would show on the machine that made it and nowhere else."""
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split())
+    linked = []
+    for page in ["README.md", *sorted(glob.glob("docs/*.md", root_dir=ROOT))]:
+        with open(os.path.join(ROOT, page)) as f:
+            for target in re.findall(r"\]\(([^)#\s]+)", f.read()):
+                if "://" not in target:
+                    linked.append(os.path.normpath(os.path.join(os.path.dirname(page), target)))
+    assert len(linked) > 5
+    missing = sorted(set(linked) - tracked)
+    assert not missing, f"linked but not committed: {missing}"
