@@ -94,10 +94,10 @@ def step_flops(config, B, T, attention=True):
                               + chunks * min(config.pointer_candidates, S * T) * (R + 2) * D)  # mix the candidates
         else:
             total += 2 * B * T * width * D
-    if config.notes:  # stage 1's transcription: decode, harmonic filterbank, key convolution, projections, note head
-        keys = len(HARMONICS) * N_KEYS
-        total += 2 * B * T * (D * 2 * D + (config.note_fft // 2 + 1) * keys + 8 * keys * 5
-                              + 8 * N_KEYS * 2 * D + 2 * D * N_KEYS)
+    if config.notes:  # stage 1's transcription: decode, harmonic filterbank (every second frame), key convolution,
+        keys = len(HARMONICS) * N_KEYS  # projections, note head
+        total += 2 * B * (T * (D * 2 * D + 8 * keys * 5 + 8 * N_KEYS * 2 * D + 2 * D * N_KEYS)
+                          + (T // 2 + 1) * (config.note_fft // 2 + 1) * keys)
     return 3 * total
 
 

@@ -2,8 +2,10 @@
 A checkpoint's transcription trained on: held-out and organ F1 after more steps, with other EQ
 (docs/LOG.md, issue 35).
 
-    python -m lab.transcribe_more checkpoints/epoch_6_step_534.pth --steps=250 --bell_db=3
-    python -m lab.transcribe_more checkpoints/epoch_6_step_534.pth --organs=20   # each training organ drawn 20x as often
+    python -m lab.transcribe_more checkpoints/epoch_6_step_1034.pth --steps=250 --bell_db=3
+    python -m lab.transcribe_more checkpoints/epoch_6_step_1034.pth --organs=20   # each training organ drawn 20x as often
+    python -m lab.transcribe_more checkpoints/epoch_6_step_1034.pth --fresh --steps=600 --batch=8 --lr=2e-3
+                                   # its model and data from initial weights: how a batch size or step count pays
 """
 
 import argparse
@@ -14,18 +16,24 @@ import numpy as np
 import torch
 
 from cascade_rms import checkpointing, hyperparameters, notes, objective, scores
-from model import MDCTCodec
+from model import Cascade, CascadeConfig, MDCTCodec
 
 ORGANS = [16, 17, 18]  # TimGM6mb's training organs: like the held-out 19, they sound a 16-foot stop an octave low
 
 
-def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16):
+def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16, fresh=False):
     """A checkpoint's stage 1 trained on for `steps` more transcription steps (train.py's excerpts,
-    with this EQ, each training organ drawn `organs` times as often as another program; lr decaying
-    along a half cosine), then its frame F1 on the held-out pieces for the held-out programs and
-    the training organs: does more of the same, or more organs, teach the organs' octave?"""
+    `batch` a step, with this EQ, each training organ drawn `organs` times as often as another
+    program; lr decaying along a half cosine), then its frame F1 on the held-out pieces for the
+    held-out programs and the training organs: does more of the same, or more organs, teach the
+    organs' octave? fresh: from the run's initial weights instead of the checkpoint's."""
     state = checkpointing.load(path)
-    model, hp = checkpointing.model_from(state), state["hyperparameters"]
+    hp = state["hyperparameters"]
+    if fresh:
+        torch.manual_seed(hp["seed"])
+        model = Cascade(CascadeConfig(**checkpointing.stored_config(state)))
+    else:
+        model = checkpointing.model_from(state)
     train, held_out = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
     augment = notes.Augment(gain_db=hp["augment_gain_db"], tilt_db=tilt_db, bell_db=bell_db)
     programs = train.programs + [p for p in train.programs if p in ORGANS] * (organs - 1)
@@ -47,7 +55,7 @@ def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16):
     counts = notes.transcription_counts(model, codec, held_out.renderer, held_out.scores, held_out.programs + ORGANS,
                                         held_out.segment)
     pooled = notes.f1(sum(counts[p] for p in held_out.programs))
-    print(f"{path} + {steps} steps (tilt {tilt_db} dB, bells {bell_db} dB, organs {organs}x): held-out pooled F1 {pooled:.3f}; "
+    print(f"{path}{' (initial weights)' if fresh else ''} + {steps} steps of {batch}, lr {lr:.0e} (tilt {tilt_db} dB, bells {bell_db} dB, organs {organs}x): held-out pooled F1 {pooled:.3f}; "
           + ", ".join(f"{p}: {notes.f1(c):.3f}" for p, c in counts.items()))
 
 
@@ -58,10 +66,13 @@ def main(argv):
     parser.add_argument("--tilt_db", type=float, default=hyperparameters.defaults()["augment_tilt_db"], help="the EQ's tilt")
     parser.add_argument("--bell_db", type=float, default=hyperparameters.defaults()["augment_bell_db"], help="the EQ's bells")
     parser.add_argument("--organs", type=int, default=1, help="draw each training organ (16-18) this many times as often")
+    parser.add_argument("--batch", type=int, default=16, help="excerpts a step")
+    parser.add_argument("--lr", type=float, default=1e-3, help="at the first step, decaying along a half cosine to 0")
+    parser.add_argument("--fresh", action="store_true", help="train from the run's initial weights, not the checkpoint's")
     args = parser.parse_args(argv)
-    if args.organs < 1:
-        parser.error(f"--organs={args.organs} must be at least 1")
-    transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs)
+    if args.organs < 1 or args.batch < 1 or not args.lr > 0:
+        parser.error(f"--organs={args.organs} and --batch={args.batch} must be at least 1, --lr={args.lr} > 0")
+    transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs, args.lr, args.batch, args.fresh)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,26 @@ def test_transcribe_more_trains_a_checkpoints_stage_1_and_reports_held_out_and_o
     before = {k: v.clone() for k, v in checkpointing.load(path)["model"].items()}
     transcribe_more.transcribe_more(path, steps=2, tilt_db=1.0, bell_db=3.0, organs=3)
     out = capsys.readouterr().out
-    assert "+ 2 steps (tilt 1.0 dB, bells 3.0 dB, organs 3x): held-out pooled F1" in out
+    assert "+ 2 steps of 16, lr 1e-03 (tilt 1.0 dB, bells 3.0 dB, organs 3x): held-out pooled F1" in out
     assert all(f"{p}: " in out for p in [42, 73, *transcribe_more.ORGANS])
     after = checkpointing.load(path)["model"]
     assert all(torch.equal(before[k], after[k]) for k in before)  # the checkpoint itself is only read
+
+
+def test_transcribe_more_from_initial_weights_starts_where_the_run_did(tiny_scores_run, capsys, monkeypatch):
+    """--fresh trains the checkpoint's model from the run's initial weights (train.py's seed):
+    what it trains is not the checkpoint's stage 1."""
+    from cascade_rms import checkpointing
+    from lab import transcribe_more
+    path = checkpointing.files(tiny_scores_run)[0]
+    trained = checkpointing.load(path)["model"]
+    seen = []
+
+    def counts(model, codec, renderer, scores, programs, segment):  # what was trained, without the evaluation's cost
+        seen.append(model.state_dict())
+        return {program: np.ones(3, dtype=int) for program in programs}
+
+    monkeypatch.setattr(transcribe_more.notes, "transcription_counts", counts)
+    transcribe_more.transcribe_more(path, steps=1, tilt_db=1.0, bell_db=3.0, lr=1e-9, batch=2, fresh=True)
+    assert "(initial weights) + 1 steps of 2, lr 1e-09" in capsys.readouterr().out
+    assert not torch.allclose(seen[0]["stage1.notes.weight"], trained["stage1.notes.weight"])
