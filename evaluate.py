@@ -2,7 +2,7 @@
 How good is the output? Judge a checkpoint against the right answer where there is one, and
 against its input and target where there is none.
 
-    python evaluate.py --ckpt checkpoints/epoch_6_step_534.pth       # trained on rendered scores: the ground truth
+    python evaluate.py --ckpt checkpoints/epoch_6_step_1034.pth       # trained on rendered scores: the ground truth
     python evaluate.py --ckpt ... --soundfont=OTHER.sf2   # the held-out triplets rendered with another SoundFont
     python evaluate.py --ckpt ... --data_dir=~/music      # pairs of your music, which have no truth
     python evaluate.py --ckpt ... --csv=eval.csv          # also the rows' metrics and the paired comparison as CSV

@@ -3,7 +3,7 @@ Two genres of freely licensed recorded music from Debian: on each, the evaluatio
 trained elsewhere, then a run trained there and its evaluation (docs/results.md).
 
     python -m lab.real_music                      # the newest checkpoint in checkpoints/
-    python -m lab.real_music --music_dir=DIR --ckpt=checkpoints/epoch_6_step_534.pth
+    python -m lab.real_music --music_dir=DIR --ckpt=checkpoints/epoch_6_step_1034.pth
 """
 
 import argparse
