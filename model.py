@@ -226,7 +226,7 @@ class HarmonicSpectrum(nn.Module):
         self.register_buffer("filterbank", harmonic_filterbank(sample_rate, n_fft), persistent=False)
 
     def forward(self, frames):
-        B, D, T = frames.shape
+        _, D, T = frames.shape
         # Windows every second frame, the power between them interpolated: a 256 ms window moves
         # little in 8 ms, and the STFT was a fifth of a transcription step (docs/LOG.md)
         windows = T // 2 + 1  # centred on samples 0, 2D, ..., at or past frame T-1's centre

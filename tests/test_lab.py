@@ -78,9 +78,9 @@ def test_transcribe_more_trains_a_checkpoints_stage_1_and_reports_held_out_and_o
     assert all(torch.equal(before[k], after[k]) for k in before)  # the checkpoint itself is only read
 
 
-def test_transcribe_more_from_initial_weights_starts_where_the_run_did(tiny_scores_run, capsys, monkeypatch):
-    """--fresh trains the checkpoint's model from the run's initial weights (train.py's seed):
-    what it trains is not the checkpoint's stage 1."""
+def test_transcribe_more_fresh_trains_initial_weights_not_the_checkpoints(tiny_scores_run, capsys, monkeypatch):
+    """--fresh trains the checkpoint's model from the weights train.py's seed gives it, not from
+    the checkpoint's: after one step at a tiny lr, stage 1's note head is not the trained one."""
     from cascade_rms import checkpointing
     from lab import transcribe_more
     path = checkpointing.files(tiny_scores_run)[0]
