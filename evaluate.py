@@ -57,7 +57,7 @@ from cascade_rms import (
     training,
     verdict,
 )
-from model import Cascade, CascadeConfig, MDCTCodec
+from model import CascadeConfig, MDCTCodec
 
 TEXTURE = ("max_corr", "envelope", "persistence", "motion", "fill", "flatness", "dist_in", "dist_tgt", "dist_mix",
            "spectrum_span")
@@ -186,12 +186,6 @@ def held_out_triplets(state, soundfont=""):
     return scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
 
 
-def fresh(config, seed):
-    """The model of a config with the weights a run seeded with `seed` starts from, in eval mode."""
-    torch.manual_seed(seed)
-    return Cascade(config).eval()
-
-
 def refinement_off(model):
     """The model with stage 2's refinement at its initial zero: the fixed fit alone."""
     off = copy.deepcopy(model)
@@ -205,8 +199,8 @@ def learns_nothing(model, seed):
     plays toward an estimate, the choice rule before it (band levels and pitch classes, 4bf4f7f:
     fresh weights stand for random notes once stage 1 transcribes); else its config with fresh weights."""
     if model.config.estimate:
-        return NEAREST, fresh(replace(model.config, estimate=False), seed)
-    return UNTRAINED, fresh(model.config, seed)
+        return NEAREST, checkpointing.initial_model(replace(model.config, estimate=False), seed).eval()
+    return UNTRAINED, checkpointing.initial_model(model.config, seed).eval()
 
 
 def truth_systems(model, seed):
@@ -226,7 +220,7 @@ def truth_systems(model, seed):
 def blocks_reset(model, seed):
     """The model with stage 1's blocks back at the run's initial weights (train.py seeds rank 0
     with the run's seed before building it), every other weight as trained."""
-    reset = fresh(model.config, seed)
+    reset = checkpointing.initial_model(model.config, seed).eval()
     blocks = {k: v for k, v in reset.state_dict().items() if k.startswith("stage1.blocks.")}
     reset.load_state_dict({**model.state_dict(), **blocks})
     return reset

@@ -69,6 +69,13 @@ def model_from(state):
     return model
 
 
+def initial_model(config, seed):
+    """The model of a config with the weights a run seeded with `seed` starts from (train.py seeds
+    rank 0 with the run's seed before building its model)."""
+    torch.manual_seed(seed)
+    return Cascade(config)
+
+
 def to_resume(resume, folder, config, log=print):
     """(path, state) of the checkpoint to resume: --resume=auto takes the newest good one in
     folder (none: a fresh start), a path takes that one or fails saying why; (None, None) for

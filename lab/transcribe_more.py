@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cascade_rms import checkpointing, hyperparameters, notes, objective, scores
-from model import Cascade, CascadeConfig, MDCTCodec
+from model import CascadeConfig, MDCTCodec
 
 ORGANS = [16, 17, 18]  # TimGM6mb's training organs: like the held-out 19, they sound a 16-foot stop an octave low
 
@@ -29,11 +29,8 @@ def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16, 
     organs' octave? fresh: from the run's initial weights instead of the checkpoint's."""
     state = checkpointing.load(path)
     hp = state["hyperparameters"]
-    if fresh:
-        torch.manual_seed(hp["seed"])
-        model = Cascade(CascadeConfig(**checkpointing.stored_config(state)))
-    else:
-        model = checkpointing.model_from(state)
+    model = (checkpointing.initial_model(CascadeConfig(**checkpointing.stored_config(state)), hp["seed"]) if fresh
+             else checkpointing.model_from(state))
     train, held_out = scores.triplet_sets(hyperparameters.section(scores.ScoresConfig, hp), log=lambda *_: None)
     augment = notes.Augment(gain_db=hp["augment_gain_db"], tilt_db=tilt_db, bell_db=bell_db)
     programs = train.programs + [p for p in train.programs if p in ORGANS] * (organs - 1)
