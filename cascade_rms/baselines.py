@@ -91,18 +91,25 @@ def diagonal_sum(activations, length):
     return sum(padded[half + i : half + i + K, half + i : half + i + M] for i in range(-half, half + 1))
 
 
-def let_it_bee(x_in, x_tgt, seed=0, iterations=LET_IT_BEE_ITERATIONS, repetition=LET_IT_BEE_REPETITION,
-               polyphony=LET_IT_BEE_POLYPHONY, continuity=LET_IT_BEE_CONTINUITY):
-    """Let it Bee: the input's magnitude spectrogram V approximated as W H, where W holds
-    the target's STFT frames as fixed templates and only the activations H are learned, by
-    KL multiplicative updates. Before each update three restrictions soften what breaks
-    them by 1 - (l+1)/L at iteration l (to zero at the last): repetition (H kept only where
-    it is the maximum of its row within `repetition` frames), polyphony (the `polyphony`
-    largest of each column) and continuity (a diagonal filter). The output is the target's
-    complex frames times H, resynthesised by the inverse STFT. # (N,)"""
-    stft = dict(n_fft=LET_IT_BEE_FFT, hop_length=LET_IT_BEE_HOP)
-    V = np.abs(librosa.stft(np.asarray(x_in, dtype=np.float32), **stft)).astype(np.float64)  # (F, M)
-    templates = librosa.stft(np.asarray(x_tgt, dtype=np.float32), **stft).astype(np.complex128)  # (F, K)
+def let_it_bee(x_in, x_tgt, seed=0):
+    """Let it Bee: the input's magnitude spectrogram rebuilt from the target's frames (mosaic),
+    at the pair's level. # (N,)"""
+    magnitudes = np.abs(librosa.stft(np.asarray(x_in, dtype=np.float32), n_fft=LET_IT_BEE_FFT, hop_length=LET_IT_BEE_HOP))
+    return at_level(mosaic(magnitudes, x_tgt, len(x_in), seed), x_in, x_tgt)
+
+
+def mosaic(magnitudes, x_tgt, length, seed=0, iterations=LET_IT_BEE_ITERATIONS, repetition=LET_IT_BEE_REPETITION,
+           polyphony=LET_IT_BEE_POLYPHONY, continuity=LET_IT_BEE_CONTINUITY):
+    """Let it Bee's mosaic of a magnitude spectrogram V (on its STFT grid): V approximated as W H,
+    where W holds the target's STFT frames as fixed templates and only the activations H are
+    learned, by KL multiplicative updates. Before each update three restrictions soften what
+    breaks them by 1 - (l+1)/L at iteration l (to zero at the last): repetition (H kept only where
+    it is the maximum of its row within `repetition` frames), polyphony (the `polyphony` largest
+    of each column) and continuity (a diagonal filter). The output is the target's complex frames
+    times H, resynthesised by the inverse STFT, `length` samples. # (LET_IT_BEE_FFT//2 + 1, M) -> (length,)"""
+    V = np.asarray(magnitudes, dtype=np.float64)  # (F, M)
+    templates = librosa.stft(np.asarray(x_tgt, dtype=np.float32), n_fft=LET_IT_BEE_FFT,
+                             hop_length=LET_IT_BEE_HOP).astype(np.complex128)  # (F, K)
     templates /= np.abs(templates).sum(axis=0, keepdims=True) + EPS  # unit templates: activations compare as energies
     W = np.abs(templates)
     H = np.random.default_rng(seed).random((W.shape[1], V.shape[1]))  # (K, M)
@@ -114,5 +121,4 @@ def let_it_bee(x_in, x_tgt, seed=0, iterations=LET_IT_BEE_ITERATIONS, repetition
             H = np.where(H >= np.partition(H, -polyphony, axis=0)[-polyphony], H, H * shrink)
         H = diagonal_sum(H, continuity)
         H = H * (W.T @ (V / (W @ H + EPS))) / column_sums
-    y = librosa.istft(templates @ H, length=len(x_in), **stft)
-    return at_level(y.astype(np.float32), x_in, x_tgt)
+    return librosa.istft(templates @ H, length=length, n_fft=LET_IT_BEE_FFT, hop_length=LET_IT_BEE_HOP).astype(np.float32)
