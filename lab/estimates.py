@@ -1,6 +1,7 @@
 """
 What stage 2's grains should be nearest, on a checkpoint's held-out triplets: the fixed fit
-through stage 1's notes or the scores', the input's spectrum, Let it Bee's output (docs/LOG.md,
+through stage 1's notes or the scores', the input's spectrum, Let it Bee's output; and whether
+Let it Bee's own mosaic, made toward the fit instead of the input, plays it better (docs/LOG.md,
 issue 36).
 
     python -m lab.estimates checkpoints/epoch_6_step_608.pth --triplets=30
@@ -10,8 +11,10 @@ import argparse
 import os
 import sys
 
+import librosa
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from cascade_rms import baselines, checkpointing, groundtruth, hyperparameters, scores, training
 from model import Cascade, CascadeConfig, MDCTCodec
@@ -22,8 +25,10 @@ def estimates(path, n_triplets, soundfont=""):
     """Ways to choose stage 2's grains, each by the grain nearest a wanted mel spectrum, on held-out
     triplets of a checkpoint trained on scores: the fixed fit (NoteSpectra) through stage 1's notes
     or the scores' (of input, material or both), the input's own spectrum, Let it Bee's output;
-    beside them the nearest-neighbour head and Let it Bee. LSD to the truth, by the input's program
-    too: where do transcription errors cost, and does the estimate beat Let it Bee when notes are right?"""
+    beside them the nearest-neighbour head and Let it Bee, and Let it Bee's mosaic of the material
+    toward the fit (on its own STFT grid) or toward the truth itself. LSD to the truth, by the
+    input's program too: where do transcription errors cost, and does the estimate beat Let it Bee
+    when notes are right?"""
     state = checkpointing.load(path)
     stored = {**checkpointing.stored_config(state), "estimate": True}
     model = Cascade(CascadeConfig(**stored)).eval()
@@ -48,6 +53,17 @@ def estimates(path, n_triplets, soundfont=""):
         def mel_of(audio):  # at the material's unit level, as the corpus is described
             return spectra.mel_db(spectra.power(torch.as_tensor(audio).float().view(1, -1) / by_stage1.mel_level[:, None]))
 
+        def mosaic_toward_fit(material_roll, input_roll):  # on Let it Bee's grid: every 4th of the model's frames
+            magnitudes = np.abs(librosa.stft(material[:length], n_fft=baselines.LET_IT_BEE_FFT,
+                                             hop_length=baselines.LET_IT_BEE_HOP)) ** 2  # (F, M)
+            M, step = magnitudes.shape[1], baselines.LET_IT_BEE_HOP // model.config.frame_dim
+            rolls = [F.pad(r[::step][:frames].float(), (0, 0, 0, frames - len(r[::step][:frames])))
+                     for r, frames in ((material_roll, M), (input_roll, len(x_in) // baselines.LET_IT_BEE_HOP + 1))]
+            fitted = spectra.fit(*spectra.statistics(torch.from_numpy(magnitudes.T)[None], rolls[0][None]))[0]
+            wanted = F.pad(rolls[1], (0, 1), value=1.0) @ fitted.T  # (frames, F): power
+            return baselines.at_level(baselines.mosaic(wanted.sqrt().T.double().numpy(), material[:length], len(x_in), i),
+                                      x_in, material[:length])
+
         def nearest_to(wanted, corpus):
             grains = 3 * x.shape[2] + head.nearest(wanted, corpus)[..., None]
             return codec.decode(head.player(torch.ones(grains.shape), grains, [x] * 3, corpus), len(truth))[0].numpy()
@@ -62,6 +78,13 @@ def estimates(path, n_triplets, soundfont=""):
             "nearest-neighbour head": codec.decode(nearest(x, y, training.encode(nearest, codec, batch, "cpu", {})[2])[0],
                                                    len(truth))[0].numpy(),
             "Let it Bee": bee,
+            "Let it Bee toward the fit, stage 1's notes": mosaic_toward_fit(
+                model.transcribe_recording(torch.from_numpy(material[:length])[None])[0], transcribed[0]),
+            "Let it Bee toward the fit, the scores' notes": mosaic_toward_fit(
+                batch.material_rolls[0, : length // model.config.frame_dim + 1] > 0, batch.rolls[0] > 0),
+            "Let it Bee toward the truth": baselines.at_level(baselines.mosaic(
+                np.abs(librosa.stft(truth, n_fft=baselines.LET_IT_BEE_FFT, hop_length=baselines.LET_IT_BEE_HOP)),
+                material[:length], len(x_in), i), x_in, material[:length]),
         }
         for name, audio in systems.items():
             rows.setdefault(name, []).append(groundtruth.log_spectral_distance(audio, truth, held.renderer.sample_rate,

@@ -95,3 +95,32 @@ def test_transcribe_more_fresh_trains_initial_weights_not_the_checkpoints(tiny_s
     transcribe_more.transcribe_more(path, steps=1, tilt_db=1.0, bell_db=3.0, lr=1e-9, batch=2, fresh=True)
     assert "(initial weights) + 1 steps of 2, lr 1e-09" in capsys.readouterr().out
     assert not torch.allclose(seen[0]["stage1.notes.weight"], trained["stage1.notes.weight"])
+
+
+def test_refine_more_trains_stage_2_seeing_let_it_bee_and_leaves_the_checkpoint_alone(tiny_scores_run, capsys):
+    from cascade_rms import checkpointing
+    from lab import refine_more
+    path = checkpointing.files(tiny_scores_run)[0]
+    before = {k: v.clone() for k, v in checkpointing.load(path)["model"].items()}
+    refine_more.refine_more(path, steps=2, batch_size=2, n_triplets=1, sees_bee=True, epoch_triplets=0)
+    out = capsys.readouterr().out
+    assert "+ 2 steps of 2, lr 2e-03, refining the fit, seeing fit, input, notes and Let it Bee: on 1 held-out triplets" in out
+    assert "played LSD" in out and "(Let it Bee" in out
+    after = checkpointing.load(path)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_refine_more_from_bee_refines_let_it_bee_not_the_fit(tiny_scores_run, capsys):
+    """With no step the refinement is the checkpoint's; the estimate it moves is the fit, or with
+    from_bee Let it Bee's output, so the two estimates' distances to the truth differ."""
+    import re
+    from cascade_rms import checkpointing
+    from lab import refine_more
+    path = checkpointing.files(tiny_scores_run)[0]
+    distances = []
+    for from_bee in (False, True):
+        refine_more.refine_more(path, steps=0, n_triplets=1, sees_bee=True, from_bee=from_bee, epoch_triplets=0)
+        out = capsys.readouterr().out
+        assert ("refining Let it Bee" if from_bee else "refining the fit") in out
+        distances.append(float(re.search(r"estimate (-?[\d.]+) dB from the truth", out).group(1)))
+    assert distances[0] != distances[1]
