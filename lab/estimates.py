@@ -4,7 +4,7 @@ through stage 1's notes or the scores', the input's spectrum, Let it Bee's outpu
 Let it Bee's own mosaic, made toward the fit instead of the input, plays it better (docs/LOG.md,
 issue 36).
 
-    python -m lab.estimates checkpoints/epoch_6_step_608.pth --triplets=30
+    python -m lab.estimates checkpoints/epoch_6_step_1034.pth --triplets=24
 """
 
 import argparse

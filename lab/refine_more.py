@@ -4,7 +4,7 @@ its played distance to the truth on held-out triplets against Let it Bee's (docs
 
     python -m lab.refine_more checkpoints/epoch_6_step_1034.pth --steps=54             # train.py's 54 steps of 8
     python -m lab.refine_more checkpoints/epoch_6_step_1034.pth --steps=54 --sees_bee  # Let it Bee's mel spectrum seen too
-    python -m lab.refine_more checkpoints/epoch_6_step_1034.pth --steps=54 --from_bee  # refining Let it Bee's, not the fit
+    python -m lab.refine_more checkpoints/epoch_6_step_1034.pth --steps=54 --sees_bee --from_bee  # refining Let it Bee's, not the fit
 """
 
 import argparse
