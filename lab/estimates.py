@@ -107,7 +107,10 @@ def main(argv):
     parser.add_argument("--triplets", type=int, default=30, help="held-out triplets")
     parser.add_argument("--soundfont", default="", help="render the triplets with this SoundFont instead")
     args = parser.parse_args(argv)
-    estimates(args.ckpt, args.triplets, args.soundfont)
+    try:
+        estimates(args.ckpt, args.triplets, args.soundfont)
+    except checkpointing.CheckpointError as e:
+        raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

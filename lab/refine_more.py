@@ -130,8 +130,11 @@ def main(argv):
     if args.steps < 0 or args.batch < 1 or args.triplets < 1 or not args.lr >= 0 or (args.from_bee and not args.sees_bee):
         parser.error(f"--steps={args.steps} must be >= 0, --batch={args.batch} and --triplets={args.triplets} >= 1, "
                      f"--lr={args.lr} >= 0, and --from_bee needs --sees_bee")
-    refine_more(args.ckpt, args.steps, args.batch, args.lr, args.triplets, args.sees_bee, args.from_bee,
-                args.epoch_triplets)
+    try:
+        refine_more(args.ckpt, args.steps, args.batch, args.lr, args.triplets, args.sees_bee, args.from_bee,
+                    args.epoch_triplets)
+    except checkpointing.CheckpointError as e:
+        raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

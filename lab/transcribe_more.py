@@ -69,7 +69,10 @@ def main(argv):
     args = parser.parse_args(argv)
     if args.organs < 1 or args.batch < 1 or not args.lr > 0:
         parser.error(f"--organs={args.organs} and --batch={args.batch} must be at least 1, --lr={args.lr} > 0")
-    transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs, args.lr, args.batch, args.fresh)
+    try:
+        transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs, args.lr, args.batch, args.fresh)
+    except checkpointing.CheckpointError as e:
+        raise SystemExit(str(e)) from None
 
 
 if __name__ == "__main__":

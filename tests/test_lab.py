@@ -1,8 +1,10 @@
 """lab/: the thresholds table and the variants' refusals, the pieces of the issue-31 work (the
 semitone spectrum a learned grain description reads, and what a chunk's levels mean), the
-tuning and shared-sample checks of SoundFont renderers, and more transcription steps."""
+tuning and shared-sample checks of SoundFont renderers, more transcription and refinement steps,
+and how a lab script refuses a checkpoint that is not there."""
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import in_process
@@ -124,3 +126,12 @@ def test_refine_more_from_bee_refines_let_it_bee_not_the_fit(tiny_scores_run, ca
         assert ("refining Let it Bee" if from_bee else "refining the fit") in out
         distances.append(float(re.search(r"estimate (-?[\d.]+) dB from the truth", out).group(1)))
     assert distances[0] != distances[1]
+
+
+@pytest.mark.parametrize("name", ["refine_more", "estimates", "transcribe_more"])
+def test_a_lab_script_given_no_checkpoint_exits_naming_the_file(name, tmp_path):
+    import importlib
+    missing = str(tmp_path / "missing.pth")
+    with pytest.raises(SystemExit) as exit:
+        importlib.import_module(f"lab.{name}").main([missing])
+    assert str(exit.value) == f"{missing}: no such file"
