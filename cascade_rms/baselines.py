@@ -94,8 +94,12 @@ def diagonal_sum(activations, length):
 def let_it_bee(x_in, x_tgt, seed=0):
     """Let it Bee: the input's magnitude spectrogram rebuilt from the target's frames (mosaic),
     at the pair's level. # (N,)"""
-    magnitudes = np.abs(librosa.stft(np.asarray(x_in, dtype=np.float32), n_fft=LET_IT_BEE_FFT, hop_length=LET_IT_BEE_HOP))
-    return at_level(mosaic(magnitudes, x_tgt, len(x_in), seed), x_in, x_tgt)
+    return at_level(mosaic(stft_magnitudes(x_in), x_tgt, len(x_in), seed), x_in, x_tgt)
+
+
+def stft_magnitudes(audio):
+    """The magnitude spectrogram on Let it Bee's STFT grid. # (N,) -> (LET_IT_BEE_FFT//2 + 1, N // LET_IT_BEE_HOP + 1)"""
+    return np.abs(librosa.stft(np.asarray(audio, dtype=np.float32), n_fft=LET_IT_BEE_FFT, hop_length=LET_IT_BEE_HOP))
 
 
 def mosaic(magnitudes, x_tgt, length, seed=0, iterations=LET_IT_BEE_ITERATIONS, repetition=LET_IT_BEE_REPETITION,

@@ -7,4 +7,14 @@ package, cascade_rms, and runs train.py and evaluate.py as processes, as a user 
 
 import os
 
+from cascade_rms import checkpointing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root, where train.py is
+
+
+def load_checkpoint(path):
+    """checkpointing.load, or SystemExit naming the file and why it is no checkpoint of ours."""
+    try:
+        return checkpointing.load(path)
+    except checkpointing.CheckpointError as e:
+        raise SystemExit(str(e)) from None

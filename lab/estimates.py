@@ -11,12 +11,12 @@ import argparse
 import os
 import sys
 
-import librosa
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from cascade_rms import baselines, checkpointing, groundtruth, hyperparameters, scores, training
+from lab import load_checkpoint
 from model import Cascade, CascadeConfig, MDCTCodec
 
 
@@ -29,7 +29,7 @@ def estimates(path, n_triplets, soundfont=""):
     toward the fit (on its own STFT grid) or toward the truth itself. LSD to the truth, by the
     input's program too: where do transcription errors cost, and does the estimate beat Let it Bee
     when notes are right?"""
-    state = checkpointing.load(path)
+    state = load_checkpoint(path)
     stored = {**checkpointing.stored_config(state), "estimate": True}
     model = Cascade(CascadeConfig(**stored)).eval()
     model.load_state_dict(state["model"], strict=False)  # a checkpoint before estimate: its stage 1, a fresh fit
@@ -53,16 +53,17 @@ def estimates(path, n_triplets, soundfont=""):
         def mel_of(audio):  # at the material's unit level, as the corpus is described
             return spectra.mel_db(spectra.power(torch.as_tensor(audio).float().view(1, -1) / by_stage1.mel_level[:, None]))
 
+        def mosaic_toward(magnitudes):  # Let it Bee's mosaic of the material toward a spectrogram on its grid
+            return baselines.at_level(baselines.mosaic(magnitudes, material[:length], len(x_in), i), x_in, material[:length])
+
         def mosaic_toward_fit(material_roll, input_roll):  # on Let it Bee's grid: every 4th of the model's frames
-            magnitudes = np.abs(librosa.stft(material[:length], n_fft=baselines.LET_IT_BEE_FFT,
-                                             hop_length=baselines.LET_IT_BEE_HOP)) ** 2  # (F, M)
-            M, step = magnitudes.shape[1], baselines.LET_IT_BEE_HOP // model.config.frame_dim
+            power = baselines.stft_magnitudes(material[:length]) ** 2  # (F, M)
+            M, step = power.shape[1], baselines.LET_IT_BEE_HOP // model.config.frame_dim
             rolls = [F.pad(r[::step][:frames].float(), (0, 0, 0, frames - len(r[::step][:frames])))
                      for r, frames in ((material_roll, M), (input_roll, len(x_in) // baselines.LET_IT_BEE_HOP + 1))]
-            fitted = spectra.fit(*spectra.statistics(torch.from_numpy(magnitudes.T)[None], rolls[0][None]))[0]
+            fitted = spectra.fit(*spectra.statistics(torch.from_numpy(power.T)[None], rolls[0][None]))[0]
             wanted = F.pad(rolls[1], (0, 1), value=1.0) @ fitted.T  # (frames, F): power
-            return baselines.at_level(baselines.mosaic(wanted.sqrt().T.double().numpy(), material[:length], len(x_in), i),
-                                      x_in, material[:length])
+            return mosaic_toward(wanted.sqrt().T.double().numpy())
 
         def nearest_to(wanted, corpus):
             grains = 3 * x.shape[2] + head.nearest(wanted, corpus)[..., None]
@@ -82,9 +83,7 @@ def estimates(path, n_triplets, soundfont=""):
                 model.transcribe_recording(torch.from_numpy(material[:length])[None])[0], transcribed[0]),
             "Let it Bee toward the fit, the scores' notes": mosaic_toward_fit(
                 batch.material_rolls[0, : length // model.config.frame_dim + 1] > 0, batch.rolls[0] > 0),
-            "Let it Bee toward the truth": baselines.at_level(baselines.mosaic(
-                np.abs(librosa.stft(truth, n_fft=baselines.LET_IT_BEE_FFT, hop_length=baselines.LET_IT_BEE_HOP)),
-                material[:length], len(x_in), i), x_in, material[:length]),
+            "Let it Bee toward the truth": mosaic_toward(baselines.stft_magnitudes(truth)),
         }
         for name, audio in systems.items():
             rows.setdefault(name, []).append(groundtruth.log_spectral_distance(audio, truth, held.renderer.sample_rate,
@@ -107,10 +106,7 @@ def main(argv):
     parser.add_argument("--triplets", type=int, default=30, help="held-out triplets")
     parser.add_argument("--soundfont", default="", help="render the triplets with this SoundFont instead")
     args = parser.parse_args(argv)
-    try:
-        estimates(args.ckpt, args.triplets, args.soundfont)
-    except checkpointing.CheckpointError as e:
-        raise SystemExit(str(e)) from None
+    estimates(args.ckpt, args.triplets, args.soundfont)
 
 
 if __name__ == "__main__":

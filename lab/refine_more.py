@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from cascade_rms import baselines, checkpointing, groundtruth, hyperparameters, objective, scores, training
+from lab import load_checkpoint
 from model import N_KEYS, N_MELS, Cascade, CascadeConfig, MDCTCodec
 
 
@@ -37,11 +38,15 @@ class BeeSeeing(nn.Module):
         return self.head(x, sources, corpus, self.bee if self.from_bee else fitted)
 
 
-def bee_mel(model, batch, corpus, seeds):
-    """Let it Bee's output for each triplet of a batch, as the mel spectrum the truth is compared
-    in (training.truth_levels). # -> (B, T, N_MELS)"""
-    made = [baselines.let_it_bee(batch.inputs[j].numpy(), batch.materials[j, : int(batch.material_lengths[j])].numpy(),
+def bees(batch, seeds):
+    """Let it Bee's output for each triplet of a batch, seeded as evaluate.py seeds it. # -> [(N,)]"""
+    return [baselines.let_it_bee(batch.inputs[j].numpy(), batch.materials[j, : int(batch.material_lengths[j])].numpy(),
                                  seed=int(seed)) for j, seed in enumerate(seeds)]
+
+
+def bee_mel(model, made, corpus):
+    """Let it Bee's outputs as the mel spectrum the truth is compared in (training.truth_levels).
+    # [(N,)] -> (B, T, N_MELS)"""
     spectra = model.note_spectra
     return spectra.mel_db(spectra.power(torch.from_numpy(np.stack(made)) / corpus.mel_level[:, None]))
 
@@ -54,7 +59,7 @@ def refine_more(path, steps, batch_size=8, lr=2e-3, n_triplets=30, sees_bee=Fals
     with stage 1's notes: log-spectral distance to the truth against Let it Bee's, and the refined
     estimate's own. sees_bee: its blocks see Let it Bee's output too (BeeSeeing)."""
     torch.manual_seed(0)
-    state = checkpointing.load(path)
+    state = load_checkpoint(path)
     model = Cascade(CascadeConfig(**{**checkpointing.stored_config(state), "estimate": True}))
     model.load_state_dict(state["model"], strict=False)  # a checkpoint without an estimator: a fresh one
     if sees_bee:
@@ -82,7 +87,7 @@ def refine_more(path, steps, batch_size=8, lr=2e-3, n_triplets=30, sees_bee=Fals
         x_in, x_tgt, corpus = training.encode(model, codec, batch, "cpu", corpora, batch.material_rolls)
         truth = training.truth_levels(model, codec, batch, x_in, x_tgt, corpus, "cpu")
         if sees_bee:
-            model.stage2.estimator.bee = bee_mel(model, batch, corpus, indices)
+            model.stage2.estimator.bee = bee_mel(model, bees(batch, indices), corpus)
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         _, stats = model(x_in, x_tgt, corpus)
@@ -94,18 +99,18 @@ def refine_more(path, steps, batch_size=8, lr=2e-3, n_triplets=30, sees_bee=Fals
     model.eval()
     sample = np.sort(np.random.default_rng(0).permutation(len(held))[:n_triplets])
     played, bee, estimated = [], [], []
+    rate, hop = held.renderer.sample_rate, model.config.frame_dim
     with torch.no_grad():
         for i in sample:
             batch = held.batch([int(i)])
-            x_in, _, material, length, truth = held[int(i)]
+            truth = held[int(i)][4]
             x, y, corpus = training.encode(model, codec, batch, "cpu", {})
+            made = bees(batch, [i])
             if sees_bee:
-                model.stage2.estimator.bee = bee_mel(model, batch, corpus, [i])
+                model.stage2.estimator.bee = bee_mel(model, made, corpus)
             out, stats = model(x, y, corpus)
-            rate, hop = held.renderer.sample_rate, model.config.frame_dim
             played.append(groundtruth.log_spectral_distance(codec.decode(out, len(truth))[0].numpy(), truth, rate, hop))
-            bee.append(groundtruth.log_spectral_distance(baselines.let_it_bee(x_in, material[:length], seed=int(i)), truth,
-                                                         rate, hop))
+            bee.append(groundtruth.log_spectral_distance(made[0], truth, rate, hop))
             truth_mel = training.truth_levels(model, codec, batch, x, y, corpus, "cpu")["mel"]
             estimated.append(objective.estimate_distance(stats["estimate"], truth_mel).mean().item())
     played, bee = np.array(played), np.array(bee)
@@ -130,11 +135,8 @@ def main(argv):
     if args.steps < 0 or args.batch < 1 or args.triplets < 1 or not args.lr >= 0 or (args.from_bee and not args.sees_bee):
         parser.error(f"--steps={args.steps} must be >= 0, --batch={args.batch} and --triplets={args.triplets} >= 1, "
                      f"--lr={args.lr} >= 0, and --from_bee needs --sees_bee")
-    try:
-        refine_more(args.ckpt, args.steps, args.batch, args.lr, args.triplets, args.sees_bee, args.from_bee,
-                    args.epoch_triplets)
-    except checkpointing.CheckpointError as e:
-        raise SystemExit(str(e)) from None
+    refine_more(args.ckpt, args.steps, args.batch, args.lr, args.triplets, args.sees_bee, args.from_bee,
+                args.epoch_triplets)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from cascade_rms import checkpointing, hyperparameters, notes, objective, scores
+from lab import load_checkpoint
 from model import CascadeConfig, MDCTCodec
 
 ORGANS = [16, 17, 18]  # TimGM6mb's training organs: like the held-out 19, they sound a 16-foot stop an octave low
@@ -27,7 +28,7 @@ def transcribe_more(path, steps, tilt_db, bell_db, organs=1, lr=1e-3, batch=16, 
     program; lr decaying along a half cosine), then its frame F1 on the held-out pieces for the
     held-out programs and the training organs: does more of the same, or more organs, teach the
     organs' octave? fresh: from the run's initial weights instead of the checkpoint's."""
-    state = checkpointing.load(path)
+    state = load_checkpoint(path)
     hp = state["hyperparameters"]
     model = (checkpointing.initial_model(CascadeConfig(**checkpointing.stored_config(state)), hp["seed"]) if fresh
              else checkpointing.model_from(state))
@@ -69,10 +70,7 @@ def main(argv):
     args = parser.parse_args(argv)
     if args.organs < 1 or args.batch < 1 or not args.lr > 0:
         parser.error(f"--organs={args.organs} and --batch={args.batch} must be at least 1, --lr={args.lr} > 0")
-    try:
-        transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs, args.lr, args.batch, args.fresh)
-    except checkpointing.CheckpointError as e:
-        raise SystemExit(str(e)) from None
+    transcribe_more(args.ckpt, args.steps, args.tilt_db, args.bell_db, args.organs, args.lr, args.batch, args.fresh)
 
 
 if __name__ == "__main__":
